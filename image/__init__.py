@@ -1,0 +1,1 @@
+"""The reproducible node image: build, manifest, expected measurements, auditor rebuild."""

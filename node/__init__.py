@@ -1,0 +1,1 @@
+"""The sealed inference node: OHTTP gateway, key lifecycle, hardening, audit log, engine."""

@@ -1,0 +1,1 @@
+"""The in-memory inference engine: continuous batching over a paged KV cache erased on free."""

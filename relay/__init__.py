@@ -1,0 +1,1 @@
+"""The OHTTP relay service and the Privacy Pass token issuer."""
