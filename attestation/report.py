@@ -1,0 +1,88 @@
+"""The verification report every attestation verifier fills in, step by step (fail closed).
+
+Invariants:
+* A verifier records every step it runs, in order, with pass/fail and a reason a person can
+  read; reasons name what was compared, never secret or request data.
+* `VerificationReport.require()` raises `AttestationError` (a `VerificationError`) naming the
+  first failed step, carrying the whole report; a caller gets nothing usable on failure.
+* Pure: no I/O, no clock (time is a parameter of the verifiers, not of the report).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hushcc.errors import VerificationError
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One numbered verification step and its outcome."""
+
+    name: str
+    passed: bool
+    reason: str
+
+    def line(self) -> str:
+        """Render as one report line: `[PASS] name: reason`."""
+        return f"[{'PASS' if self.passed else 'FAIL'}] {self.name}: {self.reason}"
+
+
+@dataclass(slots=True)
+class VerificationReport:
+    """An ordered list of steps; the subject says what was verified (e.g. `sev-snp report`)."""
+
+    subject: str
+    steps: list[Step] = field(default_factory=list)
+
+    def ok(self, name: str, reason: str) -> None:
+        """Record a passed step."""
+        self.steps.append(Step(name, passed=True, reason=reason))
+
+    def fail(self, name: str, reason: str) -> AttestationError:
+        """Record a failed step and return the error to raise (`raise report.fail(...)`)."""
+        self.steps.append(Step(name, passed=False, reason=reason))
+        return AttestationError(self)
+
+    def check(self, condition: bool, name: str, passed: str, failed: str) -> None:  # noqa: FBT001
+        """Record `name` as passed when `condition` holds, else record it failed and raise."""
+        if not condition:
+            raise self.fail(name, failed)
+        self.ok(name, passed)
+
+    def extend(self, other: VerificationReport) -> None:
+        """Append another report's steps, prefixed with its subject."""
+        self.steps.extend(
+            Step(f"{other.subject}: {s.name}", s.passed, s.reason) for s in other.steps
+        )
+
+    @property
+    def passed(self) -> bool:
+        """True when at least one step ran and none failed."""
+        return bool(self.steps) and all(s.passed for s in self.steps)
+
+    @property
+    def first_failure(self) -> Step | None:
+        """The first failed step, if any."""
+        return next((s for s in self.steps if not s.passed), None)
+
+    def require(self) -> None:
+        """Raise `AttestationError` unless every step passed (and at least one ran)."""
+        if not self.passed:
+            raise AttestationError(self)
+
+    def render(self) -> str:
+        """The report as text, one line per step, headed by the subject and the verdict."""
+        verdict = "VERIFIED" if self.passed else "REJECTED"
+        return "\n".join([f"{self.subject}: {verdict}", *(s.line() for s in self.steps)])
+
+
+class AttestationError(VerificationError):
+    """Verification failed at a named step; `.report` holds every step that ran."""
+
+    def __init__(self, report: VerificationReport) -> None:
+        """Wrap the report; the message names the first failed step."""
+        self.report = report
+        failure = report.first_failure
+        where = f"{failure.name}: {failure.reason}" if failure else "no verification step ran"
+        super().__init__(f"{report.subject} rejected at step {where}")
