@@ -1,0 +1,203 @@
+"""Algorithm identifiers and the one seam to the crypto libraries (pyhpke, pyca/cryptography).
+
+Pure. Invariants:
+* Only the algorithms below are supported; any other identifier is a `ProtocolError` naming the
+  kind of identifier, never a crash or a foreign exception.
+* Every failure inside a primitive (bad tag, short input, low-order point, which pyca reports as a
+  `ValueError`) leaves this module as the one opaque `DecryptError`; foreign exceptions are
+  wrapped here, once, so callers never see them.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey
+
+from hushcc.errors import DecryptError, ProtocolError
+
+if TYPE_CHECKING:
+    from pyhpke import KEMKeyInterface
+
+
+class KemId(IntEnum):
+    """HPKE KEM identifiers supported for OHTTP key configurations (RFC 9180 §7.1)."""
+
+    DHKEM_X25519_HKDF_SHA256 = 0x0020
+
+
+class KdfId(IntEnum):
+    """HPKE KDF identifiers (RFC 9180 §7.2)."""
+
+    HKDF_SHA256 = 0x0001
+    HKDF_SHA384 = 0x0002
+    HKDF_SHA512 = 0x0003
+
+
+class AeadId(IntEnum):
+    """HPKE AEAD identifiers (RFC 9180 §7.3); export-only is useless for OHTTP and not accepted."""
+
+    AES_128_GCM = 0x0001
+    AES_256_GCM = 0x0002
+    CHACHA20_POLY1305 = 0x0003
+
+
+# Nsk/Nenc/Npk for each KEM; Nk/Nn/Nt for each AEAD; the hash of each KDF.
+_KEM_SIZES = {KemId.DHKEM_X25519_HKDF_SHA256: 32}
+_AEAD_SIZES = {
+    AeadId.AES_128_GCM: (16, 12, 16),
+    AeadId.AES_256_GCM: (32, 12, 16),
+    AeadId.CHACHA20_POLY1305: (32, 12, 16),
+}
+_KDF_HASHES: dict[KdfId, type[hashes.HashAlgorithm]] = {
+    KdfId.HKDF_SHA256: hashes.SHA256,
+    KdfId.HKDF_SHA384: hashes.SHA384,
+    KdfId.HKDF_SHA512: hashes.SHA512,
+}
+
+
+def kem_id_from_int(value: int) -> KemId:
+    """Return the `KemId` for `value`, or raise `ProtocolError` if it is not supported."""
+    try:
+        return KemId(value)
+    except ValueError:
+        raise ProtocolError("unsupported KEM identifier") from None
+
+
+def kdf_id_from_int(value: int) -> KdfId:
+    """Return the `KdfId` for `value`, or raise `ProtocolError` if it is not supported."""
+    try:
+        return KdfId(value)
+    except ValueError:
+        raise ProtocolError("unsupported KDF identifier") from None
+
+
+def aead_id_from_int(value: int) -> AeadId:
+    """Return the `AeadId` for `value`, or raise `ProtocolError` if it is not supported."""
+    try:
+        return AeadId(value)
+    except ValueError:
+        raise ProtocolError("unsupported AEAD identifier") from None
+
+
+def kem_public_key_length(kem_id: KemId) -> int:
+    """Npk (== Nenc for the DHKEMs) of `kem_id`."""
+    return _KEM_SIZES[kem_id]
+
+
+@dataclass(frozen=True, slots=True)
+class SymmetricSuite:
+    """One (KDF, AEAD) pair a key configuration offers (RFC 9458 §3)."""
+
+    kdf_id: KdfId
+    aead_id: AeadId
+
+    @property
+    def key_length(self) -> int:
+        """Nk of the AEAD."""
+        return _AEAD_SIZES[self.aead_id][0]
+
+    @property
+    def nonce_length(self) -> int:
+        """Nn of the AEAD."""
+        return _AEAD_SIZES[self.aead_id][1]
+
+    @property
+    def tag_length(self) -> int:
+        """Nt of the AEAD."""
+        return _AEAD_SIZES[self.aead_id][2]
+
+
+def hpke_suite(kem_id: KemId, suite: SymmetricSuite) -> CipherSuite:
+    """The pyhpke cipher suite for a KEM and a symmetric suite."""
+    return CipherSuite.new(KEMId(kem_id), KDFId(suite.kdf_id), AEADId(suite.aead_id))
+
+
+def x25519_private_key(raw: bytes) -> X25519PrivateKey:
+    """Load a raw 32-byte X25519 private key.
+
+    Raises:
+        ProtocolError: `raw` is not 32 bytes.
+    """
+    if len(raw) != 32:
+        raise ProtocolError("an X25519 private key is 32 bytes")
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def hpke_key(key: X25519PrivateKey | X25519PublicKey) -> KEMKeyInterface:
+    """Wrap a pyca key for pyhpke."""
+    return KEMKey.from_pyca_cryptography_key(key)
+
+
+def hpke_public_key(kem_id: KemId, raw: bytes) -> KEMKeyInterface:
+    """Deserialize a KEM public key for pyhpke.
+
+    Raises:
+        ProtocolError: the key does not have the KEM's length or does not load.
+    """
+    if len(raw) != kem_public_key_length(kem_id):
+        raise ProtocolError("public key has the wrong length for its KEM")
+    try:
+        return CipherSuite.new(
+            KEMId(kem_id), KDFId.HKDF_SHA256, AEADId.AES128_GCM
+        ).kem.deserialize_public_key(raw)
+    except Exception as exc:
+        raise ProtocolError("public key does not load") from exc
+
+
+def _aead(aead_id: AeadId, key: bytes) -> AESGCM | ChaCha20Poly1305:
+    if aead_id is AeadId.CHACHA20_POLY1305:
+        return ChaCha20Poly1305(key)
+    return AESGCM(key)
+
+
+def aead_seal(aead_id: AeadId, key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+    """AEAD Seal (RFC 9180 §5.2 semantics: ciphertext || tag).
+
+    Raises:
+        ProtocolError: the key or nonce has the wrong length for the AEAD.
+    """
+    nk, nn, _ = _AEAD_SIZES[aead_id]
+    if len(key) != nk or len(nonce) != nn:
+        raise ProtocolError("AEAD key or nonce has the wrong length")
+    return _aead(aead_id, key).encrypt(nonce, plaintext, aad)
+
+
+def aead_open(aead_id: AeadId, key: bytes, nonce: bytes, aad: bytes, ciphertext: bytes) -> bytes:
+    """AEAD Open; every failure (bad tag, short input, bad lengths) is the opaque `DecryptError`.
+
+    Raises:
+        DecryptError: the ciphertext does not open.
+    """
+    nk, nn, nt = _AEAD_SIZES[aead_id]
+    if len(key) != nk or len(nonce) != nn or len(ciphertext) < nt:
+        raise DecryptError
+    try:
+        return _aead(aead_id, key).decrypt(nonce, ciphertext, aad)
+    except Exception as exc:
+        raise DecryptError from exc
+
+
+def hkdf_extract(kdf_id: KdfId, salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract (RFC 5869 §2.2); an empty salt means HashLen zero bytes."""
+    algorithm = _KDF_HASHES[kdf_id]()
+    return hmac.new(salt or bytes(algorithm.digest_size), ikm, algorithm.name).digest()
+
+
+def hkdf_expand(kdf_id: KdfId, prk: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-Expand (RFC 5869 §2.3).
+
+    Raises:
+        DecryptError: `length` exceeds 255 * HashLen (no key can be derived).
+    """
+    algorithm = _KDF_HASHES[kdf_id]()
+    if length <= 0 or length > 255 * algorithm.digest_size:
+        raise DecryptError
+    return HKDFExpand(algorithm, length, info).derive(prk)
