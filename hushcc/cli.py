@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # Modules contributing subcommand groups, in the order `hushcc --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "hushcc.demo",
+    "ohttp.cli",
 )
 
 
