@@ -1,0 +1,171 @@
+"""X.509 chains for NVIDIA evidence: leaf → ... → pinned root, checked at a given time.
+
+Used for GPU device chains (leaf = attestation key, root = NVIDIA Device Identity CA) and RIM
+signing chains (root = NVIDIA CoRIM signing Root CA). The pinned roots ship as package data in
+`attestation/nvidia_roots/`.
+
+Invariants:
+* Pure: time is a parameter; revocation is an injected `RevocationSource` (OCSP in production).
+  Without one, the caller records that revocation was NOT checked — never a silent pass.
+* The last certificate must be byte-identical to the pinned root; every certificate must be
+  directly issued (name + signature) by the next and valid at `now`; every issuer that carries
+  BasicConstraints must be a CA.
+* Only `VerificationError` / `ProtocolError` escape.
+"""
+
+from __future__ import annotations
+
+import enum
+from importlib import resources
+from itertools import pairwise
+from typing import TYPE_CHECKING, Protocol
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from hushcc.errors import ProtocolError, VerificationError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+MAX_CHAIN = 8
+
+
+class RevocationStatus(enum.Enum):
+    """What a revocation source says about one certificate."""
+
+    GOOD = "good"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
+
+
+class RevocationSource(Protocol):
+    """Answers revocation status per certificate (NVIDIA's OCSP service, or a test double)."""
+
+    def status(
+        self, cert: x509.Certificate, issuer: x509.Certificate, *, now: datetime
+    ) -> RevocationStatus:
+        """Return the status of `cert` (issued by `issuer`) at `now`."""
+        ...
+
+
+def load_root(name: str) -> x509.Certificate:
+    """Load a pinned NVIDIA root from package data (`device_identity_root.pem`, `rim_root.pem`).
+
+    Args:
+        name: File name inside `attestation/nvidia_roots/`.
+
+    Returns:
+        The certificate.
+    """
+    data = resources.files("attestation.nvidia_roots").joinpath(name).read_bytes()
+    return x509.load_pem_x509_certificate(data)
+
+
+def parse_der_chain(certs: Sequence[bytes]) -> list[x509.Certificate]:
+    """Parse DER certificates (leaf first).
+
+    Raises:
+        ProtocolError: Empty, too long, or a certificate does not parse.
+    """
+    if not certs or len(certs) > MAX_CHAIN:
+        raise ProtocolError("certificate chain is empty or too long")
+    try:
+        return [x509.load_der_x509_certificate(bytes(c)) for c in certs]
+    except ValueError as exc:
+        raise ProtocolError("certificate chain: a certificate does not parse") from exc
+
+
+def parse_pem_chain(pem: bytes) -> list[x509.Certificate]:
+    """Parse concatenated PEM certificates (leaf first).
+
+    Raises:
+        ProtocolError: No certificate or a certificate does not parse.
+    """
+    try:
+        chain = x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise ProtocolError("certificate chain: PEM does not parse") from exc
+    if not chain or len(chain) > MAX_CHAIN:
+        raise ProtocolError("certificate chain is empty or too long")
+    return chain
+
+
+def verify_chain(
+    chain: Sequence[x509.Certificate], root: x509.Certificate, *, now: datetime
+) -> None:
+    """Verify leaf → ... → root, ending in exactly the pinned root, all valid at `now`.
+
+    Args:
+        chain: Certificates, leaf first, root last.
+        root: The pinned root.
+        now: Verification time (timezone-aware).
+
+    Raises:
+        VerificationError: Wrong root, broken link, non-CA issuer or a certificate not valid
+            at `now` (the message names which).
+    """
+    if not chain:
+        raise VerificationError("certificate chain is empty")
+    pinned = root.public_bytes(Encoding.DER)
+    if chain[-1].public_bytes(Encoding.DER) != pinned:
+        raise VerificationError("chain does not end in the pinned root")
+    for depth, cert in enumerate(chain):
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise VerificationError(f"certificate at depth {depth} is not valid at this time")
+    for depth, (child, issuer) in enumerate(pairwise(chain)):
+        _require_ca(issuer, depth + 1)
+        try:
+            child.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError) as exc:
+            raise VerificationError(
+                f"certificate at depth {depth} is not issued by the next one"
+            ) from exc
+        except InvalidSignature as exc:
+            raise VerificationError(
+                f"certificate at depth {depth}: issuer signature does not verify"
+            ) from exc
+    root_cert = chain[-1]
+    try:
+        root_cert.verify_directly_issued_by(root_cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise VerificationError("pinned root is not self-signed") from exc
+
+
+def _require_ca(cert: x509.Certificate, depth: int) -> None:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return
+    if not bc.ca:
+        raise VerificationError(f"certificate at depth {depth} issues others but is not a CA")
+
+
+def check_revocation(
+    chain: Sequence[x509.Certificate], source: RevocationSource | None, *, now: datetime
+) -> str:
+    """Ask the revocation source about every non-root certificate.
+
+    Args:
+        chain: The verified chain, leaf first.
+        source: The revocation source, or None (offline).
+        now: Verification time.
+
+    Returns:
+        A readable reason for the report step; in offline mode it says revocation was NOT
+        checked.
+
+    Raises:
+        VerificationError: A certificate is revoked or its status is unknown.
+    """
+    if source is None:
+        return "NOT checked: offline mode, no revocation source given"
+    for depth, (cert, issuer) in enumerate(pairwise(chain)):
+        status = source.status(cert, issuer, now=now)
+        if status is RevocationStatus.REVOKED:
+            raise VerificationError(f"certificate at depth {depth} is revoked")
+        if status is not RevocationStatus.GOOD:
+            raise VerificationError(f"certificate at depth {depth}: revocation status unknown")
+    return f"{len(chain) - 1} certificates good per the revocation source"

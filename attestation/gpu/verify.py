@@ -1,0 +1,232 @@
+"""Verify one GPU's evidence (NVIDIA H100 or the simulated GPU), step by step, fail closed.
+
+Steps (each recorded in the `VerificationReport`; the first failure raises `AttestationError`):
+  (1) parse     SPDM 1.1 GET_MEASUREMENTS request ‖ MEASUREMENTS response (`spdm.py`)
+  (2) nonce     the request nonce equals the expected nonce (DESIGN.md: SHA-256("hushcc/gpu/v1"
+                ‖ SHA-256(key_config) ‖ not_after), computed by the bundle verifier)
+  (3) chain     device chain leaf → ... → NVIDIA Device Identity CA (pinned), valid at `now`;
+                the simulated root only when `allow_simulated`
+  (4) revocation  per certificate via the injected source; offline says "NOT checked"
+  (5) signature ECDSA P-384 / SHA-384 by the leaf (attestation key)
+  (6) RIMs      driver + VBIOS RIMs: XML-DSig, chain to NVIDIA's RIM root (pinned), versions equal
+                to the report's opaque DRIVER_VERSION / VBIOS_VERSION — or the policy's pinned
+                reference measurements instead of RIMs
+  (7) versions  the policy's expected driver / VBIOS versions, when set
+  (8) measurements  every active reference index matches one alternative.
+
+CC mode: the evidence bytes are exactly what NVML returns. They carry no separate CC flag; CC
+mode is established (a) on the node, where the collector (`nvml.py`) refuses to collect unless
+NVML reports CC on and the GPU ready state set, and (b) here, cryptographically, by step (8): the
+RIMs are the reference values of the CC-mode firmware configuration, so a GPU that is not in CC
+mode does not match them. The simulated GPU models this with one measurement block
+(`SIM_CC_MODE_INDEX`) whose value differs when CC is off.
+
+Invariants: pure (time, policy and revocation are parameters); every expected value supplied
+is compared; on any failure nothing but `AttestationError` (with the report) escapes.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from attestation.gpu.chain import (
+    RevocationSource,
+    check_revocation,
+    load_root,
+    parse_der_chain,
+    verify_chain,
+)
+from attestation.gpu.rim import Rim, compare_measurements, merge_references, verify_rim
+from attestation.gpu.spdm import NONCE_SIZE, GpuEvidence, verify_signature
+from attestation.report import VerificationReport
+from hushcc.errors import ProtocolError, VerificationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
+    from cryptography import x509
+
+SIMULATED_ROOT_CN = "hushcc SIMULATED GPU Device Identity CA (not NVIDIA)"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuPolicy:
+    """What a verifier requires of a GPU.
+
+    Attributes:
+        driver_rim: The driver RIM (SWID tag XML) for the expected driver; with `vbios_rim`.
+        vbios_rim: The VBIOS RIM for the expected VBIOS.
+        reference_measurements: Pinned SPDM index → allowed digests, used instead of RIMs
+            (the simulated GPU publishes its own; a deployment may pin golden values).
+        expected_driver_version: When set, the report's driver version must equal it.
+        expected_vbios_version: When set, the report's VBIOS version must equal it
+            (case-insensitive, NVIDIA's dotted form, e.g. "96.00.5e.00.01").
+    """
+
+    driver_rim: bytes | None = None
+    vbios_rim: bytes | None = None
+    reference_measurements: Mapping[int, tuple[bytes, ...]] | None = None
+    expected_driver_version: str | None = None
+    expected_vbios_version: str | None = None
+
+
+def verify_gpu_evidence(  # noqa: PLR0913 - the interface fixed with the bundle verifier
+    evidence: bytes,
+    certs: Sequence[bytes],
+    *,
+    expected_nonce: bytes,
+    policy: GpuPolicy,
+    now: datetime,
+    allow_simulated: bool = False,
+    revocation: RevocationSource | None = None,
+) -> VerificationReport:
+    """Verify one GPU's evidence and return the report of passed steps.
+
+    Args:
+        evidence: SPDM request ‖ response bytes (bundle `gpu[i].evidence`).
+        certs: Device certificate chain, DER, leaf first, root last.
+        expected_nonce: The 32-byte nonce the evidence must carry.
+        policy: Reference values and expected versions.
+        now: Verification time (timezone-aware).
+        allow_simulated: Trust the simulated GPU root (development only).
+        revocation: Revocation source (OCSP); None = offline, reported as not checked.
+
+    Returns:
+        The report; every step passed.
+
+    Raises:
+        AttestationError: At the first failing step (the report names it).
+    """
+    report = VerificationReport("gpu evidence")
+    try:
+        _verify(
+            report,
+            evidence,
+            certs,
+            expected_nonce=expected_nonce,
+            policy=policy,
+            now=now,
+            allow_simulated=allow_simulated,
+            revocation=revocation,
+        )
+    except (ProtocolError, VerificationError) as exc:
+        if report.first_failure is None:  # the step that raised did not record itself
+            raise report.fail(_current_step(report), str(exc)) from exc
+        raise
+    return report
+
+
+_STEPS = ("parse", "nonce", "chain", "revocation", "signature", "rims", "versions", "measurements")
+
+
+def _current_step(report: VerificationReport) -> str:
+    return _STEPS[min(len(report.steps), len(_STEPS) - 1)]
+
+
+def _verify(  # noqa: PLR0913
+    report: VerificationReport,
+    evidence: bytes,
+    certs: Sequence[bytes],
+    *,
+    expected_nonce: bytes,
+    policy: GpuPolicy,
+    now: datetime,
+    allow_simulated: bool,
+    revocation: RevocationSource | None,
+) -> None:
+    # (1) parse
+    ev = GpuEvidence.from_bytes(evidence)
+    report.ok("parse", f"SPDM 1.1 measurements, {len(ev.blocks)} blocks")
+    # (2) nonce
+    report.check(
+        len(expected_nonce) == NONCE_SIZE and hmac.compare_digest(ev.request_nonce, expected_nonce),
+        "nonce",
+        "request nonce equals the expected nonce",
+        "request nonce differs from the expected nonce (stale or unbound evidence)",
+    )
+    # (3) chain
+    chain = parse_der_chain(certs)
+    root, simulated = _pick_root(chain, allow_simulated=allow_simulated)
+    verify_chain(chain, root, now=now)
+    report.ok(
+        "chain",
+        f"{len(chain)} certificates to the "
+        + ("SIMULATED root (allowed by allow_simulated)" if simulated else "pinned NVIDIA root"),
+    )
+    # (4) revocation
+    report.ok("revocation", check_revocation(chain, revocation, now=now))
+    # (5) signature
+    key = chain[0].public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise VerificationError("attestation key is not an EC key")
+    verify_signature(ev, key)
+    report.ok("signature", "ECDSA P-384/SHA-384 by the attestation key")
+    # (6) reference values
+    references = _references(report, ev, policy, now, revocation)
+    # (7) versions
+    _check_versions(ev, policy)
+    report.ok("versions", f"driver {ev.driver_version}, VBIOS {ev.vbios_version}")
+    # (8) measurements
+    count = compare_measurements(ev.measurements, references)
+    report.ok("measurements", f"all {count} reference indices match (CC-mode configuration)")
+
+
+def _pick_root(
+    chain: list[x509.Certificate], *, allow_simulated: bool
+) -> tuple[x509.Certificate, bool]:
+    nvidia = load_root("device_identity_root.pem")
+    last = chain[-1]
+    is_sim = any(a.value == SIMULATED_ROOT_CN for a in last.subject)
+    if is_sim and allow_simulated:
+        return last, True
+    if is_sim:
+        raise VerificationError("simulated GPU root is not trusted (allow_simulated is off)")
+    return nvidia, False
+
+
+def _references(
+    report: VerificationReport,
+    ev: GpuEvidence,
+    policy: GpuPolicy,
+    now: datetime,
+    revocation: RevocationSource | None,
+) -> Mapping[int, tuple[bytes, ...]]:
+    if policy.driver_rim is not None and policy.vbios_rim is not None:
+        driver = verify_rim(policy.driver_rim, now=now, revocation=revocation)
+        vbios = verify_rim(policy.vbios_rim, now=now, revocation=revocation)
+        _same_version(ev.driver_version, driver, "driver")
+        _same_version(ev.vbios_version, vbios, "VBIOS")
+        merged = merge_references(driver, vbios)
+        report.ok(
+            "rims",
+            f"driver RIM {driver.colloquial_version} and VBIOS RIM {vbios.colloquial_version}: "
+            f"signatures and chains to the pinned NVIDIA RIM root; revocation {driver.revocation}",
+        )
+        return merged
+    if policy.driver_rim is not None or policy.vbios_rim is not None:
+        raise VerificationError("policy gives only one of the driver and VBIOS RIMs")
+    if policy.reference_measurements:
+        report.ok("rims", "policy pins reference measurements (no RIMs)")
+        return policy.reference_measurements
+    raise VerificationError("policy gives no reference values (RIMs or measurements)")
+
+
+def _same_version(reported: str | None, rim: Rim, what: str) -> None:
+    if reported is None or reported.lower() != rim.colloquial_version.lower():
+        raise VerificationError(f"{what} version in the report differs from its RIM's")
+
+
+def _check_versions(ev: GpuEvidence, policy: GpuPolicy) -> None:
+    if policy.expected_driver_version is not None and (
+        ev.driver_version != policy.expected_driver_version
+    ):
+        raise VerificationError("driver version differs from the policy's")
+    if policy.expected_vbios_version is not None and (
+        (ev.vbios_version or "").lower() != policy.expected_vbios_version.lower()
+    ):
+        raise VerificationError("VBIOS version differs from the policy's")
