@@ -1,0 +1,171 @@
+"""The verifier's policy: what a client accepts (debug, simulated TEEs, TCB floor, measurements).
+
+A policy is a frozen value, loaded from TOML with every key checked (an unknown key, a wrong
+type or a malformed value is a `ConfigError`, never ignored). Defaults are the strict ones:
+debug refused, simulated TEEs refused, a GPU required.
+
+TOML keys (all optional):
+
+```toml
+allow_debug = false
+allow_simulated = false
+require_gpu = true
+vmpl = 0                       # the report's VMPL must equal this
+max_age_seconds = 86400        # now - not_before must not exceed this
+max_validity_seconds = 604800  # not_after - not_before must not exceed this
+allowed_measurements = ["hex of the 48-byte launch measurement", ...]  # empty: the log decides
+log_key = "name+hash+base64"   # C2SP signed-note verifier key of the transparency log
+[min_tcb]
+bootloader = 0
+tee = 0
+snp = 0
+microcode = 0
+fmc = 0
+```
+
+Pure apart from `load_policy`, which reads one file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from attestation.vcek import TcbVersion
+from hushcc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+_BOOL_KEYS = ("allow_debug", "allow_simulated", "require_gpu")
+_TCB_KEYS = ("bootloader", "tee", "snp", "microcode", "fmc")
+_KEYS = frozenset({*_BOOL_KEYS, "vmpl", "max_age_seconds", "max_validity_seconds",
+                   "allowed_measurements", "log_key", "min_tcb"})
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What a verifier accepts. The defaults are strict."""
+
+    allow_debug: bool = False
+    allow_simulated: bool = False
+    require_gpu: bool = True
+    vmpl: int = 0
+    min_tcb: TcbVersion = field(default_factory=lambda: TcbVersion(0, 0, 0, 0, 0))
+    allowed_measurements: frozenset[bytes] = frozenset()
+    max_age: timedelta = timedelta(days=1)
+    max_validity: timedelta = timedelta(days=7)
+    log_key: str | None = None
+
+
+def _int(value: object, name: str, upper: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= upper:
+        raise ConfigError(f"policy key {name} must be an integer in 0..{upper}")
+    return value
+
+
+def policy_from_mapping(data: Mapping[str, object]) -> Policy:
+    """Build a policy from parsed TOML, checking every key.
+
+    Args:
+        data: The TOML document as a mapping.
+
+    Returns:
+        The policy.
+
+    Raises:
+        ConfigError: An unknown key, a wrong type or a malformed value.
+    """
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigError(f"unknown policy key(s): {', '.join(unknown)}")
+    kwargs = _scalars(data)
+    if "min_tcb" in data:
+        kwargs["min_tcb"] = _min_tcb(data["min_tcb"])
+    if "allowed_measurements" in data:
+        kwargs["allowed_measurements"] = _measurements(data["allowed_measurements"])
+    return Policy(**kwargs)  # type: ignore[arg-type]
+
+
+def _scalars(data: Mapping[str, object]) -> dict[str, object]:
+    kwargs: dict[str, object] = {}
+    for key in _BOOL_KEYS:
+        if key in data:
+            if not isinstance(data[key], bool):
+                raise ConfigError(f"policy key {key} must be true or false")
+            kwargs[key] = data[key]
+    if "vmpl" in data:
+        kwargs["vmpl"] = _int(data["vmpl"], "vmpl", 3)
+    for key, attr in (("max_age_seconds", "max_age"), ("max_validity_seconds", "max_validity")):
+        if key in data:
+            kwargs[attr] = timedelta(seconds=_int(data[key], key, 10 * 365 * 86400))
+    if "log_key" in data:
+        if not isinstance(data["log_key"], str) or not data["log_key"]:
+            raise ConfigError("policy key log_key must be a non-empty string")
+        kwargs["log_key"] = data["log_key"]
+    return kwargs
+
+
+def _min_tcb(value: object) -> TcbVersion:
+    if not isinstance(value, dict):
+        raise ConfigError("policy key min_tcb must be a table")
+    unknown = sorted(set(value) - set(_TCB_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown min_tcb key(s): {', '.join(unknown)}")
+    return TcbVersion(**{k: _int(value.get(k, 0), f"min_tcb.{k}", 255) for k in _TCB_KEYS})
+
+
+def _measurements(value: object) -> frozenset[bytes]:
+    if not isinstance(value, list):
+        raise ConfigError("policy key allowed_measurements must be a list of hex strings")
+    out: set[bytes] = set()
+    for item in value:
+        try:
+            digest = bytes.fromhex(item) if isinstance(item, str) else b""
+        except ValueError as exc:
+            raise ConfigError("allowed_measurements entries must be hex") from exc
+        if len(digest) != 48:
+            raise ConfigError("allowed_measurements entries must be 48 bytes (96 hex digits)")
+        out.add(digest)
+    return frozenset(out)
+
+
+def parse_policy(text: str) -> Policy:
+    """Parse a TOML policy document.
+
+    Args:
+        text: The TOML text.
+
+    Returns:
+        The policy.
+
+    Raises:
+        ConfigError: Not TOML, or an invalid key or value.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"policy is not valid TOML: {exc}") from exc
+    return policy_from_mapping(data)
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and parse a TOML policy file.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The policy.
+
+    Raises:
+        ConfigError: Unreadable, not TOML, or invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read policy file {path}") from exc
+    return parse_policy(text)
