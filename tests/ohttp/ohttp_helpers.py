@@ -1,0 +1,28 @@
+"""Deterministic keys and entropy for the ohttp tests (no shared vectors needed)."""
+
+from __future__ import annotations
+
+import hashlib
+from itertools import count
+
+from ohttp.keyconfig import GatewayKey
+from ohttp.suites import AeadId, KdfId, SymmetricSuite
+
+ALL_SUITES = tuple(SymmetricSuite(k, a) for k in KdfId for a in AeadId)
+
+
+def counter_rng(seed: bytes = b"seed"):
+    """A deterministic entropy source: SHA-256 in counter mode, never repeating."""
+    counter = count()
+
+    def rng(n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            out += hashlib.sha256(seed + next(counter).to_bytes(8, "big")).digest()
+        return out[:n]
+
+    return rng
+
+
+def make_key(key_id: int = 1, seed: bytes = b"gateway", suites=ALL_SUITES) -> GatewayKey:
+    return GatewayKey.generate(key_id, suites, rng=counter_rng(seed))
