@@ -1,0 +1,212 @@
+"""Intel TDX quote verification (dcap-qvl + our parser and policy) on real quotes.
+
+Vectors: ../shared/vectors/attestation/intel_tdx.json and intel_tdx/dcap_qvl_samples/README.json
+(which quote verifies with which collateral at which time). Every negative has a positive twin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attestation import tdx
+from attestation.gpu.chain import load_root
+from attestation.report import AttestationError
+from attestation.tdx import TdReport, TdxPolicy, TdxQuote, verify_tdx_quote
+from hushcc.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _at(unix: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(unix, dt.UTC)
+
+
+PAIRS = {
+    # id: (quote file, hex?, collateral file, verification time from README.json)
+    "tdx_v4_uptodate": ("tdx_quote", False, "tdx_quote_collateral.json", 1751328000),
+    "tdx_v4_uptodate_near": (
+        "near_gas_test_quote_hex.txt",
+        True,
+        "near_gas_test_quote_collateral.json",
+        1757462400,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def samples(shared_vectors: Path) -> Path:
+    return shared_vectors / "attestation" / "intel_tdx" / "dcap_qvl_samples"
+
+
+def _load(samples: Path, pair: str) -> tuple[bytes, str, dt.datetime]:
+    quote_file, is_hex, coll_file, unix = PAIRS[pair]
+    raw = (samples / quote_file).read_bytes()
+    quote = bytes.fromhex(raw.decode().strip()) if is_hex else raw
+    return quote, (samples / coll_file).read_text(), _at(unix)
+
+
+def _pinned(quote: bytes) -> TdxPolicy:
+    r = TdxQuote.from_bytes(quote).report
+    return TdxPolicy(**{name: getattr(r, name) for name in tdx.MEASUREMENT_FIELDS})
+
+
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+def test_real_quote_verifies_with_every_value_pinned(samples, pair):
+    quote, collateral, now = _load(samples, pair)
+    report = verify_tdx_quote(quote, collateral, now=now, policy=_pinned(quote))
+    assert report.passed
+    reasons = {s.name: s.reason for s in report.steps}
+    assert reasons["tcb status"] == "platform TCB UpToDate is allowed"
+    for name in tdx.MEASUREMENT_FIELDS:
+        assert reasons[name] == "equals the expected value"
+
+
+@pytest.mark.parametrize("field", tdx.MEASUREMENT_FIELDS)
+def test_each_pinned_value_mutated_in_turn_fails(samples, field):
+    quote, collateral, now = _load(samples, "tdx_v4_uptodate")
+    policy = _pinned(quote)
+    good: bytes = getattr(policy, field)
+    bad = bytes([good[0] ^ 1]) + good[1:]
+    with pytest.raises(AttestationError) as err:
+        verify_tdx_quote(
+            quote, collateral, now=now, policy=dataclasses.replace(policy, **{field: bad})
+        )
+    assert err.value.report.first_failure.name == field
+    # positive twin: the unmutated policy passes the same step
+    ok = verify_tdx_quote(quote, collateral, now=now, policy=policy)
+    assert next(s for s in ok.steps if s.name == field).passed
+
+
+def test_values_match_the_published_parse(shared_vectors, samples):
+    readme = json.loads((samples / "README.json").read_text())
+    parsed = next(p for p in readme["pairs"] if p["id"] == "tdx_v4_uptodate")["quote_parsed"]
+    r = TdxQuote.from_bytes((samples / "tdx_quote").read_bytes()).report
+    assert r.mr_td.hex() == parsed["mr_td"]
+    assert [r.rtmr0.hex(), r.rtmr1.hex(), r.rtmr2.hex(), r.rtmr3.hex()] == [
+        parsed["rt_mr0"],
+        parsed["rt_mr1"],
+        parsed["rt_mr2"],
+        parsed["rt_mr3"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("unix", "verifies"),
+    [
+        (1750329147, True),  # first second of the collateral window
+        (1750329146, False),  # QE identity issued in the future
+        (1752919234, True),  # last second
+        (1752919235, False),  # CRL expired
+        (1780272000, False),  # 2026-06-01
+    ],
+)
+def test_collateral_time_window(samples, unix, verifies):
+    quote, collateral, _ = _load(samples, "tdx_v4_uptodate")
+    if verifies:
+        assert verify_tdx_quote(quote, collateral, now=_at(unix), policy=TdxPolicy()).passed
+    else:
+        with pytest.raises(AttestationError) as err:
+            verify_tdx_quote(quote, collateral, now=_at(unix), policy=TdxPolicy())
+        assert err.value.report.first_failure.name == "dcap-qvl"
+
+
+def test_tcb_status_policy(samples):
+    quote, collateral, now = _load(samples, "tdx_v4_uptodate")
+    strict_other = TdxPolicy(allowed_tcb_statuses=frozenset({"OutOfDate"}))
+    with pytest.raises(AttestationError) as err:
+        verify_tdx_quote(quote, collateral, now=now, policy=strict_other)
+    assert err.value.report.first_failure.name == "tcb status"
+    assert verify_tdx_quote(quote, collateral, now=now, policy=TdxPolicy()).passed
+
+
+def test_v5_quote_below_every_tcb_level_rejected(samples):
+    quote = (samples / "tdx_quote_outdated").read_bytes()
+    parsed = TdxQuote.from_bytes(quote)
+    assert parsed.version == 5
+    assert parsed.report.mr_service_td  # TDX 1.5 body
+    collateral = (samples / "tdx_quote_outdated_collateral.json").read_text()
+    with pytest.raises(AttestationError) as err:
+        verify_tdx_quote(quote, collateral, now=_at(1772323200), policy=TdxPolicy())
+    failure = err.value.report.first_failure
+    assert failure.name == "dcap-qvl"
+    assert "No matching TCB level" in failure.reason
+
+
+def test_wrong_pinned_root_rejected(samples, monkeypatch):
+    quote, collateral, now = _load(samples, "tdx_v4_uptodate")
+    monkeypatch.setattr(tdx, "load_intel_root", lambda: load_root("device_identity_root.pem"))
+    with pytest.raises(AttestationError) as err:
+        verify_tdx_quote(quote, collateral, now=now, policy=TdxPolicy())
+    assert err.value.report.first_failure.name == "intel root"
+    monkeypatch.undo()
+    assert verify_tdx_quote(quote, collateral, now=now, policy=TdxPolicy()).passed
+
+
+def test_one_byte_mutations_of_signed_region_rejected(samples):
+    quote, collateral, now = _load(samples, "tdx_v4_uptodate")
+    signed_end = 48 + 584 + 4 + int.from_bytes(quote[632:636], "little")
+    for pos in [*range(0, signed_end, 7), signed_end - 1]:
+        mutated = bytearray(quote)
+        mutated[pos] ^= 0x01
+        with pytest.raises(AttestationError):
+            verify_tdx_quote(bytes(mutated), collateral, now=now, policy=TdxPolicy())
+
+
+def test_debug_attribute_parsed(samples):
+    body = bytearray(TdxQuote.from_bytes((samples / "tdx_quote").read_bytes()).report.td_attributes)
+    assert not TdReport.from_bytes(bytes(584)).debug
+    raw = bytearray(584)
+    raw[120] = 0x01
+    assert TdReport.from_bytes(bytes(raw)).debug
+    assert body[0] & 1 == 0
+
+
+# --- go-tdx-guest quotes: parse; no signed collateral exists for them ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [("tdx_prod_quote_SPR_E4.dat", "quote_v4"), ("quote_v5_sample.dat", "quote_v5")],
+)
+def test_go_tdx_guest_quotes_parse_to_published_values(shared_vectors, name, key):
+    meta = json.loads((shared_vectors / "attestation" / "intel_tdx.json").read_text())["parsed"][
+        key
+    ]
+    q = TdxQuote.from_bytes((shared_vectors / "attestation" / "intel_tdx" / name).read_bytes())
+    assert q.version == meta["version"]
+    assert q.report.mr_td.hex() == meta["mr_td"]
+    assert q.report.rtmr0.hex() == meta["rtmr0"]
+    assert q.report.report_data.hex() == meta["report_data"]
+    assert q.report.mr_seam.hex() == meta["mr_seam"]
+    assert q.pck_chain_pem.startswith(b"-----BEGIN CERTIFICATE-----")
+
+
+# --- parser fuzzing: only ProtocolError escapes ------------------------------------------------
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=1200))
+def test_fuzz_arbitrary_bytes(data):
+    with contextlib.suppress(ProtocolError):
+        TdxQuote.from_bytes(data)
+
+
+@settings(max_examples=150)
+@given(st.data())
+def test_fuzz_mutated_real_quote(shared_vectors, data):
+    quote = shared_vectors / "attestation" / "intel_tdx" / "dcap_qvl_samples" / "tdx_quote"
+    raw = bytearray(quote.read_bytes())
+    pos = data.draw(st.integers(0, len(raw) - 1))
+    raw[pos] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    with contextlib.suppress(ProtocolError):
+        TdxQuote.from_bytes(bytes(raw[:cut]))
