@@ -1,0 +1,267 @@
+"""The model runner: a Llama-family forward pass over one pre-allocated, zeroed, paged KV pool.
+
+This is the only module of the engine that touches a device. It implements the `ModelRunner`
+protocol of `batch.py`: one `forward` per engine step computes every chunk of the step together.
+
+How a step runs (varlen batching): the tokens of all chunks are flattened into one `[T, hidden]`
+activation, so each linear map is a single GEMM for the whole step; K/V of the new tokens are
+written into the pool with one `index_copy_` per layer; attention reads each sequence's KV back
+through its block table (whole blocks gathered with `index_select`): single-token (decode) chunks
+are batched into one padded SDPA call, longer chunks run one SDPA each. Logits are computed only
+for the positions the chunks ask for.
+
+Invariants:
+* The pool is ONE tensor `[layers, 2, num_blocks, block_size, kv_heads, head_dim]` allocated
+  with `torch.zeros`; it is never reallocated, copied to the host, or written anywhere else.
+* `zero_blocks` zeroes whole blocks, in every layer, K and V, in one `index_fill_`.
+* Nothing about a request survives a `forward` call except what it wrote into its own blocks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual alias
+
+from hushcc.errors import ConfigError, ProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from node.engine.batch import ForwardChunk
+    from node.engine.model import LlamaWeights
+
+
+class PagedRunner:
+    """Runs a Llama-family model over a paged KV pool (implements `batch.ModelRunner`)."""
+
+    def __init__(  # noqa: PLR0913 - sizes of the pool are all independent knobs
+        self,
+        weights: LlamaWeights,
+        *,
+        num_blocks: int,
+        block_size: int = 16,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        max_model_len: int | None = None,
+    ) -> None:
+        """Move the weights to `device` and allocate the zeroed KV pool.
+
+        Args:
+            weights: the model.
+            num_blocks: blocks in the pool.
+            block_size: tokens per block.
+            device: torch device ("cpu", "cuda", ...).
+            dtype: compute and KV dtype.
+            max_model_len: longest sequence served (default: the config's maximum).
+
+        Raises:
+            ConfigError: on non-positive sizes.
+        """
+        if num_blocks <= 0 or block_size <= 0:
+            raise ConfigError("num_blocks and block_size must be positive")
+        c = weights.config
+        self.config = c
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.w = weights.to(self.device, dtype)
+        self._block_size = block_size
+        self._num_blocks = num_blocks
+        self.max_model_len = min(max_model_len or c.max_position_embeddings,
+                                 c.max_position_embeddings)
+        self.kv_pool = torch.zeros(
+            (c.num_layers, 2, num_blocks, block_size, c.num_kv_heads, c.head_dim),
+            dtype=dtype, device=self.device)
+        pos = torch.arange(self.max_model_len, dtype=torch.float32)
+        freqs = torch.outer(pos, c.inv_freq())
+        self._cos = freqs.cos().to(self.device, dtype)
+        self._sin = freqs.sin().to(self.device, dtype)
+        self._q = c.num_heads * c.head_dim
+        self._kv = c.num_kv_heads * c.head_dim
+        self._scale = c.head_dim ** -0.5
+
+    @property
+    def block_size(self) -> int:
+        """Tokens per KV block."""
+        return self._block_size
+
+    @property
+    def num_blocks(self) -> int:
+        """Blocks in the pool."""
+        return self._num_blocks
+
+    def zero_blocks(self, block_ids: Sequence[int]) -> None:
+        """Zero the given blocks in every layer, K and V, in one batched operation."""
+        if not block_ids:
+            return
+        idx = torch.as_tensor(list(block_ids), dtype=torch.long, device=self.device)
+        self.kv_pool.index_fill_(2, idx, 0)
+
+    def kv_pool_is_zero(self, block_ids: Sequence[int] | None = None) -> bool:
+        """True when the given blocks (default: the whole pool) hold only zeros."""
+        if block_ids is None:
+            return not bool(self.kv_pool.any())
+        if not block_ids:
+            return True
+        idx = torch.as_tensor(list(block_ids), dtype=torch.long, device=self.device)
+        return not bool(self.kv_pool.index_select(2, idx).any())
+
+    @torch.inference_mode()
+    def forward(self, chunks: Sequence[ForwardChunk]) -> list[torch.Tensor]:
+        """Compute one step; return, per chunk, fp32 CPU logits `[num_logits, vocab]`.
+
+        Args:
+            chunks: the step's chunks (each sequence at most once).
+
+        Returns:
+            Logits for the trailing `num_logits` positions of each chunk.
+
+        Raises:
+            ProtocolError: when a chunk is empty, too long, or its block table is too short.
+        """
+        if not chunks:
+            return []
+        plan = _StepPlan(chunks, self._block_size, self._num_blocks, self.max_model_len,
+                         self.device)
+        x = self.w.embed.index_select(0, plan.tokens)
+        cos, sin = self._cos[plan.positions], self._sin[plan.positions]
+        for layer, lw in enumerate(self.w.layers):
+            h = _rms_norm(x, lw.input_norm, self.config.rms_norm_eps)
+            qkv = F.linear(h, lw.wqkv, lw.bqkv)
+            q, k, v = torch.split(qkv, [self._q, self._kv, self._kv], dim=-1)
+            q = _rope(q.view(plan.total, self.config.num_heads, -1), cos, sin)
+            k = _rope(k.view(plan.total, self.config.num_kv_heads, -1), cos, sin)
+            kp = self.kv_pool[layer, 0].view(-1, self.config.num_kv_heads, self.config.head_dim)
+            vp = self.kv_pool[layer, 1].view(-1, self.config.num_kv_heads, self.config.head_dim)
+            kp.index_copy_(0, plan.slots, k)
+            vp.index_copy_(0, plan.slots, v.view(plan.total, self.config.num_kv_heads, -1))
+            attn = self._attention(layer, q, plan)
+            x = x + F.linear(attn, lw.wo)
+            h = _rms_norm(x, lw.post_norm, self.config.rms_norm_eps)
+            gate, up = F.linear(h, lw.w_gate_up).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, lw.w_down)
+        if plan.logit_rows.numel() == 0:
+            return [torch.empty(0, self.config.vocab_size) for _ in chunks]
+        h = _rms_norm(x.index_select(0, plan.logit_rows), self.w.norm, self.config.rms_norm_eps)
+        logits = F.linear(h, self.w.lm_head).float().cpu()
+        return list(torch.split(logits, plan.num_logits))
+
+    def _attention(self, layer: int, q: torch.Tensor, plan: _StepPlan) -> torch.Tensor:
+        """Attention of every query row over its sequence's cached KV; returns `[T, heads*d]`."""
+        c = self.config
+        out = torch.empty(plan.total, c.num_heads, c.head_dim, dtype=q.dtype, device=q.device)
+        pool_k = self.kv_pool[layer, 0]
+        pool_v = self.kv_pool[layer, 1]
+        if plan.decode_rows is not None:
+            # batched decode: [B, kvh, nblk*bs, d] gathered by whole blocks, padded and masked
+            b = plan.decode_rows.numel()
+            k = pool_k.index_select(0, plan.decode_blocks).view(b, -1, c.num_kv_heads, c.head_dim)
+            v = pool_v.index_select(0, plan.decode_blocks).view(b, -1, c.num_kv_heads, c.head_dim)
+            qd = q.index_select(0, plan.decode_rows).unsqueeze(2)  # [B, h, 1, d]
+            o = F.scaled_dot_product_attention(
+                qd, k.transpose(1, 2), v.transpose(1, 2), attn_mask=plan.decode_mask,
+                scale=self._scale, enable_gqa=c.num_heads != c.num_kv_heads)
+            out.index_copy_(0, plan.decode_rows, o.squeeze(2))
+        for row0, n, blocks, length, mask in plan.long_chunks:
+            k = pool_k.index_select(0, blocks).view(-1, c.num_kv_heads, c.head_dim)[:length]
+            v = pool_v.index_select(0, blocks).view(-1, c.num_kv_heads, c.head_dim)[:length]
+            qc = q[row0:row0 + n].transpose(0, 1).unsqueeze(0)  # [1, h, n, d]
+            o = F.scaled_dot_product_attention(
+                qc, k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0),
+                attn_mask=mask, is_causal=mask is None and n > 1, scale=self._scale,
+                enable_gqa=c.num_heads != c.num_kv_heads)
+            out[row0:row0 + n] = o.squeeze(0).transpose(0, 1)
+        return out.view(plan.total, -1)
+
+
+class _StepPlan:
+    """Index tensors for one step, built once and shared by every layer."""
+
+    def __init__(
+        self,
+        chunks: Sequence[ForwardChunk],
+        block_size: int,
+        num_blocks: int,
+        max_len: int,
+        device: torch.device,
+    ) -> None:
+        tokens: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        logit_rows: list[int] = []
+        self.num_logits: list[int] = []
+        decode: list[tuple[int, list[int], int]] = []
+        self.long_chunks: list[
+            tuple[int, int, torch.Tensor, int, torch.Tensor | None]] = []
+        for ch in chunks:
+            n, start = len(ch.token_ids), ch.start_pos
+            end = start + n
+            nblk = -(-end // block_size)
+            if n == 0 or start < 0 or end > max_len or not 0 <= ch.num_logits <= n:
+                raise ProtocolError("bad forward chunk")
+            table = list(ch.block_table[:nblk])
+            if len(table) < nblk or min(table) < 0 or max(table) >= num_blocks:
+                raise ProtocolError("block table does not cover the chunk")
+            row0 = len(tokens)
+            tokens.extend(ch.token_ids)
+            pos = range(start, end)
+            positions.extend(pos)
+            slots.extend(table[p // block_size] * block_size + p % block_size for p in pos)
+            logit_rows.extend(range(row0 + n - ch.num_logits, row0 + n))
+            self.num_logits.append(ch.num_logits)
+            if n == 1:
+                decode.append((row0, table, end))
+                continue
+            mask = None
+            if start > 0:  # queries sit at the bottom-right of the key range
+                kpos = torch.arange(end, device=device)
+                mask = kpos[None, :] <= torch.arange(start, end, device=device)[:, None]
+            blocks = torch.tensor(table, dtype=torch.long, device=device)
+            self.long_chunks.append((row0, n, blocks, end, mask))
+        self.total = len(tokens)
+        self.tokens = torch.tensor(tokens, dtype=torch.long, device=device)
+        self.positions = torch.tensor(positions, dtype=torch.long, device=device)
+        self.slots = torch.tensor(slots, dtype=torch.long, device=device)
+        self.logit_rows = torch.tensor(logit_rows, dtype=torch.long, device=device)
+        self.decode_rows: torch.Tensor | None = None
+        if decode:
+            width = max(len(t) for _, t, _ in decode)
+            padded = [t + [t[0]] * (width - len(t)) for _, t, _ in decode]
+            self.decode_rows = torch.tensor([r for r, _, _ in decode], device=device)
+            self.decode_blocks = torch.tensor(padded, dtype=torch.long, device=device).view(-1)
+            lengths = torch.tensor([e for _, _, e in decode], device=device)
+            kpos = torch.arange(width * block_size, device=device)
+            self.decode_mask = (kpos[None, :] < lengths[:, None])[:, None, None, :]
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    var = x.float().pow(2).mean(-1, keepdim=True)
+    return (x.float() * torch.rsqrt(var + eps)).to(x.dtype) * weight
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE on `[T, heads, d]` with `cos`/`sin` `[T, d/2]`."""
+    x1, x2 = x.chunk(2, dim=-1)
+    c, s = cos.unsqueeze(1), sin.unsqueeze(1)
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+
+
+def tiny_runner(
+    *, num_blocks: int = 64, block_size: int = 4, seed: int = 0, **config: int | bool
+) -> PagedRunner:
+    """A runner over a tiny random Llama model, for tests of the engine (CPU, fp32).
+
+    Args:
+        num_blocks: blocks in the pool.
+        block_size: tokens per block.
+        seed: weight seed.
+        **config: overrides of `model.tiny_hf_config` (vocab_size, num_hidden_layers, ...).
+
+    Returns:
+        The runner.
+    """
+    from node.engine.model import ModelConfig, random_weights, tiny_hf_config  # noqa: PLC0415
+
+    mc = ModelConfig.from_hf(tiny_hf_config(**config))
+    return PagedRunner(random_weights(mc, seed), num_blocks=num_blocks, block_size=block_size)

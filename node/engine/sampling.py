@@ -1,0 +1,147 @@
+"""Sampling parameters, token sampling and stop conditions.
+
+Pure apart from torch arithmetic on CPU logits: randomness comes in as a `torch.Generator`
+(one per request, seeded from the request's seed or by the caller), so the same seed gives the
+same output. Nothing here keeps state between requests.
+
+Invariants:
+* `SamplingParams` is validated on construction (ProtocolError on out-of-range values) and
+  against the operator's caps with `check_limits` before any KV block is allocated.
+* temperature == 0 means greedy (argmax); top-k / top-p then have no effect.
+* Error messages name the field, never a value that could echo request content.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from hushcc.errors import ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingLimits:
+    """Operator caps on what a request may ask for."""
+
+    max_tokens: int = 4096
+    max_stop_strings: int = 8
+    max_stop_len: int = 64
+    max_top_k: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How one request samples.
+
+    Attributes:
+        max_tokens: tokens to generate at most.
+        temperature: 0 for greedy, else softmax temperature.
+        top_k: keep the k most likely tokens (0 = off).
+        top_p: nucleus mass to keep (1.0 = off).
+        seed: per-request seed (None: the engine seeds the generator itself).
+        stop: strings that end generation (not included in the output).
+        ignore_eos: keep going past EOS (benchmarks).
+    """
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        """Validate ranges.
+
+        Raises:
+            ProtocolError: when a field is out of range.
+        """
+        if isinstance(self.max_tokens, bool) or self.max_tokens < 1:
+            raise ProtocolError("max_tokens must be >= 1")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ProtocolError("temperature must be finite and >= 0")
+        if self.top_k < 0:
+            raise ProtocolError("top_k must be >= 0")
+        if not math.isfinite(self.top_p) or not 0 < self.top_p <= 1:
+            raise ProtocolError("top_p must be in (0, 1]")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ProtocolError("seed must be in [0, 2**63)")
+        if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ProtocolError("stop must be a tuple of non-empty strings")
+
+    def check_limits(self, limits: SamplingLimits) -> None:
+        """Check the request against the operator's caps.
+
+        Raises:
+            ProtocolError: when a cap is exceeded.
+        """
+        if self.max_tokens > limits.max_tokens:
+            raise ProtocolError("max_tokens over the cap")
+        if self.top_k > limits.max_top_k:
+            raise ProtocolError("top_k over the cap")
+        if len(self.stop) > limits.max_stop_strings:
+            raise ProtocolError("too many stop strings")
+        if any(len(s) > limits.max_stop_len for s in self.stop):
+            raise ProtocolError("stop string too long")
+
+    @property
+    def greedy(self) -> bool:
+        """True when sampling is argmax."""
+        return self.temperature == 0.0
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """A CPU generator for one request."""
+    return torch.Generator().manual_seed(seed)
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """Pick the next token from one row of logits `[vocab]`.
+
+    Args:
+        logits: fp32 CPU logits.
+        params: the request's sampling parameters.
+        generator: the request's generator (unused when greedy).
+
+    Returns:
+        The token id.
+    """
+    if params.greedy:
+        return int(torch.argmax(logits))
+    x = logits.float() / params.temperature
+    if params.top_k and params.top_k < x.numel():
+        kth = torch.topk(x, params.top_k).values[-1]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_x, order = torch.sort(x, descending=True)
+        probs = torch.softmax(sorted_x, dim=-1)
+        # drop a token when the mass before it already reaches top_p (the top token always stays)
+        drop = (torch.cumsum(probs, dim=-1) - probs) >= params.top_p
+        x = x.scatter(0, order, sorted_x.masked_fill(drop, float("-inf")))
+    probs = torch.softmax(x, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def greedy_batch(logits: torch.Tensor) -> list[int]:
+    """Argmax of every row of `[n, vocab]` logits."""
+    return [int(t) for t in torch.argmax(logits, dim=-1)]
+
+
+def find_stop(text: str, stop: tuple[str, ...]) -> int:
+    """Index where the earliest stop string starts in `text`, or -1."""
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def stop_holdback(text: str, stop: tuple[str, ...]) -> int:
+    """How many trailing characters of `text` could begin a stop string (must not stream yet)."""
+    best = 0
+    for s in stop:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best

