@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +25,7 @@ KEY = make_key()
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in pairwise(bounds)]
 
 
 def _exchange(chunks: list[bytes], final: bytes, suite=ALL_SUITES[0]):
@@ -64,11 +66,9 @@ def test_round_trip_any_split(chunks, final, cuts, suite):
 
 
 def test_byte_at_a_time_and_streaming_release():
-    encoder, wire = _exchange([b"data: one\n\n", b"data: two\n\n"], b"")
+    _, wire = _exchange([b"data: one\n\n", b"data: two\n\n"], b"")
     decoder = ChunkedRequestDecoder(KEY)
-    released = []
-    for byte in wire:
-        released.append(decoder.feed(bytes([byte])))
+    released = [decoder.feed(bytes([byte])) for byte in wire]
     assert [r for r in released if r] == [[b"data: one\n\n"], [b"data: two\n\n"]]
     assert decoder.finish() == b""
 
