@@ -1,0 +1,85 @@
+"""Development bundles: a simulated node's attestation bundle (simulated CPU TEE and GPUs).
+
+Used by `hushcc attest simulate`, the demo and tests. The CPU evidence is a real-format SEV-SNP
+report from `SimulatedTee` whose MEASUREMENT is the node's self-measurement; the GPU evidence
+comes from `attestation.gpu.SimulatedGpu`. The verifier accepts such a bundle only with
+`allow_simulated`.
+
+Not pure: key generation draws OS randomness (time is still a parameter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from attestation.bundle import Bundle, Evidence, Release, build_bundle
+from attestation.simulated import SimulatedTee
+from attestation.verify_bundle import MEASUREMENT_KEYS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from datetime import datetime
+
+    from attestation.gpu import SimulatedGpu
+
+
+def release_entry(measurement: bytes, *, image_digest: str = "sha256:" + "0" * 64) -> bytes:
+    """A canonical `hushcc.release/v1` entry listing the simulated measurement.
+
+    Args:
+        measurement: The 48-byte self-measurement.
+        image_digest: The image digest to name.
+
+    Returns:
+        Canonical JSON bytes (sorted keys, no whitespace).
+    """
+    entry = {"schema": "hushcc.release/v1", "image": {"digest": image_digest},
+             "measurements": {MEASUREMENT_KEYS["simulated"]: measurement.hex()},
+             "model": {}, "source": {}}
+    return json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _gpu_attester(gpu: SimulatedGpu) -> Callable[[bytes], Evidence]:
+    def attest(nonce: bytes) -> Evidence:
+        evidence, certs = gpu.attest(nonce)
+        return Evidence("simulated", evidence, tuple(certs))
+    return attest
+
+
+def simulated_bundle(  # noqa: PLR0913 - the parts of a development bundle, all named
+    *, key_config: bytes, measurement: bytes, now: datetime, tee: SimulatedTee | None = None,
+    gpus: Sequence[SimulatedGpu] = (), release: Release | None = None,
+    lifetime: timedelta = timedelta(hours=12), nonce: bytes | None = None,
+    node_id: str | None = None,
+) -> Bundle:
+    """Build a bundle from the simulated TEE (and simulated GPUs).
+
+    Args:
+        key_config: The node's OHTTP key config.
+        measurement: The node's 48-byte self-measurement (`measure_paths(...).digest`).
+        now: Issue time; the bundle is valid from `now` for `lifetime`.
+        tee: The simulated CPU TEE (generated when None).
+        gpus: Simulated GPUs, one evidence entry each.
+        release: The stapled log proof; when None, an unlogged entry for `measurement`
+            (index 0, empty checkpoint and proof: step (5) fails until it is logged).
+        lifetime: Validity period.
+        nonce: Optional 32-byte per-request nonce.
+        node_id: Hex SHA-256 identity; defaults to the SHA-256 of the simulated VCEK.
+
+    Returns:
+        The bundle.
+    """
+    platform = tee or SimulatedTee.generate(now=now)
+    certs = platform.certs()
+
+    def cpu(report_data: bytes) -> Evidence:
+        return Evidence("simulated", platform.report(report_data, measurement), certs)
+
+    return build_bundle(
+        node_id=node_id or hashlib.sha256(certs[0]).hexdigest(), key_config=key_config,
+        not_before=now, not_after=now + lifetime, cpu=cpu,
+        gpus=[_gpu_attester(g) for g in gpus],
+        release=release or Release(release_entry(measurement), 0, "", ()), nonce=nonce)

@@ -1,0 +1,247 @@
+"""Client-side verification of an attestation bundle (DESIGN.md steps 1-6), fail closed.
+
+Steps, all recorded in one `VerificationReport` (sub-verifiers' steps are prefixed):
+  (0) parse the bundle (`attestation.bundle`)
+  (1) CPU evidence: type allowed (`simulated` only with `policy.allow_simulated`), then
+      `verify_snp_report` against AMD's pinned roots, or against the bundle's simulated root
+      for `simulated`: the same code path. TDX goes to an injected `TdxVerifier`.
+  (2) GPU evidence: at least one GPU unless the policy waives it; each one through
+      `attestation.gpu.verify_gpu_evidence` with the nonce the binding prescribes.
+  (3) binding: report_data == SHA-512("hushcc/attest/v1" || ...) (see `attestation.bundle`),
+      and the bundle's nonce equals the client's when the client asked for one.
+  (4) measurement equals the one the release entry lists for this CPU type (and is in the
+      policy's allow-list when it has one).
+  (5) the entry is included in a checkpoint the pinned log key signed: an injected `LogVerifier`
+      (`transparency_log_verifier` adapts the transparency-log client).
+  (6) validity window: not_before <= now < not_after, issued at most `max_age` ago, and a
+      lifetime of at most `max_validity`.
+Any failure raises `AttestationError` carrying the report; only `verify_bundle`'s return value
+(a `VerifiedBundle`) hands out the key config, and only when every step passed.
+
+Pure: time, the log verifier, GPU reference values and revocation are parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from attestation import bundle as fmt
+from attestation.amd import amd_trust
+from attestation.gpu import GpuPolicy, RevocationSource, verify_gpu_evidence
+from attestation.report import AttestationError, VerificationReport
+from attestation.simulated import simulated_trust_from_certs
+from attestation.snp_verify import verify_snp_report
+from hushcc.errors import ProtocolError, VerificationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from datetime import datetime
+
+    from attestation.policy import Policy
+
+# The release entry's `measurements` key for each CPU evidence type.
+MEASUREMENT_KEYS = {"sev-snp": "sev-snp", "tdx": "tdx", "simulated": "sim"}
+
+
+class LogVerifier(Protocol):
+    """Checks a stapled inclusion proof; raises `VerificationError` when it does not hold."""
+
+    def verify(self, entry: bytes, index: int, checkpoint: str, proof: Sequence[bytes]) -> None:
+        """Verify that `entry` is leaf `index` of a checkpoint the pinned log key signed."""
+
+
+class TdxVerifier(Protocol):
+    """Verifies a TDX quote; returns (report_data, measurement, steps) or raises."""
+
+    def __call__(self, quote: bytes, certs: Sequence[bytes], *, now: datetime
+                 ) -> tuple[bytes, bytes, VerificationReport]:
+        """Verify and return the quote's report_data and MRTD-based measurement."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedBundle:
+    """What a client may use after verification: only ever built when every step passed."""
+
+    node_id: str
+    key_config: bytes
+    not_after: datetime
+    measurement: bytes
+    report: VerificationReport
+
+
+def entry_measurement(entry: bytes, cpu_type: str) -> bytes:
+    """The measurement a release entry lists for `cpu_type` (`measurements[MEASUREMENT_KEYS]`).
+
+    Raises:
+        ProtocolError: The entry is not a JSON object with that hex measurement.
+    """
+    try:
+        doc = json.loads(entry)
+        value = doc["measurements"][MEASUREMENT_KEYS[cpu_type]]
+        return bytes.fromhex(value)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"release entry lists no {cpu_type} measurement") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    policy: Policy
+    now: datetime
+    gpu_policy: GpuPolicy | None
+    revocation: RevocationSource | None
+    tdx: TdxVerifier | None
+
+
+def _sub(report: VerificationReport, subject: str,
+         run: Callable[[], VerificationReport]) -> None:
+    try:
+        sub = run()
+    except AttestationError as exc:
+        report.extend(VerificationReport(subject, exc.report.steps))
+        raise AttestationError(report) from exc
+    report.extend(VerificationReport(subject, sub.steps))
+
+
+def _cpu(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> tuple[bytes, bytes]:
+    kind = b.cpu.type
+    report.check(kind != "simulated" or opt.policy.allow_simulated, "(1) CPU type",
+                 f"{kind} evidence", "simulated CPU evidence and the policy refuses simulated TEEs")
+    if kind == "tdx":
+        if opt.tdx is None:
+            raise report.fail("(1) CPU evidence", "no TDX verifier configured")
+        tdx = opt.tdx
+        out: list[bytes] = []
+
+        def run_tdx() -> VerificationReport:
+            data, measurement, sub = tdx(b.cpu.evidence, b.cpu.certs, now=opt.now)
+            out.extend((data, measurement))
+            return sub
+        _sub(report, "(1) tdx", run_tdx)
+        return out[0], out[1]
+    try:
+        trust = amd_trust() if kind == "sev-snp" else simulated_trust_from_certs(b.cpu.certs)
+    except ProtocolError as exc:
+        raise report.fail("(1) CPU trust anchor", str(exc)) from exc
+    result: list[bytes] = []
+
+    def run_snp() -> VerificationReport:
+        snp, sub = verify_snp_report(b.cpu.evidence, b.cpu.certs, trust=trust,
+                                     policy=opt.policy, now=opt.now)
+        result.extend((snp.report_data, snp.measurement))
+        return sub
+    _sub(report, f"(1) {kind}", run_snp)
+    return result[0], result[1]
+
+
+def _gpus(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> None:
+    report.check(bool(b.gpu) or not opt.policy.require_gpu, "(2) GPU present",
+                 f"{len(b.gpu)} GPU(s)", "no GPU evidence and the policy requires a GPU")
+    nonce = fmt.gpu_nonce(b.key_config, b.not_after, b.nonce)
+    for i, gpu in enumerate(b.gpu):
+        simulated = gpu.type == "simulated"
+        report.check(not simulated or opt.policy.allow_simulated, f"(2) GPU {i} type",
+                     f"{gpu.type} evidence",
+                     "simulated GPU evidence and the policy refuses simulated TEEs")
+        if opt.gpu_policy is None:
+            raise report.fail(f"(2) GPU {i}", "no GPU reference values (RIMs) configured")
+        _sub(report, f"(2) GPU {i}", functools.partial(
+            _gpu_sub, gpu, policy=opt.gpu_policy, nonce=nonce, opt=opt))
+
+
+def _gpu_sub(gpu: fmt.Evidence, *, policy: GpuPolicy, nonce: bytes,
+             opt: _Options) -> VerificationReport:
+    return verify_gpu_evidence(gpu.evidence, gpu.certs, expected_nonce=nonce, policy=policy,
+                               now=opt.now, allow_simulated=gpu.type == "simulated",
+                               revocation=opt.revocation)
+
+
+def _window(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> None:
+    now, policy = opt.now, opt.policy
+    report.check(b.not_before <= now < b.not_after, "(6) validity window",
+                 f"{now.isoformat()} is within {fmt.format_time(b.not_before)} .. "
+                 f"{fmt.format_time(b.not_after)}",
+                 f"{now.isoformat()} is outside {fmt.format_time(b.not_before)} .. "
+                 f"{fmt.format_time(b.not_after)}")
+    report.check(now - b.not_before <= policy.max_age, "(6) age",
+                 f"issued {now - b.not_before} ago (max {policy.max_age})",
+                 f"issued {now - b.not_before} ago, more than the policy's {policy.max_age}")
+    report.check(b.not_after - b.not_before <= policy.max_validity, "(6) lifetime",
+                 f"lifetime {b.not_after - b.not_before} (max {policy.max_validity})",
+                 f"lifetime {b.not_after - b.not_before} exceeds {policy.max_validity}")
+
+
+def verify_bundle(  # noqa: PLR0913 - the inputs of a verification, all named
+    data: bytes, *, policy: Policy, now: datetime, log: LogVerifier | None,
+    gpu_policy: GpuPolicy | None = None, expected_nonce: bytes | None = None,
+    revocation: RevocationSource | None = None, tdx: TdxVerifier | None = None,
+) -> VerifiedBundle:
+    """Verify a bundle's evidence, binding, log inclusion and validity (module docstring).
+
+    Args:
+        data: The bundle JSON.
+        policy: What the client accepts.
+        now: Verification time (timezone-aware).
+        log: Stapled-inclusion verifier for the pinned log; None fails step (5).
+        gpu_policy: GPU reference values (RIMs or pinned measurements).
+        expected_nonce: The client's per-request nonce, when it asked for one.
+        revocation: Revocation source for GPU certificates (None: offline, reported).
+        tdx: TDX quote verifier.
+
+    Returns:
+        The verified key config and node identity, with the full report.
+
+    Raises:
+        AttestationError: At the first failed step, with every step that ran.
+    """
+    report = VerificationReport("attestation bundle")
+    opt = _Options(policy, now, gpu_policy, revocation, tdx)
+    try:
+        b = fmt.Bundle.from_json(data)
+    except ProtocolError as exc:
+        raise report.fail("(0) parse", str(exc)) from exc
+    report.ok("(0) parse", f"node {b.node_id[:16]}..., cpu {b.cpu.type}, {len(b.gpu)} GPU(s)")
+    bound, measurement = _cpu(report, b, opt)
+    _gpus(report, b, opt)
+    expected = fmt.report_data(b.key_config, b.gpu, b.not_after, b.nonce)
+    report.check(hmac.compare_digest(bound, expected), "(3) binding",
+                 "report_data binds the key config, the GPU evidence and not_after",
+                 "report_data does not bind this key config, GPU evidence and not_after")
+    if expected_nonce is not None:
+        report.check(b.nonce is not None and hmac.compare_digest(b.nonce, expected_nonce),
+                     "(3) nonce", "the bundle is bound to the client's nonce",
+                     "the bundle is not bound to the client's nonce")
+    _measurement(report, b, measurement, policy)
+    _log(report, b, log)
+    _window(report, b, opt)
+    return VerifiedBundle(b.node_id, b.key_config, b.not_after, measurement, report)
+
+
+def _measurement(report: VerificationReport, b: fmt.Bundle, measurement: bytes,
+                 policy: Policy) -> None:
+    try:
+        logged = entry_measurement(b.release.entry, b.cpu.type)
+    except ProtocolError as exc:
+        raise report.fail("(4) measurement", str(exc)) from exc
+    report.check(hmac.compare_digest(measurement, logged), "(4) measurement",
+                 f"measurement {measurement.hex()[:24]}... equals the logged release's",
+                 f"measurement {measurement.hex()[:24]}... is not the logged release's "
+                 f"{logged.hex()[:24]}...")
+    if policy.allowed_measurements:
+        report.check(measurement in policy.allowed_measurements, "(4) allowed measurement",
+                     "measurement is in the policy's allow-list",
+                     "measurement is not in the policy's allow-list")
+
+
+def _log(report: VerificationReport, b: fmt.Bundle, log: LogVerifier | None) -> None:
+    if log is None:
+        raise report.fail("(5) log inclusion", "no transparency-log verifier configured")
+    r = b.release
+    try:
+        log.verify(r.entry, r.index, r.checkpoint, r.inclusion_proof)
+    except (VerificationError, ProtocolError) as exc:
+        raise report.fail("(5) log inclusion", str(exc)) from exc
+    report.ok("(5) log inclusion", f"entry {r.index} is included in a checkpoint the log signed")

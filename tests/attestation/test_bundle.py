@@ -1,0 +1,243 @@
+"""Bundle build + verify (DESIGN.md "Attestation bundle"): binding, steps, A1/A3/A7 twins."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import hashlib
+from datetime import timedelta
+
+import pytest
+from bundle_helpers import KEY_CONFIG, MEASUREMENT, NOW, SIM_POLICY, edit, make_node
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from attestation.bundle import Bundle, canonical_gpu_evidence, gpu_nonce, report_data
+from attestation.dev import release_entry
+from attestation.gpu import GpuPolicy, SimulatedGpu
+from attestation.report import AttestationError
+from attestation.sevsnp import SnpReport
+from attestation.verify_bundle import verify_bundle
+from hushcc.errors import ProtocolError, VerificationError
+
+
+@pytest.fixture(scope="module")
+def node():
+    return make_node()
+
+
+@pytest.fixture(scope="module")
+def good(node):
+    return node.bundle().to_json()
+
+
+def verify(node, data, *, policy=SIM_POLICY, now=NOW + timedelta(minutes=5), **kw):
+    kw.setdefault("gpu_policy", node.gpu_policy)
+    kw.setdefault("log", node.log)
+    return verify_bundle(data, policy=policy, now=now, **kw)
+
+
+def rejected_at(node, data, **kw) -> str:
+    with pytest.raises(AttestationError) as exc:
+        verify(node, data, **kw)
+    step = exc.value.report.first_failure
+    assert step is not None
+    assert not exc.value.report.passed
+    return step.name
+
+
+def test_simulated_bundle_verifies(node, good):
+    verified = verify(node, good)
+    assert verified.key_config == KEY_CONFIG
+    assert verified.measurement == MEASUREMENT
+    names = [s.name for s in verified.report.steps]
+    for prefix in ("(0)", "(1)", "(2)", "(3)", "(4)", "(5)", "(6)"):
+        assert any(n.startswith(prefix) for n in names), prefix
+    assert "(1) simulated: report signature" in names
+    assert "(2) GPU 0: nonce" in names
+    assert all(s.passed for s in verified.report.steps)
+
+
+def test_round_trip_and_canonical(good):
+    bundle = Bundle.from_json(good)
+    assert bundle.to_json() == good
+    assert Bundle.from_json(bundle.to_json()) == bundle
+
+
+def test_binding_matches_design_formula(node, good):
+    bundle = Bundle.from_json(good)
+    report = SnpReport.from_bytes(bundle.cpu.evidence)
+    na = bundle.not_after.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    expected = hashlib.sha512(b"hushcc/attest/v1" + hashlib.sha256(KEY_CONFIG).digest()
+                              + hashlib.sha256(canonical_gpu_evidence(bundle.gpu)).digest()
+                              + na).digest()
+    assert report.report_data == expected == report_data(KEY_CONFIG, bundle.gpu, bundle.not_after)
+    assert gpu_nonce(KEY_CONFIG, bundle.not_after) == hashlib.sha256(
+        b"hushcc/gpu/v1" + hashlib.sha256(KEY_CONFIG).digest() + na).digest()
+
+
+# A1: stale or unbound. Each mutation names the step that must catch it.
+def _other_key(doc):
+    doc["key_config"] = base64.b64encode(b"\x02" + KEY_CONFIG[1:]).decode()
+
+
+def _later(doc):
+    doc["not_after"] = "2026-11-24T09:00:00Z"
+
+
+@pytest.mark.parametrize(("change", "step"), [
+    pytest.param(_other_key, "(2) GPU 0: nonce", id="other-key-config"),
+    pytest.param(_later, "(2) GPU 0: nonce", id="other-not-after"),
+])
+def test_unbound_bundle_rejected(node, good, change, step):
+    assert rejected_at(node, edit(good, change)) == step
+
+
+def test_binding_step_itself(node):
+    nogpu = SIM_POLICY.__class__(allow_simulated=True, require_gpu=False)
+    data = node.bundle(gpus=[]).to_json()
+    assert verify(node, data, policy=nogpu).report.passed
+    assert rejected_at(node, edit(data, _other_key), policy=nogpu) == "(3) binding"
+    assert rejected_at(node, edit(data, _later), policy=nogpu) == "(3) binding"
+
+
+def test_swapped_gpu_evidence_breaks_binding(node, good):
+    other = SimulatedGpu()
+    bundle = Bundle.from_json(good)
+    ev, certs = other.attest(gpu_nonce(KEY_CONFIG, bundle.not_after))
+    swapped = edit(good, lambda d: d["gpu"][0].update(
+        evidence=base64.b64encode(ev).decode(),
+        certs=[base64.b64encode(c).decode() for c in certs]))
+    assert rejected_at(node, swapped) == "(3) binding"
+
+
+def test_per_request_nonce(node):
+    nonce, other = b"\x11" * 32, b"\x22" * 32
+    data = node.bundle(nonce=nonce).to_json()
+    assert verify(node, data, expected_nonce=nonce).report.passed
+    assert rejected_at(node, data, expected_nonce=other) == "(3) nonce"
+    assert rejected_at(node, node.bundle().to_json(), expected_nonce=nonce) == "(3) nonce"
+    # the nonce is folded into both bindings: replacing it breaks the GPU nonce first
+    assert rejected_at(node, edit(data, lambda d: d.update(nonce=other.hex())),
+                       expected_nonce=other) == "(2) GPU 0: nonce"
+
+
+@pytest.mark.parametrize(("delta", "step"), [
+    pytest.param(timedelta(hours=12), "(6) validity window", id="at-not-after"),
+    pytest.param(timedelta(days=3), "(6) validity window", id="expired"),
+    pytest.param(-timedelta(minutes=1), "(6) validity window", id="before-not-before"),
+])
+def test_validity_window(node, good, delta, step):
+    assert verify(node, good, now=NOW + timedelta(hours=12) - timedelta(seconds=1))
+    assert rejected_at(node, good, now=NOW + delta) == step
+
+
+def test_max_age_and_lifetime(node, good):
+    strict = dataclasses.replace(SIM_POLICY, max_age=timedelta(hours=1))
+    assert verify(node, good, policy=strict, now=NOW + timedelta(minutes=59)).report.passed
+    assert rejected_at(node, good, policy=strict, now=NOW + timedelta(hours=2)) == "(6) age"
+    short = dataclasses.replace(SIM_POLICY, max_validity=timedelta(hours=1))
+    assert rejected_at(node, good, policy=short) == "(6) lifetime"
+
+
+# A2/A3: the measurement is compared with the logged one; the log proof is required.
+def test_measurement_whose_release_is_not_logged(node):
+    # a node measuring other files staples a (true) entry for its measurement: not in the log
+    data = node.bundle(measurement=bytes(48)).to_json()
+    assert rejected_at(node, data) == "(5) log inclusion"
+
+
+def test_release_for_other_measurement(node, good):
+    entry = base64.b64encode(release_entry(b"\x01" * 48)).decode()
+    assert rejected_at(node, edit(good, lambda d: d["release"].update(entry=entry))) == \
+        "(4) measurement"
+
+
+def test_allowed_measurements(node, good):
+    ok = dataclasses.replace(SIM_POLICY, allowed_measurements=frozenset({MEASUREMENT}))
+    assert verify(node, good, policy=ok).report.passed
+    other = dataclasses.replace(SIM_POLICY, allowed_measurements=frozenset({bytes(48)}))
+    assert rejected_at(node, good, policy=other) == "(4) allowed measurement"
+
+
+def test_log_required(node, good):
+    assert rejected_at(node, good, log=None) == "(5) log inclusion"
+    moved = edit(good, lambda d: d["release"].update(index=1))
+    assert rejected_at(node, moved) == "(5) log inclusion"
+
+
+# A7: simulated roots, relabelled types, debug, GPU not in CC mode.
+def test_simulated_refused_by_default(node, good):
+    default = dataclasses.replace(SIM_POLICY, allow_simulated=False)
+    assert rejected_at(node, good, policy=default) == "(1) CPU type"
+
+
+def test_simulated_chain_labelled_sev_snp_hits_amd_root(node, good):
+    relabelled = edit(good, lambda d: d["cpu"].update(type="sev-snp"))
+    assert rejected_at(node, relabelled) == "(1) sev-snp: ARK pinned"
+
+
+def test_simulated_gpu_labelled_h100_refused(node, good):
+    relabelled = edit(good, lambda d: d["gpu"][0].update(type="nvidia-h100"))
+    assert rejected_at(node, relabelled) == "(2) GPU 0: chain"
+
+
+def test_gpu_not_in_cc_mode(node):
+    off = SimulatedGpu(cc_mode=False)
+    policy = GpuPolicy(reference_measurements=off.reference_measurements())
+    data = node.bundle(gpus=[off]).to_json()
+    assert rejected_at(node, data, gpu_policy=policy) == "(2) GPU 0: measurements"
+
+
+def test_gpu_required(node):
+    data = node.bundle(gpus=[]).to_json()
+    assert rejected_at(node, data) == "(2) GPU present"
+    assert rejected_at(node, data, gpu_policy=None) == "(2) GPU present"
+    assert rejected_at(node, node.bundle().to_json(), gpu_policy=None) == "(2) GPU 0"
+
+
+def test_debug_guest_refused(node):
+    data = node.bundle().to_json()
+    bundle = Bundle.from_json(data)
+    debug = node.tee.report(SnpReport.from_bytes(bundle.cpu.evidence).report_data, MEASUREMENT,
+                            debug=True)
+    patched = edit(data, lambda d: d["cpu"].update(evidence=base64.b64encode(debug).decode()))
+    assert rejected_at(node, patched) == "(1) simulated: debug"
+    allowed = dataclasses.replace(SIM_POLICY, allow_debug=True)
+    assert verify(node, patched, policy=allowed).report.passed
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param(b"", id="empty"), pytest.param(b"[]", id="list"),
+    pytest.param(b'{"version": 1}', id="missing-keys"),
+])
+def test_parse_failures(node, bad):
+    assert rejected_at(node, bad) == "(0) parse"
+
+
+def test_duplicate_keys_and_strict_base64(good):
+    with pytest.raises(ProtocolError):
+        Bundle.from_json(good[:-1] + b',"version":1}')
+    with pytest.raises(ProtocolError):
+        Bundle.from_json(edit(good, lambda d: d.update(key_config=d["key_config"] + "!")))
+    with pytest.raises(ProtocolError):
+        Bundle.from_json(edit(good, lambda d: d.update(not_after="2026-11-24T08:00:00+00:00")))
+
+
+# A9: only typed errors escape.
+@given(st.binary(max_size=512))
+@settings(max_examples=100)
+def test_fuzz_bundle_parser(data):
+    with contextlib.suppress(ProtocolError):
+        Bundle.from_json(data)
+
+
+@given(data=st.data())
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fuzz_verify_mutated_bundle(node, good, data):
+    blob = bytearray(good)
+    for _ in range(data.draw(st.integers(1, 3))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    with contextlib.suppress(VerificationError):
+        verify(node, bytes(blob))
