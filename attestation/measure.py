@@ -83,9 +83,10 @@ def _file_digest(path: Path) -> bytes:
         fd = os.open(path, flags)
     except OSError as exc:
         raise ConfigError(f"cannot open measured file {path.name!r} (missing, a symlink)") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"measured path {path.name!r} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise ConfigError(f"measured path {path.name!r} is not a regular file")
         h = hashlib.sha256()
         while chunk := handle.read(_CHUNK):
             h.update(chunk)
