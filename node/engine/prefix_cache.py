@@ -94,6 +94,10 @@ class PrefixCache:
         """Indexed blocks with refcount 0 (evictable)."""
         return len(self._parked)
 
+    def next_expiry(self) -> float | None:
+        """Earliest expiry time of an idle block, or None when none is parked."""
+        return min(self._parked.values(), default=None)
+
     def lookup(self, block_hash: bytes) -> int | None:
         """Return the block holding `block_hash`, or None."""
         return self._by_hash.get(block_hash)

@@ -51,8 +51,8 @@ class EngineLimits:
             raise ConfigError("engine limits must be positive")
         if self.max_draft_tokens < 0:
             raise ConfigError("max_draft_tokens must not be negative")
-        if self.max_num_batched_tokens < self.max_num_seqs:
-            raise ConfigError("token budget must cover one token per running sequence")
+        if self.max_num_batched_tokens < 1:
+            raise ConfigError("the per-step token budget must be positive")
 
 
 def blocks_for(num_tokens: int, block_size: int) -> int:

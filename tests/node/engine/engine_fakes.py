@@ -39,3 +39,52 @@ class FakePool:
                 p = c.start_pos + i
                 self.slots[c.block_table[p // self.block_size]][p % self.block_size] = (
                     share.seq.root, tok)
+
+
+class ToyTokenizer:
+    """Decodes token i to the word `w<i> ` (enough for streaming and stop-string tests)."""
+
+    def decode(self, token_ids: list[int], **kwargs: object) -> str:
+        return "".join(f"w{i} " for i in token_ids)
+
+
+def _children(o: object) -> list[object]:
+    import asyncio  # noqa: PLC0415
+    import dataclasses  # noqa: PLC0415
+
+    if isinstance(o, dict):
+        return [*o.keys(), *o.values()]
+    if isinstance(o, (list, tuple, set, frozenset)) or type(o).__name__ == "deque":
+        return list(o)  # type: ignore[call-overload]
+    if isinstance(o, asyncio.Queue):
+        return list(o._queue)  # noqa: SLF001
+    out: list[object] = []
+    if dataclasses.is_dataclass(o):
+        out.extend(getattr(o, f.name) for f in dataclasses.fields(o))
+    out.extend(getattr(o, s) for s in getattr(type(o), "__slots__", ()) if hasattr(o, s))
+    if hasattr(o, "__dict__"):
+        out.extend(vars(o).values())
+    return out
+
+
+def walk_ints(obj: object, skip: tuple[type, ...] = ()) -> list[int]:
+    """Every int reachable from `obj` through containers, dataclasses, __dict__ and __slots__.
+
+    Objects of the `skip` types (the runner, checked through its own `kv_pool_is_zero`; the
+    tokenizer) are not entered.
+    """
+    import enum  # noqa: PLC0415
+
+    seen: set[int] = set()
+    out: list[int] = []
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if o is None or isinstance(o, (bool, str, bytes, float, enum.Enum)):
+            continue
+        if isinstance(o, int):
+            out.append(o)
+        elif id(o) not in seen and not isinstance(o, skip):
+            seen.add(id(o))
+            stack.extend(_children(o))
+    return out

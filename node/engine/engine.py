@@ -1,0 +1,409 @@
+"""The async engine: submit / cancel / stream over the scheduler and a model runner.
+
+Not pure: it owns an asyncio step loop and runs the model forward in a worker thread
+(`asyncio.to_thread`) so the event loop stays responsive. Everything it decides comes from the
+pure scheduler and block manager; the runner computes.
+
+One step: apply cancellations -> `schedule(now)` -> `runner.forward(chunks)` (worker thread) ->
+sample / verify drafts -> stop checks (EOS, max_tokens, stop strings) -> stream text deltas ->
+finish ended sequences -> `flush()` zeroes every block freed during the step in one batched
+`runner.zero_blocks` call, before any of them can be handed out again.
+
+Invariants (SECURITY.md E1, E2, E5, E8, E9):
+* A request's blocks are zeroed and its token ids, hashes, detokenizer state, stop buffer and
+  generator dropped when it ends -- finished, cancelled (`cancel`, `aclose`, or the consumer
+  abandoning the stream, e.g. a client disconnect), or failed -- within one step.
+* Requests are checked against the limits in `submit`, before anything is allocated.
+* Request ids are random (never a counter); stats are counts only (no ids, no content).
+* Nothing here logs, prints or puts request content in an exception message.
+* The tenant salt is an argument of `submit` (derived by the node), never read from the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hushcc.errors import HushError, ProtocolError
+from node.engine.blocks import BlockManager
+from node.engine.detokenize import IncrementalDetokenizer
+from node.engine.prefix_cache import PrefixCache, chain_root
+from node.engine.sampling import (
+    SamplingLimits,
+    SamplingParams,
+    find_stop,
+    make_generator,
+    sample,
+    stop_holdback,
+)
+from node.engine.scheduler import Scheduler
+from node.engine.sequence import EngineLimits, SeqStatus, Sequence, check_request
+from node.engine.speculative import PromptLookupConfig, accept, propose
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    import torch
+
+    from node.engine.batch import ModelRunner
+    from node.engine.detokenize import Decoder
+    from node.engine.scheduler import ScheduledSeq
+
+
+class EngineError(HushError):
+    """The engine failed while serving a request (the message never carries content)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """One generation request: prompt token ids (the node applies the chat template) + sampling."""
+
+    prompt_token_ids: tuple[int, ...]
+    params: SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A piece of a streamed response.
+
+    Attributes:
+        text: new text (never a split UTF-8 character; may be empty on the final delta).
+        finish_reason: None while streaming; "stop" (EOS or stop string), "length" at the end.
+        prompt_tokens: prompt length in tokens.
+        completion_tokens: tokens generated so far.
+    """
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """Aggregate counters for the node's metrics: counts only."""
+
+    running: int
+    waiting: int
+    completed: int
+    cancelled: int
+    failed: int
+    preemptions: int
+    cache_hit_blocks: int
+    cached_blocks: int
+    free_blocks: int
+    steps: int
+    draft_tokens: int
+    accepted_drafts: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Operator configuration of the engine."""
+
+    limits: EngineLimits = field(default_factory=EngineLimits)
+    sampling_limits: SamplingLimits = field(default_factory=SamplingLimits)
+    enable_prefix_cache: bool = True
+    cache_ttl: float = 60.0
+    speculative: PromptLookupConfig | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    vocab_size: int | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Live:
+    """Engine-side state of one live request (dropped when it ends)."""
+
+    seq: Sequence
+    params: SamplingParams
+    detok: IncrementalDetokenizer
+    queue: asyncio.Queue[Delta | BaseException]
+    generator: torch.Generator | None = None
+    pending: str = ""  # decoded text held back because it may begin a stop string
+    cancelled: bool = False
+
+    def drop(self) -> None:
+        self.seq.erase()
+        self.detok.clear()
+        self.pending = ""
+        self.generator = None
+
+
+class RequestStream:
+    """The async iterator `Engine.submit` returns; `request_id` is random and internal."""
+
+    __slots__ = ("_gen", "request_id")
+
+    def __init__(self, request_id: str, gen: AsyncIterator[Delta]) -> None:
+        """Wrap the engine's stream generator."""
+        self.request_id = request_id
+        self._gen = gen
+
+    def __aiter__(self) -> RequestStream:
+        """Return self."""
+        return self
+
+    async def __anext__(self) -> Delta:
+        """Next delta; raises StopAsyncIteration after the final one."""
+        return await anext(self._gen)
+
+    async def aclose(self) -> None:
+        """Stop consuming: the request is cancelled (blocks freed and zeroed within one step)."""
+        aclose = getattr(self._gen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class Engine:
+    """Continuous-batching engine over a `ModelRunner` (see the module docstring)."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        tokenizer: Decoder,
+        config: EngineConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Create an engine; its step loop starts on the first `submit`.
+
+        Args:
+            runner: computes steps over its KV pool and zeroes blocks.
+            tokenizer: decodes generated tokens (transformers-style `decode`).
+            config: limits, cache and speculation settings.
+            clock: monotonic time in seconds (injected for TTL tests).
+        """
+        self.config = config or EngineConfig()
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.clock = clock
+        cache = PrefixCache(self.config.cache_ttl) if self.config.enable_prefix_cache else None
+        blocks = BlockManager(runner.num_blocks, runner.block_size, runner.zero_blocks, cache)
+        self.scheduler = Scheduler(blocks, self.config.limits)
+        self._live: dict[int, _Live] = {}
+        self._by_request: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._counts = dict.fromkeys(
+            ("completed", "cancelled", "failed", "steps", "drafts", "accepted"), 0)
+
+    def submit(self, request: GenerateRequest, tenant_salt: bytes) -> RequestStream:
+        """Check and queue a request; stream its text deltas.
+
+        Args:
+            request: prompt token ids and sampling parameters.
+            tenant_salt: the server-derived tenant salt (>= 16 bytes) keying the prefix cache.
+
+        Returns:
+            An async iterator of `Delta`s; the last one has a `finish_reason`.
+
+        Raises:
+            ProtocolError: the request breaks a limit (nothing is allocated).
+            ConfigError: the salt is invalid.
+        """
+        prompt, params = request.prompt_token_ids, request.params
+        params.check_limits(self.config.sampling_limits)
+        check_request(len(prompt), params.max_tokens, self.config.limits,
+                      self.runner.block_size, self.runner.num_blocks)
+        vocab = self.config.vocab_size
+        if vocab is not None and not all(0 <= t < vocab for t in prompt):
+            raise ProtocolError("prompt token id out of range")
+        seq = Sequence(seq_id=secrets.randbits(63), root=chain_root(tenant_salt),
+                       token_ids=list(prompt), num_prompt_tokens=len(prompt),
+                       max_tokens=params.max_tokens)
+        gen = None
+        if not params.greedy:
+            gen = make_generator(params.seed if params.seed is not None else secrets.randbits(63))
+        live = _Live(seq, params, IncrementalDetokenizer(self.tokenizer), asyncio.Queue(), gen)
+        request_id = secrets.token_hex(16)
+        return RequestStream(request_id, self._stream(request_id, live))
+
+    def cancel(self, request_id: str) -> None:
+        """Cancel a request: its blocks are freed and zeroed at the next step boundary."""
+        seq_id = self._by_request.get(request_id)
+        if seq_id is not None and seq_id in self._live:
+            self._live[seq_id].cancelled = True
+            self._wake.set()
+
+    def stats(self) -> EngineStats:
+        """Counts for the node's metrics (no ids, no content)."""
+        s, cache = self.scheduler, self.scheduler.blocks.cache
+        return EngineStats(
+            running=len(s.running), waiting=len(s.waiting), completed=self._counts["completed"],
+            cancelled=self._counts["cancelled"], failed=self._counts["failed"],
+            preemptions=s.num_preemptions, cache_hit_blocks=cache.hits if cache else 0,
+            cached_blocks=cache.num_parked if cache else 0, free_blocks=s.blocks.num_free,
+            steps=self._counts["steps"], draft_tokens=self._counts["drafts"],
+            accepted_drafts=self._counts["accepted"])
+
+    @property
+    def idle(self) -> bool:
+        """True when no request is live."""
+        return not self._live and not self.scheduler.has_work
+
+    def expire_cache(self) -> None:
+        """Zero the cached prefix blocks whose TTL has passed (the idle loop calls this)."""
+        self.scheduler.blocks.expire(self.clock())
+        self.scheduler.flush()
+
+    def _idle_timeout(self) -> float | None:
+        cache = self.scheduler.blocks.cache
+        deadline = cache.next_expiry() if cache is not None else None
+        return None if deadline is None else max(deadline - self.clock(), 0.0) + 0.01
+
+    def drop_prefix_cache(self) -> None:
+        """Zero and forget every idle cached prefix block."""
+        self.scheduler.blocks.drop_cache()
+        self.scheduler.flush()
+
+    async def close(self) -> None:
+        """Stop the step loop, end every request, zero every block (cache included)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._fail_all(EngineError("engine closed"))
+        self.drop_prefix_cache()
+
+    async def _stream(self, request_id: str, live: _Live) -> AsyncIterator[Delta]:
+        self._live[live.seq.seq_id] = live
+        self._by_request[request_id] = live.seq.seq_id
+        self.scheduler.add(live.seq)
+        self._ensure_loop()
+        try:
+            while True:
+                item = await live.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            del self._by_request[request_id]
+            if live.seq.seq_id in self._live:  # abandoned or cancelled: end it at the next step
+                live.cancelled = True
+                self._wake.set()
+
+    def _ensure_loop(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            self._apply_cancellations()
+            if not self.scheduler.has_work:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
+                self.expire_cache()
+                continue
+            try:
+                await self.step()
+            except Exception:  # noqa: BLE001 - a bug must not leave requests (or blocks) behind
+                self._fail_all(EngineError("engine failure"))
+
+    def _apply_cancellations(self) -> None:
+        for live in [lv for lv in self._live.values() if lv.cancelled]:
+            seq = live.seq
+            self._end(live, Delta("", "cancelled", seq.num_prompt_tokens, seq.num_generated),
+                      "cancelled")
+        self.scheduler.flush()
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for live in list(self._live.values()):
+            self._end(live, exc, "failed")
+        self.scheduler.flush()
+
+    async def step(self) -> None:
+        """Run one engine step (the loop calls this; tests may drive it directly)."""
+        self._counts["steps"] += 1
+        plan = self.scheduler.schedule(self.clock())
+        chunks = plan.chunks
+        try:
+            logits = await asyncio.to_thread(self.runner.forward, chunks) if chunks else []
+        except Exception:  # noqa: BLE001 - any runner failure ends the step's requests, erased
+            for share in plan.scheduled:
+                if share.seq.seq_id in self._live:
+                    self._end(self._live[share.seq.seq_id], EngineError("inference failed"),
+                              "failed")
+            self.scheduler.flush()
+            return
+        rows = iter(logits)
+        now = self.clock()
+        for share in plan.scheduled:
+            out = next(rows) if share.chunk is not None else None
+            live = self._live.get(share.seq.seq_id)
+            if live is None or live.cancelled or live.seq.status is not SeqStatus.RUNNING:
+                continue
+            self._advance(live, share, out, now)
+        self.scheduler.flush()  # zero every block freed this step, batched
+
+    def _advance(self, live: _Live, share: ScheduledSeq, out: torch.Tensor | None,
+                 now: float) -> None:
+        if not share.samples or out is None:
+            self.scheduler.complete(share, [], now)
+            return
+        seq, params = live.seq, live.params
+        if share.num_drafts:
+            new = accept(seq.draft_tokens[: share.num_drafts], out)
+            self._counts["drafts"] += share.num_drafts
+            self._counts["accepted"] += len(new) - 1
+        else:
+            new = [sample(out[-1], params, live.generator)]
+        new = new[: seq.max_tokens - seq.num_generated]
+        eos = not params.ignore_eos and any(t in self.config.eos_token_ids for t in new)
+        if eos:
+            new = new[: next(i for i, t in enumerate(new) if t in self.config.eos_token_ids) + 1]
+        self.scheduler.complete(share, new, now)
+        text = live.detok.add([t for t in new if t not in self.config.eos_token_ids or
+                               params.ignore_eos])
+        length = seq.num_generated >= seq.max_tokens
+        if eos or length:
+            text += live.detok.flush()
+        if self._emit(live, text, final=eos or length):
+            return
+        if eos or length:
+            self._finish(live, "stop" if eos else "length")
+        elif self.config.speculative is not None and params.greedy:
+            seq.draft_tokens = propose(seq.token_ids, self.config.speculative)
+
+    def _emit(self, live: _Live, text: str, *, final: bool) -> bool:
+        """Stream text through the stop-string check; True when a stop string ended the request.
+
+        Text that could be the start of a stop string is held back until it cannot; on the final
+        token everything left stays in `pending` for the final delta.
+        """
+        stop = live.params.stop
+        live.pending += text
+        cut = find_stop(live.pending, stop) if stop else -1
+        if cut >= 0:
+            live.pending = live.pending[:cut]
+            self._finish(live, "stop")
+            return True
+        if final:
+            return False
+        keep = stop_holdback(live.pending, stop) if stop else 0
+        ready = live.pending[: len(live.pending) - keep]
+        live.pending = live.pending[len(live.pending) - keep :]
+        if ready:
+            live.queue.put_nowait(
+                Delta(ready, None, live.seq.num_prompt_tokens, live.seq.num_generated))
+        return False
+
+    def _finish(self, live: _Live, reason: str) -> None:
+        seq = live.seq
+        delta = Delta(live.pending, reason, seq.num_prompt_tokens, seq.num_generated)
+        self._end(live, delta, "completed")
+
+    def _end(self, live: _Live, last: Delta | BaseException, outcome: str) -> None:
+        self.scheduler.finish(live.seq, self.clock())
+        self._live.pop(live.seq.seq_id, None)
+        self._counts[outcome] += 1
+        live.drop()
+        live.queue.put_nowait(last)
