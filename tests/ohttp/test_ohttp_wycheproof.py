@@ -1,0 +1,122 @@
+"""Wycheproof through our wrappers (SECURITY.md G2): X25519 via decapsulation, AEAD, HKDF.
+
+Cases: tests/vectors/wycheproof/ohttp_subset.json (upstream file, commit and subset in its
+README). valid/acceptable succeed, invalid (and zero shared secrets, which RFC 9180 §7.1.4
+requires rejecting) raise the opaque DecryptError, never another exception.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyhpke.consts import Mode
+
+from hushcc.errors import DecryptError
+from ohttp.encapsulation import REQUEST_LABEL, build_info, decapsulate_request
+from ohttp.keyconfig import GatewayKey
+from ohttp.suites import (
+    AeadId,
+    KdfId,
+    KemId,
+    SymmetricSuite,
+    aead_open,
+    aead_seal,
+    hkdf_expand,
+    hkdf_extract,
+    hpke_suite,
+)
+
+SUBSET = Path(__file__).resolve().parents[1] / "vectors" / "wycheproof" / "ohttp_subset.json"
+FILES: dict[str, Any] = json.loads(SUBSET.read_text())["files"]
+SUITE = SymmetricSuite(KdfId.HKDF_SHA256, AeadId.AES_128_GCM)
+MESSAGE = b"\x00\x03GET\x05https\x00\x01/"
+
+
+def _cases(name: str) -> list[Any]:
+    return [pytest.param(t, id=f"tc{t['tcId']}-{t['result']}") for t in FILES[name]["tests"]]
+
+
+def _request_sealed_with(key: GatewayKey, enc: bytes, dh: bytes) -> bytes:
+    """An Encapsulated Request whose HPKE context comes from the given DH output."""
+    cipher = hpke_suite(KemId.DHKEM_X25519_HKDF_SHA256, SUITE)
+    header = key.config.header(SUITE)
+    shared_secret = cipher.kem.extract_and_expand(dh, enc + key.config.public_key, 32)
+    ctx = cipher._key_schedule_s(Mode.BASE, shared_secret, build_info(REQUEST_LABEL, header),
+                                 b"", b"")
+    return header + enc + ctx.seal(MESSAGE, b"")
+
+
+@pytest.mark.parametrize("case", _cases("x25519_test.json"))
+def test_x25519_through_decapsulation(case):
+    key = GatewayKey.from_private_bytes(1, (SUITE,), bytes.fromhex(case["private"]))
+    enc = bytes.fromhex(case["public"])
+    request = _request_sealed_with(key, enc, bytes.fromhex(case["shared"]))
+    must_reject = case["result"] == "invalid" or "ZeroSharedSecret" in case["flags"]
+    if must_reject:
+        with pytest.raises(DecryptError) as info:
+            decapsulate_request(request, key)
+        assert type(info.value) is DecryptError
+    else:
+        assert decapsulate_request(request, key)[0] == MESSAGE
+        # Negative twin: a different DH output must not open.
+        wrong = bytes(a ^ b for a, b in zip(bytes.fromhex(case["shared"]), b"\x01" + bytes(31),
+                                            strict=True))
+        with pytest.raises(DecryptError):
+            decapsulate_request(_request_sealed_with(key, enc, wrong), key)
+
+
+AEAD_CASES = [
+    pytest.param(AeadId.AES_128_GCM if len(t["key"]) == 32 else AeadId.AES_256_GCM, t,
+                 id=f"aes-gcm-tc{t['tcId']}-{t['result']}")
+    for t in FILES["aes_gcm_test.json"]["tests"]
+] + [
+    pytest.param(AeadId.CHACHA20_POLY1305, t, id=f"chacha20-tc{t['tcId']}-{t['result']}")
+    for t in FILES["chacha20_poly1305_test.json"]["tests"]
+]
+
+
+@pytest.mark.parametrize(("aead", "case"), AEAD_CASES)
+def test_aead_through_seam(aead, case):
+    key = bytes.fromhex(case["key"])
+    iv, aad, msg = (bytes.fromhex(case[k]) for k in ("iv", "aad", "msg"))
+    sealed = bytes.fromhex(case["ct"] + case["tag"])
+    if case["result"] == "valid":
+        assert aead_seal(aead, key, iv, aad, msg) == sealed
+        assert aead_open(aead, key, iv, aad, sealed) == msg
+        # Derived invalid twins (the upstream invalid cases are not all vendored).
+        for i in (0, len(sealed) - 1):
+            flipped = bytearray(sealed)
+            flipped[i] ^= 1
+            with pytest.raises(DecryptError):
+                aead_open(aead, key, iv, aad, bytes(flipped))
+        with pytest.raises(DecryptError):
+            aead_open(aead, key, iv, aad, sealed[:-1])
+    else:
+        with pytest.raises(DecryptError) as info:
+            aead_open(aead, key, iv, aad, sealed)
+        assert type(info.value) is DecryptError
+
+
+@pytest.mark.parametrize("case", _cases("hkdf_sha256_test.json"))
+def test_hkdf_through_seam(case):
+    prk = hkdf_extract(KdfId.HKDF_SHA256, bytes.fromhex(case["salt"]), bytes.fromhex(case["ikm"]))
+    okm = hkdf_expand(KdfId.HKDF_SHA256, prk, bytes.fromhex(case["info"]), case["size"])
+    assert okm.hex() == case["okm"]
+
+
+def test_hkdf_size_too_large_is_opaque():
+    prk = hkdf_extract(KdfId.HKDF_SHA256, b"", b"ikm")
+    assert len(hkdf_expand(KdfId.HKDF_SHA256, prk, b"", 255 * 32)) == 255 * 32
+    for size in (255 * 32 + 1, 0):
+        with pytest.raises(DecryptError):
+            hkdf_expand(KdfId.HKDF_SHA256, prk, b"", size)
+
+
+def test_subset_has_every_kind():
+    results = {t["result"] for f in FILES.values() for t in f["tests"]}
+    assert results == {"valid", "acceptable", "invalid"}
+    flags = {fl for t in FILES["x25519_test.json"]["tests"] for fl in t["flags"]}
+    assert {"ZeroSharedSecret", "Twist", "LowOrderPublic"} <= flags
