@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 COMMAND_MODULES: tuple[str, ...] = (
     "hushcc.demo",
     "ohttp.cli",
+    "transparency_log.cli",
 )
 
 

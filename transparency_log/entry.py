@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 SCHEMA = "hushcc.release/v1"
 SECTIONS = ("image", "measurements", "model", "source")
 SIGNATURE_CONTEXT = b"hushcc.release/v1 signature\n"
-MAX_ENTRY_BYTES = 64 * 1024
+MAX_ENTRY_BYTES = 0xFFFF  # tlog-tiles entry bundles use 2-byte lengths
 _MAX_INT = (1 << 53) - 1
 _HEX = frozenset("0123456789abcdef")
 

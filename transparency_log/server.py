@@ -1,0 +1,255 @@
+"""The log's HTTP server (aiohttp): the tlog-tiles read API, proofs, and batched `POST /add`.
+
+Routes:
+* `GET /checkpoint` (text/plain; `Cache-Control: no-cache`);
+* `GET /tile/<L>/<N>[.p/<W>]` and `GET /tile/entries/<N>[.p/<W>]` (application/octet-stream); full
+  tiles are immutable (`Cache-Control: public, max-age=31536000, immutable`), partial tiles get a
+  short cache; tiles beyond the published tree are 404;
+* `GET /proof/inclusion?index=I&size=S` and `GET /proof/consistency?from=A&to=B`: JSON
+  `{"hashes": [base64, ...], ...}` computed from the published tree;
+* `POST /add`: a signed entry (`entry.py`); only entries whose release signature verifies under
+  the configured release key are appended (400 malformed, 403 bad signature or key, 413 too
+  large, 503 storage failure); returns `{"index", "checkpoint", "inclusion_proof"}`.
+
+Appends are batched: requests that arrive while a batch is being made durable form the next batch,
+which costs one fsync and one new checkpoint however many entries it holds. Only the single
+writer thread touches storage for writing; readers see only published checkpoints.
+Nothing from a request body is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from hushcc.errors import ProtocolError, VerificationError
+from transparency_log import merkle
+from transparency_log.entry import verify_signed_entry
+from transparency_log.storage import StorageError
+from transparency_log.tiles import ENTRIES_LEVEL, TILE_WIDTH, Tile, encode_bundle, tile_hashes
+
+if TYPE_CHECKING:
+    from transparency_log.note import Verifier
+    from transparency_log.storage import LogStorage
+
+FULL_TILE_CACHE = "public, max-age=31536000, immutable"
+PARTIAL_TILE_CACHE = "public, max-age=5"
+MAX_ADD_BODY = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Server limits and policy."""
+
+    max_batch: int = 4096
+    resign_interval: float = 300.0  # seconds; re-sign an idle tree so its timestamp stays fresh
+
+
+class Batcher:
+    """Group concurrent appends into one durable batch each (one fsync, one checkpoint)."""
+
+    def __init__(self, storage: LogStorage, max_batch: int = 4096) -> None:
+        """Append to `storage`, at most `max_batch` entries per batch."""
+        self.storage = storage
+        self.max_batch = max_batch
+        self._pending: list[tuple[bytes, asyncio.Future[tuple[int, bytes]]]] = []
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlog-writer")
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def add(self, entry: bytes) -> tuple[int, bytes]:
+        """Queue `entry`; return its index and the checkpoint of the batch that made it durable."""
+        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, future))
+        self._wakeup.set()
+        return await future
+
+    async def resign(self) -> bytes:
+        """Durably re-sign the current tree (an empty batch)."""
+        loop = asyncio.get_running_loop()
+        return (await loop.run_in_executor(self._executor, self.storage.append_batch, []))[1]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                try:
+                    first, note = await loop.run_in_executor(
+                        self._executor, self.storage.append_batch, [e for e, _ in batch])
+                except StorageError as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                self.batches += 1
+                for i, (_, fut) in enumerate(batch):
+                    if not fut.done():
+                        fut.set_result((first + i, note))
+
+    async def close(self) -> None:
+        """Finish pending batches, then stop the writer."""
+        while self._pending:  # noqa: ASYNC110 - futures resolve in the writer task
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+
+
+def _int_param(request: web.Request, name: str) -> int:
+    text = request.query.get(name, "")
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise web.HTTPBadRequest(text=f"query parameter {name} must be a non-negative integer")
+    return int(text)
+
+
+def _error(status: int, message: str) -> web.Response:
+    """A JSON error response; messages name what failed, never request content."""
+    return web.json_response({"error": message}, status=status)
+
+
+class LogServer:
+    """The aiohttp application around one `LogStorage`."""
+
+    def __init__(self, storage: LogStorage, release_key: Verifier,
+                 config: ServerConfig | None = None) -> None:
+        """Serve `storage`, accepting entries signed by `release_key`."""
+        self.storage = storage
+        self.release_key = release_key
+        self.config = config or ServerConfig()
+        self.batcher: Batcher | None = None
+        self._resigner: asyncio.Task[None] | None = None
+
+    def app(self) -> web.Application:
+        """Build the aiohttp application."""
+        app = web.Application(client_max_size=MAX_ADD_BODY)
+        app.router.add_get("/checkpoint", self.get_checkpoint)
+        app.router.add_get("/tile/{path:.+}", self.get_tile)
+        app.router.add_get("/proof/inclusion", self.get_inclusion)
+        app.router.add_get("/proof/consistency", self.get_consistency)
+        app.router.add_post("/add", self.post_add)
+        app.on_startup.append(self._startup)
+        app.on_cleanup.append(self._cleanup)
+        return app
+
+    async def _startup(self, _app: web.Application) -> None:
+        self.batcher = Batcher(self.storage, self.config.max_batch)
+        self.batcher.start()
+        self._resigner = asyncio.get_running_loop().create_task(self._resign_loop())
+
+    async def _cleanup(self, _app: web.Application) -> None:
+        if self._resigner is not None:
+            self._resigner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resigner
+        if self.batcher is not None:
+            await self.batcher.close()
+
+    async def _resign_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resign_interval)
+            if self.batcher is not None:
+                with contextlib.suppress(StorageError):
+                    await self.batcher.resign()
+
+    async def get_checkpoint(self, _request: web.Request) -> web.Response:
+        """Serve the published signed checkpoint."""
+        return web.Response(body=self.storage.checkpoint_note, content_type="text/plain",
+                            charset="utf-8", headers={"Cache-Control": "no-cache"})
+
+    async def get_tile(self, request: web.Request) -> web.Response:
+        """Serve a hash tile or an entry bundle of the published tree."""
+        try:
+            tile = Tile.from_path("tile/" + request.match_info["path"])
+        except ProtocolError as exc:
+            raise web.HTTPNotFound(text="no such tile") from exc
+        size = self.storage.size
+        level = max(tile.level, 0)
+        available = size >> (8 * level)
+        if tile.index * TILE_WIDTH + tile.width > available:
+            raise web.HTTPNotFound(text="tile is beyond the published tree")
+        start = tile.index * TILE_WIDTH
+        if tile.level == ENTRIES_LEVEL:
+            body = encode_bundle(self.storage.entries(start, start + tile.width))
+        else:
+            body = tile_hashes(self.storage.tree, tile)
+        cache = FULL_TILE_CACHE if tile.full else PARTIAL_TILE_CACHE
+        return web.Response(body=body, content_type="application/octet-stream",
+                            headers={"Cache-Control": cache})
+
+    async def get_inclusion(self, request: web.Request) -> web.Response:
+        """Serve an inclusion proof for `index` in the tree of `size`."""
+        index, size = _int_param(request, "index"), _int_param(request, "size")
+        if not index < size <= self.storage.size:
+            raise web.HTTPBadRequest(text="need index < size <= published tree size")
+        hashes = merkle.inclusion_proof(self.storage.tree, index, size)
+        return web.json_response({"index": index, "size": size,
+                                  "hashes": [base64.b64encode(h).decode() for h in hashes]})
+
+    async def get_consistency(self, request: web.Request) -> web.Response:
+        """Serve a consistency proof between two published tree sizes."""
+        old, new = _int_param(request, "from"), _int_param(request, "to")
+        if not 0 < old <= new <= self.storage.size:
+            raise web.HTTPBadRequest(text="need 0 < from <= to <= published tree size")
+        hashes = merkle.consistency_proof(self.storage.tree, old, new)
+        return web.json_response({"from": old, "to": new,
+                                  "hashes": [base64.b64encode(h).decode() for h in hashes]})
+
+    async def post_add(self, request: web.Request) -> web.Response:  # noqa: PLR0911
+        """Append a release entry signed by the release key."""
+        if request.content_length is not None and request.content_length > MAX_ADD_BODY:
+            return _error(413, "entry too large")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, "entry too large")
+        try:
+            entry = verify_signed_entry(body, self.release_key)
+        except ProtocolError as exc:
+            return _error(400, str(exc))
+        except VerificationError as exc:
+            return _error(403, str(exc))
+        if self.batcher is None:
+            return _error(503, "log is not running")
+        try:
+            index, note = await self.batcher.add(entry.canonical)
+        except StorageError:
+            return _error(503, "log could not append durably")
+        size = int(note.split(b"\n", 2)[1])
+        proof = merkle.inclusion_proof(self.storage.tree, index, size)
+        return web.json_response({
+            "index": index,
+            "checkpoint": note.decode(),
+            "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
+        })
+
+
+async def serve(server: LogServer, host: str, port: int, stop: asyncio.Event) -> None:
+    """Run `server` on host:port, print the ready line, and drain when `stop` is set."""
+    runner = web.AppRunner(server.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    addresses = runner.addresses
+    bound = addresses[0][1] if addresses else port
+    print(f"listening on http://{host}:{bound}", flush=True)  # noqa: T201 - the ready line
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
