@@ -4,7 +4,8 @@ Steps, all recorded in one `VerificationReport` (sub-verifiers' steps are prefix
   (0) parse the bundle (`attestation.bundle`)
   (1) CPU evidence: type allowed (`simulated` only with `policy.allow_simulated`), then
       `verify_snp_report` against AMD's pinned roots, or against the bundle's simulated root
-      for `simulated`: the same code path. TDX goes to an injected `TdxVerifier`.
+      for `simulated`: the same code path. TDX goes to an injected `TdxVerifier`
+      (`DcapTdxVerifier`: dcap-qvl with the caller's cached collateral; measurement = MRTD).
   (2) GPU evidence: at least one GPU unless the policy waives it; each one through
       `attestation.gpu.verify_gpu_evidence` with the nonce the binding prescribes.
   (3) binding: report_data == SHA-512("hushcc/attest/v1" || ...) (see `attestation.bundle`),
@@ -12,7 +13,7 @@ Steps, all recorded in one `VerificationReport` (sub-verifiers' steps are prefix
   (4) measurement equals the one the release entry lists for this CPU type (and is in the
       policy's allow-list when it has one).
   (5) the entry is included in a checkpoint the pinned log key signed: an injected `LogVerifier`
-      (`transparency_log_verifier` adapts the transparency-log client).
+      (`StapledLogVerifier` adapts the transparency-log client).
   (6) validity window: not_before <= now < not_after, issued at most `max_age` ago, and a
       lifetime of at most `max_validity`.
 Any failure raises `AttestationError` carrying the report; only `verify_bundle`'s return value
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -35,7 +35,10 @@ from attestation.gpu import GpuPolicy, RevocationSource, verify_gpu_evidence
 from attestation.report import AttestationError, VerificationReport
 from attestation.simulated import simulated_trust_from_certs
 from attestation.snp_verify import verify_snp_report
+from attestation.tdx import TdxPolicy, TdxQuote, verify_tdx_quote
 from hushcc.errors import ProtocolError, VerificationError
+from transparency_log.client import verify_stapled_inclusion
+from transparency_log.entry import ReleaseEntry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -76,15 +79,53 @@ class VerifiedBundle:
 def entry_measurement(entry: bytes, cpu_type: str) -> bytes:
     """The measurement a release entry lists for `cpu_type` (`measurements[MEASUREMENT_KEYS]`).
 
+    The entry must be a canonical `hushcc.release/v1` entry (`transparency_log.entry`).
+
     Raises:
-        ProtocolError: The entry is not a JSON object with that hex measurement.
+        ProtocolError: Not a release entry, or it lists no measurement for this CPU type.
     """
-    try:
-        doc = json.loads(entry)
-        value = doc["measurements"][MEASUREMENT_KEYS[cpu_type]]
-        return bytes.fromhex(value)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ProtocolError(f"release entry lists no {cpu_type} measurement") from exc
+    release = ReleaseEntry.from_bytes(entry)
+    value = release.measurements.get(MEASUREMENT_KEYS[cpu_type])
+    if value is None or len(value) % 2:
+        raise ProtocolError(f"release entry lists no {cpu_type} measurement")
+    return bytes.fromhex(value)
+
+
+@dataclass(frozen=True, slots=True)
+class StapledLogVerifier:
+    """`LogVerifier` over the transparency-log client: pinned log key, optional max age."""
+
+    log_key: str
+    now: datetime
+    max_age_seconds: int | None = None
+
+    def verify(self, entry: bytes, index: int, checkpoint: str, proof: Sequence[bytes]) -> None:
+        """Verify the stapled inclusion proof (`transparency_log.client.verify_stapled_inclusion`).
+
+        Raises:
+            VerificationError: The checkpoint, its signature or the proof does not verify.
+        """
+        try:
+            verify_stapled_inclusion(entry, index, checkpoint, proof, log_verifier_key=self.log_key,
+                                     max_age=self.max_age_seconds, now=int(self.now.timestamp()))
+        except ProtocolError as exc:
+            raise VerificationError(f"stapled log proof is malformed: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class DcapTdxVerifier:
+    """`TdxVerifier` over `attestation.tdx.verify_tdx_quote` with cached PCS collateral."""
+
+    collateral: object
+    policy: TdxPolicy
+
+    def __call__(self, quote: bytes, certs: Sequence[bytes], *, now: datetime
+                 ) -> tuple[bytes, bytes, VerificationReport]:
+        """Verify the quote; return its report_data and MRTD (the TDX launch measurement)."""
+        del certs  # the quote carries its own PCK chain
+        report = verify_tdx_quote(quote, self.collateral, now=now, policy=self.policy)
+        parsed = TdxQuote.from_bytes(quote).report
+        return parsed.report_data, parsed.mr_td, report
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,105 @@
+"""The bundle verifier wired to the real transparency-log client and the real TDX verifier."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bundle_helpers import KEY_CONFIG, MEASUREMENT, NOW, SIM_POLICY, make_node
+
+from attestation.bundle import Bundle, Evidence, Release
+from attestation.dev import release_entry
+from attestation.report import AttestationError
+from attestation.tdx import TdxPolicy, TdxQuote
+from attestation.verify_bundle import DcapTdxVerifier, StapledLogVerifier, verify_bundle
+from transparency_log import merkle
+from transparency_log.checkpoint import Checkpoint, sign_checkpoint
+from transparency_log.note import Signer
+
+ORIGIN = "log.hushcc.test"
+
+
+@pytest.fixture(scope="module")
+def logged():
+    """A log of 5 entries whose leaf 3 is the node's release, and the stapled proof of it."""
+    signer = Signer.generate(ORIGIN)
+    entries = [release_entry(bytes([i]) * 48) for i in range(3)] + [
+        release_entry(MEASUREMENT), release_entry(b"\x09" * 48)]
+    tree = merkle.MerkleTree()
+    for entry in entries:
+        tree.append(entry)
+    note = sign_checkpoint(Checkpoint(ORIGIN, tree.size, tree.root()), signer)
+    proof = merkle.inclusion_proof(tree, 3, tree.size)
+    return signer, Release(entries[3], 3, note.decode(), tuple(proof))
+
+
+@pytest.fixture(scope="module")
+def node():
+    return make_node()
+
+
+def run(node, data, log):
+    return verify_bundle(data, policy=SIM_POLICY, now=NOW + timedelta(minutes=1), log=log,
+                         gpu_policy=node.gpu_policy)
+
+
+def test_real_log_proof_verifies(node, logged):
+    signer, release = logged
+    data = node.bundle(release=release).to_json()
+    log = StapledLogVerifier(signer.verifier().to_string(), NOW)
+    assert run(node, data, log).report.passed
+
+
+@pytest.mark.parametrize("mutate", ["index", "proof", "key", "entry"])
+def test_real_log_rejections(node, logged, mutate):
+    signer, release = logged
+    key = signer.verifier().to_string()
+    if mutate == "index":
+        release = Release(release.entry, 2, release.checkpoint, release.inclusion_proof)
+    elif mutate == "proof":
+        proof = list(release.inclusion_proof)
+        proof[0] = bytes(32)
+        release = Release(release.entry, 3, release.checkpoint, tuple(proof))
+    elif mutate == "key":
+        key = Signer.generate(ORIGIN).verifier().to_string()
+    else:  # an entry for the same measurement that is not the logged one
+        entry = json.loads(release.entry)
+        entry["image"]["digest"] = "sha256:" + "1" * 64
+        release = Release(json.dumps(entry, sort_keys=True, separators=(",", ":")).encode(),
+                          3, release.checkpoint, release.inclusion_proof)
+    data = node.bundle(release=release).to_json()
+    with pytest.raises(AttestationError) as exc:
+        run(node, data, StapledLogVerifier(key, NOW))
+    assert exc.value.report.first_failure.name == "(5) log inclusion"
+
+
+# TDX: the sample quote verifies through the bundle's TDX route; its report_data is not ours, so
+# the bundle is then rejected at the binding step (the positive part is step (1) passing).
+TDX_AT = datetime.fromtimestamp(1751328000, tz=UTC)
+
+
+def test_tdx_route(shared_vectors):
+    samples = shared_vectors / "attestation/intel_tdx/dcap_qvl_samples"
+    quote = (samples / "tdx_quote").read_bytes()
+    collateral = (samples / "tdx_quote_collateral.json").read_text()
+    tdx = DcapTdxVerifier(collateral, TdxPolicy())
+    report_data, mr_td, steps = tdx(quote, (), now=TDX_AT)
+    parsed = TdxQuote.from_bytes(quote).report
+    assert steps.passed
+    assert (report_data, mr_td) == (parsed.report_data, parsed.mr_td)
+    entry = json.loads(release_entry(MEASUREMENT))
+    entry["measurements"] = {"tdx": mr_td.hex()}
+    bundle = Bundle("ab" * 32, KEY_CONFIG, TDX_AT - timedelta(hours=1),
+                    TDX_AT + timedelta(hours=1), Evidence("tdx", quote), (),
+                    Release(json.dumps(entry, sort_keys=True, separators=(",", ":")).encode(),
+                            0, "", ()))
+    policy = SIM_POLICY.__class__(require_gpu=False)
+    with pytest.raises(AttestationError) as exc:
+        verify_bundle(bundle.to_json(), policy=policy, now=TDX_AT, log=None, tdx=tdx)
+    names = [(s.name, s.passed) for s in exc.value.report.steps]
+    assert ("(1) tdx: dcap-qvl", True) in names
+    assert exc.value.report.first_failure.name == "(3) binding"
+    with pytest.raises(AttestationError) as exc:
+        verify_bundle(bundle.to_json(), policy=policy, now=TDX_AT, log=None)
+    assert exc.value.report.first_failure.name == "(1) CPU evidence"
