@@ -75,6 +75,11 @@ class TcbVersion:
             b[0], b[1], b[6], b[7] = self.bootloader, self.tee, self.snp, self.microcode
         return int.from_bytes(b, "little")
 
+    def __str__(self) -> str:
+        """Render as `bl B tee T snp S ucode U[ fmc F]`."""
+        fmc = f" fmc {self.fmc}" if self.fmc else ""
+        return f"bl {self.bootloader} tee {self.tee} snp {self.snp} ucode {self.microcode}{fmc}"
+
     def components(self) -> dict[str, int]:
         """The named SPLs, for step-by-step comparison."""
         return {"bootloader": self.bootloader, "tee": self.tee, "snp": self.snp,

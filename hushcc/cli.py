@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hushcc.demo",
     "ohttp.cli",
     "transparency_log.cli",
+    "attestation.cli",
 )
 
 

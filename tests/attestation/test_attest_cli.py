@@ -1,0 +1,113 @@
+"""`hushcc attest simulate | show | verify | measure` through the one CLI entry point."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from attestation.bundle import Bundle
+from attestation.dev import release_entry
+from hushcc.cli import main
+from transparency_log import merkle
+from transparency_log.checkpoint import Checkpoint, sign_checkpoint
+from transparency_log.note import Signer
+
+ORIGIN = "log.hushcc.test"
+
+
+@pytest.fixture
+def simulated(tmp_path, capsys):
+    key_config = tmp_path / "kc.bin"
+    key_config.write_bytes(bytes.fromhex("01002000010001") + bytes(32))
+    out = tmp_path / "bundle.json"
+    assert main(["attest", "simulate", "--key-config", str(key_config), "--out", str(out)]) == 0
+    assert "not logged" in capsys.readouterr().out
+    return out
+
+
+def _log_release(tmp_path, bundle_path):
+    """Log the bundle's release entry in a fresh log; return (release file, log key)."""
+    entry = Bundle.from_json(bundle_path.read_bytes()).release.entry
+    signer = Signer.generate(ORIGIN)
+    tree = merkle.MerkleTree()
+    tree.append(release_entry(b"\x01" * 48))
+    tree.append(entry)
+    note = sign_checkpoint(Checkpoint(ORIGIN, tree.size, tree.root()), signer)
+    release = tmp_path / "release.json"
+    release.write_text(json.dumps({
+        "entry": base64.b64encode(entry).decode(), "index": 1, "checkpoint": note.decode(),
+        "inclusion_proof": [base64.b64encode(h).decode()
+                            for h in merkle.inclusion_proof(tree, 1, tree.size)]}))
+    return release, signer.verifier().to_string()
+
+
+def test_show(simulated, capsys):
+    assert main(["attest", "show", str(simulated)]) == 0
+    out = capsys.readouterr().out
+    assert "cpu:         simulated" in out
+    assert "gpu[0]:      simulated" in out
+    assert "measurement:" in out
+
+
+def test_verify_default_policy_refuses_simulated(simulated, tmp_path, capsys):
+    policy = tmp_path / "policy.toml"
+    policy.write_text("")
+    assert main(["attest", "verify", str(simulated), "--policy", str(policy)]) == 1
+    captured = capsys.readouterr()
+    assert "[FAIL] (1) CPU type" in captured.out
+    assert "rejected at step (1) CPU type" in captured.err
+
+
+def test_verify_unlogged_fails_at_log_step(simulated, tmp_path, capsys):
+    policy = tmp_path / "policy.toml"
+    policy.write_text("allow_simulated = true\n")
+    assert main(["attest", "verify", str(simulated), "--policy", str(policy)]) == 1
+    captured = capsys.readouterr()
+    assert "[PASS] (3) binding" in captured.out
+    assert "rejected at step (5) log inclusion" in captured.err
+
+
+def test_simulate_with_logged_release_verifies(tmp_path, simulated, capsys):
+    release, log_key = _log_release(tmp_path, simulated)
+    out = tmp_path / "logged.json"
+    key_config = tmp_path / "kc.bin"
+    assert main(["attest", "simulate", "--key-config", str(key_config), "--out", str(out),
+                 "--release", str(release)]) == 0
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'allow_simulated = true\nlog_key = "{log_key}"\n')
+    capsys.readouterr()
+    assert main(["attest", "verify", str(out), "--policy", str(policy)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("attestation bundle: VERIFIED")
+    assert "[PASS] (5) log inclusion" in captured.out
+    # twin: after not_after the same bundle fails at the validity step
+    after = Bundle.from_json(out.read_bytes()).not_after.isoformat()
+    assert main(["attest", "verify", str(out), "--policy", str(policy), "--at", after]) == 1
+    assert "rejected at step (6) validity window" in capsys.readouterr().err
+
+
+def test_verify_bad_inputs(simulated, tmp_path, capsys):
+    policy = tmp_path / "policy.toml"
+    policy.write_text("allow_simulated = maybe\n")
+    assert main(["attest", "verify", str(simulated), "--policy", str(policy)]) == 1
+    assert "policy is not valid TOML" in capsys.readouterr().err
+    policy.write_text("")
+    assert main(["attest", "verify", str(simulated), "--policy", str(policy),
+                 "--at", "yesterday"]) == 1
+    assert main(["attest", "show", str(tmp_path / "absent.json")]) == 1
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{}")
+    assert main(["attest", "show", str(garbage)]) == 1
+    assert "hushcc: error:" in capsys.readouterr().err
+
+
+def test_measure(tmp_path, capsys):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    assert main(["attest", "measure", "--root", str(tmp_path), "a.py"]) == 0
+    first = capsys.readouterr().out.split()[0]
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert main(["attest", "measure", "--root", str(tmp_path), "a.py"]) == 0
+    assert capsys.readouterr().out.split()[0] != first
+    assert len(first) == 96
