@@ -210,14 +210,15 @@ class ResponseKeys:
 
     @property
     def nonce_length(self) -> int:
-        """Length of `response_nonce`: max(Nn, Nk)."""
-        return max(self.suite.nonce_length, self.suite.key_length)
+        """Length of `response_nonce`: max(Nn, Nk) (== len(secret))."""
+        return len(self.secret)
 
     def derive(self, response_nonce: bytes) -> tuple[bytes, bytes]:
         """Return (aead_key, aead_nonce) from Extract(enc || response_nonce, secret) (§4.4)."""
-        prk = hkdf_extract(self.suite.kdf_id, self.enc + response_nonce, bytes(self.secret))
-        key = hkdf_expand(self.suite.kdf_id, prk, b"key", self.suite.key_length)
-        nonce = hkdf_expand(self.suite.kdf_id, prk, b"nonce", self.suite.nonce_length)
+        kdf = self.suite.kdf_id
+        prk = hkdf_extract(kdf, self.enc + response_nonce, bytes(self.secret))
+        key = hkdf_expand(kdf, prk, b"key", self.suite.key_length)
+        nonce = hkdf_expand(kdf, prk, b"nonce", self.suite.nonce_length)
         return key, nonce
 
     def wipe(self) -> None:

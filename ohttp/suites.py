@@ -10,15 +10,14 @@ Pure. Invariants:
 
 from __future__ import annotations
 
+import functools
 import hmac
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey
 
 from hushcc.errors import DecryptError, ProtocolError
@@ -56,10 +55,11 @@ _AEAD_SIZES = {
     AeadId.AES_256_GCM: (32, 12, 16),
     AeadId.CHACHA20_POLY1305: (32, 12, 16),
 }
-_KDF_HASHES: dict[KdfId, type[hashes.HashAlgorithm]] = {
-    KdfId.HKDF_SHA256: hashes.SHA256,
-    KdfId.HKDF_SHA384: hashes.SHA384,
-    KdfId.HKDF_SHA512: hashes.SHA512,
+# hashlib name and HashLen of each KDF's hash.
+_KDF_HASHES: dict[KdfId, tuple[str, int]] = {
+    KdfId.HKDF_SHA256: ("sha256", 32),
+    KdfId.HKDF_SHA384: ("sha384", 48),
+    KdfId.HKDF_SHA512: ("sha512", 64),
 }
 
 
@@ -115,9 +115,15 @@ class SymmetricSuite:
         return _AEAD_SIZES[self.aead_id][2]
 
 
+@functools.cache
+def _cipher_suite(kem_id: KemId, kdf_id: KdfId, aead_id: AeadId) -> CipherSuite:
+    # pyhpke suites hold only algorithm parameters (no keys, no state): safe to share.
+    return CipherSuite.new(KEMId(kem_id), KDFId(kdf_id), AEADId(aead_id))
+
+
 def hpke_suite(kem_id: KemId, suite: SymmetricSuite) -> CipherSuite:
     """The pyhpke cipher suite for a KEM and a symmetric suite."""
-    return CipherSuite.new(KEMId(kem_id), KDFId(suite.kdf_id), AEADId(suite.aead_id))
+    return _cipher_suite(kem_id, suite.kdf_id, suite.aead_id)
 
 
 def x25519_private_key(raw: bytes) -> X25519PrivateKey:
@@ -145,8 +151,8 @@ def hpke_public_key(kem_id: KemId, raw: bytes) -> KEMKeyInterface:
     if len(raw) != kem_public_key_length(kem_id):
         raise ProtocolError("public key has the wrong length for its KEM")
     try:
-        return CipherSuite.new(
-            KEMId(kem_id), KDFId.HKDF_SHA256, AEADId.AES128_GCM
+        return _cipher_suite(
+            kem_id, KdfId.HKDF_SHA256, AeadId.AES_128_GCM
         ).kem.deserialize_public_key(raw)
     except Exception as exc:
         raise ProtocolError("public key does not load") from exc
@@ -187,8 +193,8 @@ def aead_open(aead_id: AeadId, key: bytes, nonce: bytes, aad: bytes, ciphertext:
 
 def hkdf_extract(kdf_id: KdfId, salt: bytes, ikm: bytes) -> bytes:
     """HKDF-Extract (RFC 5869 §2.2); an empty salt means HashLen zero bytes."""
-    algorithm = _KDF_HASHES[kdf_id]()
-    return hmac.new(salt or bytes(algorithm.digest_size), ikm, algorithm.name).digest()
+    name, hash_len = _KDF_HASHES[kdf_id]
+    return hmac.digest(salt or bytes(hash_len), ikm, name)
 
 
 def hkdf_expand(kdf_id: KdfId, prk: bytes, info: bytes, length: int) -> bytes:
@@ -197,7 +203,11 @@ def hkdf_expand(kdf_id: KdfId, prk: bytes, info: bytes, length: int) -> bytes:
     Raises:
         DecryptError: `length` exceeds 255 * HashLen (no key can be derived).
     """
-    algorithm = _KDF_HASHES[kdf_id]()
-    if length <= 0 or length > 255 * algorithm.digest_size:
+    name, hash_len = _KDF_HASHES[kdf_id]
+    if length <= 0 or length > 255 * hash_len:
         raise DecryptError
-    return HKDFExpand(algorithm, length, info).derive(prk)
+    okm, block = bytearray(), b""
+    for counter in range(1, -(-length // hash_len) + 1):
+        block = hmac.digest(prk, block + info + bytes([counter]), name)
+        okm += block
+    return bytes(okm[:length])
