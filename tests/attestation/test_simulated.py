@@ -152,3 +152,16 @@ def test_report_argument_lengths(tee):
         tee.report(DATA[:32], MEAS)
     with pytest.raises(ProtocolError):
         tee.report(DATA, MEAS[:32])
+
+
+def test_same_verification_steps_as_the_real_milan_report(tee, shared_vectors):
+    """Done-criterion: the simulated TEE runs exactly the SEV-SNP verifier's steps."""
+    base = shared_vectors / "attestation" / "sev_snp"
+    real = (base / "attestation.bin").read_bytes()
+    vcek = (base / "vcek.der").read_bytes()
+    _, real_steps = verify_snp_report(real, [vcek], trust=amd_trust(),
+                                      policy=Policy(allow_debug=True),
+                                      now=datetime(2023, 6, 1, tzinfo=UTC))
+    sim = tee.report(DATA, MEAS, version=2)
+    _, sim_steps = run(tee, sim, certs=tee.certs()[:2])  # VCEK + ASK, ARK from the trust
+    assert [s.name for s in sim_steps.steps] == [s.name for s in real_steps.steps]
