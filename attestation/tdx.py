@@ -36,6 +36,7 @@ import dcap_qvl
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from attestation.gpu.chain import materialize
 from attestation.report import VerificationReport
 from hushcc.errors import ProtocolError, VerificationError
 
@@ -187,8 +188,9 @@ def _canonical_pem(pem: bytes) -> bytes:
     """
     try:
         chain = x509.load_pem_x509_certificates(pem)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise ProtocolError("tdx: PCK chain does not parse") from exc
+    materialize(chain)
     canonical = b"".join(c.public_bytes(Encoding.PEM) for c in chain)
     if pem not in {canonical, canonical + b"\x00"}:
         raise ProtocolError("tdx: PCK chain is not canonical PEM")
@@ -318,7 +320,7 @@ def _td_kind(parsed: TdxQuote) -> str:
 def _check_root(parsed: TdxQuote, root: x509.Certificate) -> None:
     try:
         chain = x509.load_pem_x509_certificates(parsed.pck_chain_pem)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise ProtocolError("tdx: PCK chain does not parse") from exc
     if chain[-1].public_bytes(Encoding.DER) != root.public_bytes(Encoding.DER):
         raise VerificationError("PCK chain does not end in the pinned Intel root")

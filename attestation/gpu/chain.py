@@ -21,7 +21,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from hushcc.errors import ProtocolError, VerificationError
@@ -64,6 +64,24 @@ def load_root(name: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(data)
 
 
+def materialize(certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """Touch every lazily parsed field once, so malformed certificates fail here, typed.
+
+    cryptography parses names, validity and extensions on first access; without this a
+    malformed field would raise a bare ValueError deep inside verification.
+
+    Raises:
+        ProtocolError: A field of some certificate does not parse.
+    """
+    for cert in certs:
+        try:
+            _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+            _ = (cert.extensions, cert.signature_hash_algorithm, cert.public_key())
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+            raise ProtocolError("certificate chain: a certificate field does not parse") from exc
+    return list(certs)
+
+
 def parse_der_chain(certs: Sequence[bytes]) -> list[x509.Certificate]:
     """Parse DER certificates (leaf first).
 
@@ -73,9 +91,10 @@ def parse_der_chain(certs: Sequence[bytes]) -> list[x509.Certificate]:
     if not certs or len(certs) > MAX_CHAIN:
         raise ProtocolError("certificate chain is empty or too long")
     try:
-        return [x509.load_der_x509_certificate(bytes(c)) for c in certs]
-    except ValueError as exc:
+        chain = [x509.load_der_x509_certificate(bytes(c)) for c in certs]
+    except (ValueError, x509.InvalidVersion) as exc:
         raise ProtocolError("certificate chain: a certificate does not parse") from exc
+    return materialize(chain)
 
 
 def parse_pem_chain(pem: bytes) -> list[x509.Certificate]:
@@ -86,11 +105,11 @@ def parse_pem_chain(pem: bytes) -> list[x509.Certificate]:
     """
     try:
         chain = x509.load_pem_x509_certificates(pem)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise ProtocolError("certificate chain: PEM does not parse") from exc
     if not chain or len(chain) > MAX_CHAIN:
         raise ProtocolError("certificate chain is empty or too long")
-    return chain
+    return materialize(chain)
 
 
 def verify_chain(
@@ -119,7 +138,7 @@ def verify_chain(
         _require_ca(issuer, depth + 1)
         try:
             child.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise VerificationError(
                 f"certificate at depth {depth} is not issued by the next one"
             ) from exc
@@ -130,7 +149,7 @@ def verify_chain(
     root_cert = chain[-1]
     try:
         root_cert.verify_directly_issued_by(root_cert)
-    except (ValueError, TypeError, InvalidSignature) as exc:
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
         raise VerificationError("pinned root is not self-signed") from exc
 
 
@@ -139,8 +158,18 @@ def _require_ca(cert: x509.Certificate, depth: int) -> None:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         return
+    except ValueError as exc:
+        raise VerificationError(f"certificate at depth {depth} has malformed extensions") from exc
     if not bc.ca:
         raise VerificationError(f"certificate at depth {depth} issues others but is not a CA")
+
+
+def public_key(cert: x509.Certificate) -> object:
+    """The certificate's public key, or `VerificationError` when it cannot be loaded."""
+    try:
+        return cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise VerificationError("certificate public key cannot be loaded") from exc
 
 
 def check_revocation(

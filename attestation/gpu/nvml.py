@@ -30,7 +30,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from attestation.gpu.chain import load_root
+from attestation.gpu.chain import load_root, materialize
 from attestation.gpu.spdm import NONCE_SIZE
 from hushcc.errors import ConfigError, ProtocolError, VerificationError
 
@@ -145,10 +145,11 @@ def chain_to_der(raw: bytes) -> list[bytes]:
             certs = x509.load_pem_x509_certificates(raw)
         else:
             certs = [x509.load_der_x509_certificate(d) for d in _split_der(raw)]
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise ProtocolError("GPU certificate chain does not parse") from exc
     if not certs:
         raise ProtocolError("GPU certificate chain is empty")
+    certs = materialize(certs)
     root = load_root("device_identity_root.pem")
     if certs[-1] != root and certs[-1].issuer == root.subject:
         certs.append(root)

@@ -38,6 +38,7 @@ from attestation.gpu.chain import (
     check_revocation,
     load_root,
     parse_der_chain,
+    public_key,
     verify_chain,
 )
 from attestation.gpu.rim import Rim, compare_measurements, merge_references, verify_rim
@@ -161,7 +162,7 @@ def _verify(  # noqa: PLR0913
     # (4) revocation
     report.ok("revocation", check_revocation(chain, revocation, now=now))
     # (5) signature
-    key = chain[0].public_key()
+    key = public_key(chain[0])
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise VerificationError("attestation key is not an EC key")
     verify_signature(ev, key)

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 
+from attestation.gpu.chain import materialize, public_key
 from hushcc.errors import ProtocolError, VerificationError
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -82,7 +83,10 @@ def parse_xml(data: bytes) -> Any:  # noqa: ANN401 - lxml is untyped
 
 
 def _c14n(node: Any) -> bytes:  # noqa: ANN401
-    out: bytes = etree.tostring(node, method="c14n", exclusive=False, with_comments=False)
+    try:
+        out: bytes = etree.tostring(node, method="c14n", exclusive=False, with_comments=False)
+    except etree.LxmlError as exc:
+        raise ProtocolError("xml document cannot be canonicalized") from exc
     return out
 
 
@@ -127,8 +131,8 @@ def verify_enveloped(data: bytes) -> SignedDocument:
     sig_value = _b64(_one(sig, "SignatureValue").text)
     certs = _one(_one(sig, "KeyInfo"), "X509Data").findall(_ds("X509Certificate"))
     try:
-        chain = tuple(x509.load_der_x509_certificate(_b64(c.text)) for c in certs)
-    except ValueError as exc:
+        chain = tuple(materialize([x509.load_der_x509_certificate(_b64(c.text)) for c in certs]))
+    except (ValueError, x509.InvalidVersion) as exc:
         raise ProtocolError("xml signature: embedded certificate does not parse") from exc
     if not chain:
         raise ProtocolError("xml signature: no signing certificate")
@@ -139,7 +143,7 @@ def verify_enveloped(data: bytes) -> SignedDocument:
     if not hmac.compare_digest(hashlib.sha384(_c14n(stripped)).digest(), digest_value):
         raise VerificationError("xml signature: document digest does not match")
     # (2) SignedInfo signature by the leaf certificate's P-384 key.
-    key = chain[0].public_key()
+    key = public_key(chain[0])
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         raise VerificationError("xml signature: signing key is not P-384")
     if len(sig_value) != 96:
