@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
 from hushcc.errors import ProtocolError
@@ -112,9 +113,15 @@ def load_der_certificate(der: bytes) -> x509.Certificate:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            return x509.load_der_x509_certificate(der)
-    except (ValueError, TypeError) as exc:
+            cert = x509.load_der_x509_certificate(der)
+            # pyca parses some fields lazily: touch every one a verifier reads, so a malformed
+            # certificate fails here, as a ProtocolError, and never later with a ValueError.
+            _ = (cert.issuer, cert.subject, cert.extensions, cert.signature_hash_algorithm,
+                 cert.signature_algorithm_parameters, cert.not_valid_before_utc,
+                 cert.not_valid_after_utc, cert.public_key(), cert.tbs_certificate_bytes)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ProtocolError("certificate is not valid DER X.509") from exc
+    return cert
 
 
 def _der_integer(value: bytes) -> int:

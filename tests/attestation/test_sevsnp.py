@@ -19,7 +19,7 @@ from attestation.policy import Policy
 from attestation.report import AttestationError
 from attestation.sevsnp import REPORT_SIZE, SnpReport, blank_report
 from attestation.snp_verify import signed_by, verify_snp_report
-from attestation.vcek import TcbVersion, parse_vcek
+from attestation.vcek import TcbVersion, load_der_certificate, parse_vcek
 from hushcc.errors import ProtocolError, VerificationError
 
 # Inside the VCEK's validity (2022-09-24 .. 2029-09-24) and the ASK/ARK's (2020 .. 2045).
@@ -236,4 +236,19 @@ def test_fuzz_verify_mutated_real_report(sample, data):
     certs = [vcek] if data.draw(st.booleans()) else [vcek[: data.draw(st.integers(0, len(vcek)))]]
     with pytest.raises(VerificationError):
         verify_snp_report(evidence, certs, trust=amd_trust(), policy=Policy(allow_debug=True),
+                          now=AT)
+
+
+def test_lazily_parsed_certificate_fields_fail_as_protocol_error(sample):
+    # Regression (found by the bundle fuzzer): pyca parses the issuer lazily, so a certificate
+    # with a malformed issuer loaded fine and raised ValueError later, inside the verifier.
+    _, vcek_der, _ = sample
+    issuer = load_der_certificate(vcek_der).issuer.public_bytes()
+    at = vcek_der.index(issuer)
+    broken = vcek_der[:at] + b"\xfc" + vcek_der[at + 1:]
+    with pytest.raises(ProtocolError):
+        load_der_certificate(broken)
+    raw = SnpReport.from_bytes(sample[0]).to_bytes()
+    with pytest.raises(VerificationError):
+        verify_snp_report(raw, [broken], trust=amd_trust(), policy=Policy(allow_debug=True),
                           now=AT)
