@@ -210,3 +210,34 @@ def test_fuzz_mutated_real_quote(shared_vectors, data):
     cut = data.draw(st.integers(0, len(raw)))
     with contextlib.suppress(ProtocolError):
         TdxQuote.from_bytes(bytes(raw[:cut]))
+
+
+# --- collateral-independent checks for the quotes without signed collateral -----------------------
+
+SIG_ONLY = [
+    # (file under intel_tdx/, a time when its PCK certificate was valid)
+    ("tdx_prod_quote_SPR_E4.dat", "2023-07-01T01:00:00+00:00"),  # go-tdx-guest test time
+    ("quote_v5_sample.dat", "2026-02-03T01:00:00+00:00"),  # go-tdx-guest test time
+    ("dcap_qvl_samples/tdx_quote_outdated", "2026-03-01T00:00:00+00:00"),
+]
+
+
+@pytest.mark.parametrize(("name", "when"), SIG_ONLY)
+def test_signatures_and_chain_without_collateral(shared_vectors, name, when):
+    quote = (shared_vectors / "attestation" / "intel_tdx" / name).read_bytes()
+    report = tdx.verify_quote_signatures(quote, now=dt.datetime.fromisoformat(when))
+    assert report.passed
+    assert report.steps[-1].reason.startswith("NOT checked")
+    signed_end = len(TdxQuote.from_bytes(quote).signed_region)
+    for pos in (0, 200, signed_end - 1, signed_end + 10, signed_end + 200, signed_end + 700):
+        mutated = bytearray(quote)
+        mutated[pos] ^= 0x01
+        with pytest.raises(AttestationError):
+            tdx.verify_quote_signatures(bytes(mutated), now=dt.datetime.fromisoformat(when))
+
+
+def test_signatures_rejected_before_pck_certificate_validity(shared_vectors):
+    quote = (shared_vectors / "attestation" / "intel_tdx" / "quote_v5_sample.dat").read_bytes()
+    with pytest.raises(AttestationError) as err:
+        tdx.verify_quote_signatures(quote, now=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    assert err.value.report.first_failure.name == "pck chain"
