@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 from itertools import count
+from typing import TYPE_CHECKING
 
 from ohttp.keyconfig import GatewayKey
 from ohttp.suites import AeadId, KdfId, SymmetricSuite
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 ALL_SUITES = tuple(SymmetricSuite(k, a) for k in KdfId for a in AeadId)
 
 
-def counter_rng(seed: bytes = b"seed"):
+def counter_rng(seed: bytes = b"seed") -> Callable[[int], bytes]:
     """A deterministic entropy source: SHA-256 in counter mode, never repeating."""
     counter = count()
 
@@ -24,5 +28,7 @@ def counter_rng(seed: bytes = b"seed"):
     return rng
 
 
-def make_key(key_id: int = 1, seed: bytes = b"gateway", suites=ALL_SUITES) -> GatewayKey:
+def make_key(
+    key_id: int = 1, seed: bytes = b"gateway", suites: tuple[SymmetricSuite, ...] = ALL_SUITES
+) -> GatewayKey:
     return GatewayKey.generate(key_id, suites, rng=counter_rng(seed))

@@ -7,6 +7,7 @@ Invariant checked by both: a parser returns a value or raises ProtocolError / De
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from ohttp_helpers import counter_rng, make_key
 
@@ -26,6 +27,9 @@ from ohttp.encapsulation import (
 )
 from ohttp.keyconfig import GatewayKey, KeyConfig, parse_key_configs, serialize_key_configs
 from ohttp.replay import check_date
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ALLOWED = (ProtocolError, DecryptError)
 KEY = make_key(1, b"fuzz")
@@ -71,7 +75,7 @@ def _date(data: bytes, _step: int) -> object:
 
 
 # name -> (parser(data, step), seed). `step` is the piece size for incremental parsers.
-PARSERS = {
+PARSERS: dict[str, tuple[Callable[[bytes, int], object], bytes]] = {
     "key_config": (lambda d, _s: KeyConfig.from_bytes(d), KEY.config.to_bytes()),
     "key_configs": (lambda d, _s: parse_key_configs(d), serialize_key_configs([KEY.config])),
     "key_file": (lambda d, _s: GatewayKey.from_key_file(d), KEY.to_key_file()),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,30 +42,30 @@ framings = st.fixed_dictionaries(
 
 @settings(max_examples=150)
 @given(request=requests, options=framings)
-def test_request_round_trip(request, options):
+def test_request_round_trip(request: bhttp.Request, options: dict[str, Any]) -> None:
     assert bhttp.decode_request(bhttp.encode_request(request, **options)) == request
 
 
 @settings(max_examples=150)
 @given(response=responses, options=framings)
-def test_response_round_trip(response, options):
+def test_response_round_trip(response: bhttp.Response, options: dict[str, Any]) -> None:
     assert bhttp.decode_response(bhttp.encode_response(response, **options)) == response
 
 
 @given(st.integers(0, (1 << 62) - 1), st.binary(max_size=4))
-def test_varint_round_trip(value, tail):
+def test_varint_round_trip(value: int, tail: bytes) -> None:
     encoded = encode_varint(value)
     assert decode_varint(encoded + tail) == (value, len(encoded))
     assert decode_varint(encoded[:-1]) is None
 
 
 @pytest.mark.parametrize("value", [-1, 1 << 62])
-def test_varint_out_of_range(value):
+def test_varint_out_of_range(value: int) -> None:
     with pytest.raises(ProtocolError):
         encode_varint(value)
 
 
-def test_varint_accepts_non_shortest_encodings():
+def test_varint_accepts_non_shortest_encodings() -> None:
     assert decode_varint(bytes.fromhex("4025")) == (37, 2)
     assert decode_varint(bytes.fromhex("80000025")) == (37, 4)
 
@@ -96,12 +99,12 @@ GOOD_RESP = bhttp.encode_response(bhttp.Response(200, (), b"ok"), indeterminate=
         pytest.param(GOOD_RESP[:-3], bhttp.decode_response, id="indeterminate-cut"),
     ],
 )
-def test_malformed_is_protocol_error(data, decoder):
+def test_malformed_is_protocol_error(data: bytes, decoder: Callable[[bytes], object]) -> None:
     with pytest.raises(ProtocolError):
         decoder(data)
 
 
-def test_positive_twins_of_malformed():
+def test_positive_twins_of_malformed() -> None:
     assert bhttp.decode_request(GOOD_REQ) == REQ
     assert bhttp.decode_request(GOOD_REQ + bytes(3)) == REQ
     assert bhttp.decode_response(GOOD_RESP).content == b"ok"
@@ -122,20 +125,20 @@ def test_positive_twins_of_malformed():
         ),
     ],
 )
-def test_limits_enforced_while_decoding(limits, data):
+def test_limits_enforced_while_decoding(limits: bhttp.Limits, data: bytes) -> None:
     assert bhttp.decode_request(data) == REQ  # default limits accept it
     with pytest.raises(ProtocolError):
         bhttp.decode_request(data, limits=limits)
 
 
-def test_declared_length_checked_before_reading():
+def test_declared_length_checked_before_reading() -> None:
     # A field section that claims 2^40 bytes is refused from the prefix alone.
     huge = b"\x00\x00\x00\x00\x00" + encode_varint(1 << 40)
     with pytest.raises(ProtocolError, match="limit"):
         bhttp.decode_request(huge)
 
 
-def test_informational_limit():
+def test_informational_limit() -> None:
     many = bhttp.Response(200, informational=tuple(bhttp.InformationalResponse(103)
                                                    for _ in range(9)))
     data = bhttp.encode_response(many)
@@ -146,13 +149,13 @@ def test_informational_limit():
 
 
 @pytest.mark.parametrize("status", [99, 200, 600])
-def test_encoder_refuses_bad_informational_status(status):
+def test_encoder_refuses_bad_informational_status(status: int) -> None:
     with pytest.raises(ProtocolError):
         bhttp.encode_response(bhttp.Response(200, informational=(
             bhttp.InformationalResponse(status),)))
 
 
-def test_encoder_refuses_bad_final_status_and_padding():
+def test_encoder_refuses_bad_final_status_and_padding() -> None:
     with pytest.raises(ProtocolError):
         bhttp.encode_response(bhttp.Response(199))
     with pytest.raises(ProtocolError):

@@ -17,7 +17,8 @@ from ohttp.chunked import (
     ChunkedResponseEncoder,
     ChunkLimits,
 )
-from ohttp.encapsulation import UnknownKeyError
+from ohttp.encapsulation import ClientContext, UnknownKeyError
+from ohttp.suites import SymmetricSuite
 
 KEY = make_key()
 
@@ -28,13 +29,15 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in pairwise(bounds)]
 
 
-def _exchange(chunks: list[bytes], final: bytes, suite=ALL_SUITES[0]):
+def _exchange(
+    chunks: list[bytes], final: bytes, suite: SymmetricSuite = ALL_SUITES[0]
+) -> tuple[ChunkedRequestEncoder, bytes]:
     encoder = ChunkedRequestEncoder(KEY.config, suite=suite)
     wire = b"".join(encoder.chunk(c) for c in chunks) + encoder.final(final)
     return encoder, wire
 
 
-def _decode_request(wire_pieces: list[bytes]):
+def _decode_request(wire_pieces: list[bytes]) -> tuple[ChunkedRequestDecoder, list[bytes]]:
     decoder = ChunkedRequestDecoder(KEY)
     out: list[bytes] = []
     for piece in wire_pieces:
@@ -50,7 +53,9 @@ def _decode_request(wire_pieces: list[bytes]):
     cuts=st.lists(st.integers(min_value=0), max_size=12),
     suite=st.sampled_from(ALL_SUITES),
 )
-def test_round_trip_any_split(chunks, final, cuts, suite):
+def test_round_trip_any_split(
+    chunks: list[bytes], final: bytes, cuts: list[int], suite: SymmetricSuite
+) -> None:
     encoder, wire = _exchange(chunks, final, suite)
     decoder, got = _decode_request(_split(wire, cuts))
     assert got == [*chunks, final]
@@ -65,7 +70,7 @@ def test_round_trip_any_split(chunks, final, cuts, suite):
     assert reader.finish() == final
 
 
-def test_byte_at_a_time_and_streaming_release():
+def test_byte_at_a_time_and_streaming_release() -> None:
     _, wire = _exchange([b"data: one\n\n", b"data: two\n\n"], b"")
     decoder = ChunkedRequestDecoder(KEY)
     released = [decoder.feed(bytes([byte])) for byte in wire]
@@ -73,7 +78,7 @@ def test_byte_at_a_time_and_streaming_release():
     assert decoder.finish() == b""
 
 
-def _response(chunks: list[bytes], final: bytes = b""):
+def _response(chunks: list[bytes], final: bytes = b"") -> tuple[ClientContext, bytes]:
     encoder, wire = _exchange([b"req"], b"")
     decoder, _ = _decode_request([wire])
     assert decoder.context is not None
@@ -82,7 +87,7 @@ def _response(chunks: list[bytes], final: bytes = b""):
     return encoder.context, body
 
 
-def test_truncated_response_is_an_error_never_a_short_answer():
+def test_truncated_response_is_an_error_never_a_short_answer() -> None:
     client, body = _response([b"first", b"second"], b"last")
     full = ChunkedResponseDecoder(client)
     assert full.feed(body) == [b"first", b"second"]
@@ -97,7 +102,7 @@ def test_truncated_response_is_an_error_never_a_short_answer():
             reader.finish()
 
 
-def test_truncated_request_is_an_error():
+def test_truncated_request_is_an_error() -> None:
     _, wire = _exchange([b"abc", b"def"], b"ghi")
     assert _decode_request([wire])[1] == [b"abc", b"def", b"ghi"]
     for cut in range(len(wire)):
@@ -110,7 +115,7 @@ def test_truncated_request_is_an_error():
             decoder.finish()
 
 
-def test_final_chunk_must_use_final_aad():
+def test_final_chunk_must_use_final_aad() -> None:
     client, body = _response([b"one"])
     # Re-frame the last non-final chunk as if it were final: its AAD is "" so it must not open.
     nonce_len = 16
@@ -123,7 +128,7 @@ def test_final_chunk_must_use_final_aad():
         reader.finish()
 
 
-def test_empty_non_final_chunk_is_refused_both_ways():
+def test_empty_non_final_chunk_is_refused_both_ways() -> None:
     encoder = ChunkedRequestEncoder(KEY.config)
     with pytest.raises(ProtocolError):
         encoder.chunk(b"")
@@ -134,7 +139,7 @@ def test_empty_non_final_chunk_is_refused_both_ways():
         decoder.feed(header + bytes([16]) + bytes(16))
 
 
-def test_oversize_chunk_refused_on_declared_length():
+def test_oversize_chunk_refused_on_declared_length() -> None:
     limits = ChunkLimits(max_chunk_plaintext=64, max_final_chunk_plaintext=64)
     _, ok = _exchange([bytes(64)], bytes(64))
     assert _decode_request([ok])[1][0] == bytes(64)
@@ -148,7 +153,7 @@ def test_oversize_chunk_refused_on_declared_length():
         final_decoder.feed(_exchange([], bytes(65))[1])
 
 
-def test_decoder_is_poisoned_after_an_error():
+def test_decoder_is_poisoned_after_an_error() -> None:
     _, wire = _exchange([b"abc"], b"")
     bad = bytearray(wire)
     bad[45] ^= 1
@@ -161,7 +166,7 @@ def test_decoder_is_poisoned_after_an_error():
         decoder.finish()
 
 
-def test_unknown_key_in_chunked_request():
+def test_unknown_key_in_chunked_request() -> None:
     _, wire = _exchange([b"abc"], b"")
     other = make_key(9, b"other")
     decoder = ChunkedRequestDecoder(other)
@@ -170,7 +175,7 @@ def test_unknown_key_in_chunked_request():
     assert _decode_request([wire])[1][0] == b"abc"
 
 
-def test_encoders_refuse_use_after_final():
+def test_encoders_refuse_use_after_final() -> None:
     encoder = ChunkedRequestEncoder(KEY.config)
     encoder.final()
     with pytest.raises(ProtocolError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,8 +13,13 @@ from ohttp.encapsulation import decapsulate_request, encapsulate_request
 from ohttp.keyconfig import GatewayKey, parse_key_configs
 from ohttp.suites import AeadId
 
+if TYPE_CHECKING:
+    from conftest import CanaryRegistry
 
-def test_keygen_writes_private_0600_and_public_config(tmp_path, capfd, canaries):
+
+def test_keygen_writes_private_0600_and_public_config(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], canaries: CanaryRegistry
+) -> None:
     out = tmp_path / "gw.key"
     assert main(["ohttp", "keygen", "--out", str(out), "--key-id", "7",
                  "--aead", "chacha20poly1305", "--aead", "aes256gcm"]) == 0
@@ -36,7 +43,7 @@ def test_keygen_writes_private_0600_and_public_config(tmp_path, capfd, canaries)
     assert "CHACHA20_POLY1305" in shown
 
 
-def test_keygen_refuses_to_overwrite(tmp_path, capsys):
+def test_keygen_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "gw.key"
     assert main(["ohttp", "keygen", "--out", str(out)]) == 0
     before = out.read_bytes()
@@ -50,14 +57,14 @@ def test_keygen_refuses_to_overwrite(tmp_path, capsys):
     assert not (tmp_path / "other.key").exists()
 
 
-def test_keygen_bad_key_id_is_one_line(tmp_path, capsys):
+def test_keygen_bad_key_id_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ohttp", "keygen", "--out", str(tmp_path / "k"), "--key-id", "256"]) == 1
     err = capsys.readouterr().err
     assert err == "hushcc: error: key id must fit in one byte\n"
     assert not (tmp_path / "k").exists()
 
 
-def test_show_config_errors(tmp_path, capsys):
+def test_show_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.pub"
     bad.write_bytes(b"\x00\x05hello")
     assert main(["ohttp", "show-config", str(bad)]) == 1
@@ -66,7 +73,9 @@ def test_show_config_errors(tmp_path, capsys):
     assert "No such file" in capsys.readouterr().err
 
 
-def test_show_config_accepts_a_bare_config(tmp_path, capsys):
+def test_show_config_accepts_a_bare_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     raw = bytes.fromhex(
         "01002031e1f05a740102115220e9af918f738674aec95f54db6e04eb705aae8e79815500080001000100010003"
     )
@@ -76,7 +85,7 @@ def test_show_config_accepts_a_bare_config(tmp_path, capsys):
     assert "key_id=1" in capsys.readouterr().out
 
 
-def test_help_and_usage_errors(capsys):
+def test_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["ohttp", "keygen", "--help"])
     assert info.value.code == 0

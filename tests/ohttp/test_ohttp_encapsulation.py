@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from ohttp_helpers import ALL_SUITES, counter_rng, make_key
@@ -28,12 +31,15 @@ from ohttp.suites import (
     x25519_private_key,
 )
 
+if TYPE_CHECKING:
+    from conftest import CanaryRegistry
+
 KEY = make_key()
 MESSAGE = b"\x00\x04POST\x05https\x00\x14/v1/chat/completions"
 
 
 @pytest.mark.parametrize("suite", ALL_SUITES, ids=lambda s: f"{s.kdf_id.name}-{s.aead_id.name}")
-def test_round_trip_every_suite(suite):
+def test_round_trip_every_suite(suite: SymmetricSuite) -> None:
     enc_request, client = encapsulate_request(KEY.config, MESSAGE, suite=suite)
     assert enc_request[3:7] == suite.kdf_id.to_bytes(2, "big") + suite.aead_id.to_bytes(2, "big")
     assert len(enc_request) == 7 + 32 + len(MESSAGE) + 16
@@ -44,7 +50,7 @@ def test_round_trip_every_suite(suite):
     assert decapsulate_response(client, response) == b"\x01\x40\xc8"
 
 
-def test_key_rotation_ring_selects_by_key_id():
+def test_key_rotation_ring_selects_by_key_id() -> None:
     old, new = make_key(1, b"old"), make_key(2, b"new")
     for key in (old, new):
         enc_request, _ = encapsulate_request(key.config, MESSAGE)
@@ -53,7 +59,7 @@ def test_key_rotation_ring_selects_by_key_id():
         decapsulate_request(enc_request, [new, make_key(2, b"dup")])
 
 
-def test_suite_not_offered_is_refused_client_side():
+def test_suite_not_offered_is_refused_client_side() -> None:
     config = make_key(suites=(SymmetricSuite(KdfId.HKDF_SHA256, AeadId.AES_128_GCM),)).config
     with pytest.raises(ProtocolError):
         encapsulate_request(config, MESSAGE, suite=ALL_SUITES[-1])
@@ -62,7 +68,14 @@ def test_suite_not_offered_is_refused_client_side():
 # --- G6: unknown / mismatched key id, KEM, or suite -> UnknownKeyError before any DH ----------
 
 
-def _with_header(data: bytes, *, key_id=None, kem=None, kdf=None, aead=None) -> bytes:
+def _with_header(
+    data: bytes,
+    *,
+    key_id: int | None = None,
+    kem: int | None = None,
+    kdf: int | None = None,
+    aead: int | None = None,
+) -> bytes:
     h = bytearray(data[:7])
     if key_id is not None:
         h[0] = key_id
@@ -86,7 +99,7 @@ def _with_header(data: bytes, *, key_id=None, kem=None, kdf=None, aead=None) -> 
         pytest.param({"aead": 0x0002}, id="aead-not-offered"),
     ],
 )
-def test_g6_unknown_key_before_dh(change, monkeypatch):
+def test_g6_unknown_key_before_dh(change: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
     key = make_key(suites=(SymmetricSuite(KdfId.HKDF_SHA256, AeadId.AES_128_GCM),))
     good, _ = encapsulate_request(key.config, MESSAGE)
     assert decapsulate_request(good, key)[0] == MESSAGE  # positive twin
@@ -101,7 +114,7 @@ def test_g6_unknown_key_before_dh(change, monkeypatch):
 # --- G8: truncation / corruption family -> one opaque DecryptError ----------------------------
 
 
-def _corruptions(good: bytes):
+def _corruptions(good: bytes) -> Iterator[tuple[str, bytes]]:
     for n in (0, 1, 6):
         yield f"len-{n}", good[:n]
     yield "len-7+31", good[: 7 + 31]
@@ -115,7 +128,7 @@ def _corruptions(good: bytes):
         yield f"flip-{index}", bytes(flipped)
 
 
-def test_g8_truncation_and_corruption_are_opaque():
+def test_g8_truncation_and_corruption_are_opaque() -> None:
     good, _ = encapsulate_request(KEY.config, MESSAGE)
     assert decapsulate_request(good, KEY)[0] == MESSAGE
     messages = set()
@@ -127,7 +140,7 @@ def test_g8_truncation_and_corruption_are_opaque():
     assert messages == {DecryptError.MESSAGE}
 
 
-def test_g8_response_truncation_and_corruption_are_opaque():
+def test_g8_response_truncation_and_corruption_are_opaque() -> None:
     enc_request, client = encapsulate_request(KEY.config, MESSAGE)
     _, ctx = decapsulate_request(enc_request, KEY)
     good = encapsulate_response(ctx, b"\x01\x40\xc8")
@@ -156,7 +169,7 @@ LOW_ORDER_POINTS = [
 
 
 @pytest.mark.parametrize("point", LOW_ORDER_POINTS)
-def test_g9_low_order_enc_is_opaque(point):
+def test_g9_low_order_enc_is_opaque(point: str) -> None:
     good, _ = encapsulate_request(KEY.config, MESSAGE)
     assert decapsulate_request(good, KEY)[0] == MESSAGE
     bad = good[:7] + bytes.fromhex(point) + good[39:]
@@ -169,7 +182,7 @@ def test_g9_low_order_enc_is_opaque(point):
 # --- G10: the header is authenticated (it is part of HPKE info) ------------------------------
 
 
-def test_g10_altered_header_fails():
+def test_g10_altered_header_fails() -> None:
     key = make_key()  # offers every suite, so a changed kdf/aead still selects the key
     suite = SymmetricSuite(KdfId.HKDF_SHA256, AeadId.AES_256_GCM)
     good, _ = encapsulate_request(key.config, MESSAGE, suite=suite)
@@ -182,7 +195,7 @@ def test_g10_altered_header_fails():
 # --- G12: response keys never repeat ---------------------------------------------------------
 
 
-def test_g12_response_nonces_never_repeat():
+def test_g12_response_nonces_never_repeat() -> None:
     enc_request, client = encapsulate_request(KEY.config, MESSAGE)
     _, ctx = decapsulate_request(enc_request, KEY)
     n = 10_000
@@ -192,7 +205,7 @@ def test_g12_response_nonces_never_repeat():
     assert decapsulate_response(client, responses[-1]) == b"\x01\x40\xc8"
 
 
-def test_g12_fresh_context_per_request():
+def test_g12_fresh_context_per_request() -> None:
     encs = {encapsulate_request(KEY.config, MESSAGE)[0][7:39] for _ in range(1000)}
     assert len(encs) == 1000
 
@@ -200,7 +213,7 @@ def test_g12_fresh_context_per_request():
 # --- G13: the gateway key opens nothing under another label ----------------------------------
 
 
-def test_g13_labels_are_not_interchangeable():
+def test_g13_labels_are_not_interchangeable() -> None:
     chunked = ChunkedRequestEncoder(KEY.config)
     chunked_wire = chunked.chunk(MESSAGE) + chunked.final()
     # Positive twins: each decoder opens its own kind.
@@ -230,7 +243,7 @@ def test_g13_labels_are_not_interchangeable():
     assert not hasattr(KEY, "decrypt")
 
 
-def test_secrets_are_redacted_in_repr(canaries):
+def test_secrets_are_redacted_in_repr(canaries: CanaryRegistry) -> None:
     key_file = KEY.to_key_file()
     secret_hex = key_file.decode().split('"private_key": "')[1].split('"')[0]
     canaries.add(secret_hex)

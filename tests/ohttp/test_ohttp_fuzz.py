@@ -39,27 +39,27 @@ def mutated(draw: st.DrawFn, seed: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_seed_parses(name):
+def test_seed_parses(name: str) -> None:
     assert run(name, PARSERS[name][1])  # positive twin: the seed is accepted
 
 
 @pytest.mark.parametrize("name", NAMES)
 @settings(max_examples=150)
 @given(data=st.binary(max_size=300), step=st.integers(1, 64))
-def test_arbitrary_bytes(name, data, step):
+def test_arbitrary_bytes(name: str, data: bytes, step: int) -> None:
     run(name, data, step)
 
 
 @pytest.mark.parametrize("name", NAMES)
 @settings(max_examples=150)
 @given(st.data(), st.integers(1, 64))
-def test_mutated_seeds(name, data, step):
+def test_mutated_seeds(name: str, data: st.DataObject, step: int) -> None:
     seed = PARSERS[name][1]
     run(name, data.draw(mutated(seed)), step)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_every_prefix_whole_and_byte_at_a_time(name):
+def test_every_prefix_whole_and_byte_at_a_time(name: str) -> None:
     seed = PARSERS[name][1]
     results = [run(name, seed[:n]) for n in range(len(seed))]
     assert run(name, seed, 1)
@@ -67,7 +67,7 @@ def test_every_prefix_whole_and_byte_at_a_time(name):
         assert not any(results), "a strict prefix of an encapsulated message was accepted"
 
 
-def test_atheris_short_run(tmp_path: Path):
+def test_atheris_short_run(tmp_path: Path) -> None:
     pytest.importorskip("atheris")
     harness = Path(__file__).with_name("atheris_ohttp.py")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),

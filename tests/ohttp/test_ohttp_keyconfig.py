@@ -26,13 +26,13 @@ configs = st.builds(
 
 @settings(max_examples=50)
 @given(st.lists(configs, min_size=1, max_size=4))
-def test_config_and_list_round_trip(config_list):
+def test_config_and_list_round_trip(config_list: list[KeyConfig]) -> None:
     for config in config_list:
         assert KeyConfig.from_bytes(config.to_bytes()) == config
     assert parse_key_configs(serialize_key_configs(config_list)) == tuple(config_list)
 
 
-def test_list_uses_two_byte_length_prefixes():
+def test_list_uses_two_byte_length_prefixes() -> None:
     body = serialize_key_configs([KeyConfig.from_bytes(RFC_CONFIG)])
     assert body == len(RFC_CONFIG).to_bytes(2, "big") + RFC_CONFIG
 
@@ -54,7 +54,7 @@ def test_list_uses_two_byte_length_prefixes():
                      id="suites-len-6"),
     ],
 )
-def test_malformed_configs_are_clear_errors(data, message):
+def test_malformed_configs_are_clear_errors(data: bytes, message: str) -> None:
     assert KeyConfig.from_bytes(RFC_CONFIG).key_id == 1
     with pytest.raises(ProtocolError, match=message):
         KeyConfig.from_bytes(data)
@@ -70,13 +70,13 @@ def test_malformed_configs_are_clear_errors(data, message):
         pytest.param(b"\x00\x2d" + RFC_CONFIG + b"\x00", id="trailing-garbage"),
     ],
 )
-def test_malformed_lists(data):
+def test_malformed_lists(data: bytes) -> None:
     assert parse_key_configs(b"\x00\x2d" + RFC_CONFIG)[0].key_id == 1
     with pytest.raises(ProtocolError):
         parse_key_configs(data)
 
 
-def test_config_constructor_validates():
+def test_config_constructor_validates() -> None:
     good = KEY.config
     with pytest.raises(ProtocolError):
         KeyConfig(256, good.kem_id, good.public_key, good.suites)
@@ -88,7 +88,7 @@ def test_config_constructor_validates():
         serialize_key_configs([])
 
 
-def test_key_file_round_trip_and_errors():
+def test_key_file_round_trip_and_errors() -> None:
     data = KEY.to_key_file()
     loaded = GatewayKey.from_key_file(data)
     assert loaded.config == KEY.config
@@ -102,14 +102,14 @@ def test_key_file_round_trip_and_errors():
         assert KEY.to_key_file().decode().split('"private_key": "')[1][:64] not in str(info.value)
 
 
-def test_private_key_must_match_config():
+def test_private_key_must_match_config() -> None:
     with pytest.raises(ProtocolError):
         GatewayKey(make_key(1, b"a").config, make_key(1, b"b")._private)
     with pytest.raises(ProtocolError):
         GatewayKey.from_private_bytes(1, ALL_SUITES, b"short")
 
 
-def test_suite_parameters():
+def test_suite_parameters() -> None:
     suite = SymmetricSuite(KdfId.HKDF_SHA256, AeadId.AES_256_GCM)
     assert (suite.key_length, suite.nonce_length, suite.tag_length) == (32, 12, 16)
-    assert KemId.DHKEM_X25519_HKDF_SHA256 == 0x20
+    assert int(KemId.DHKEM_X25519_HKDF_SHA256) == 0x20

@@ -25,7 +25,7 @@ NOW = datetime(2026, 11, 23, 20, 0, 0, tzinfo=UTC)
 WINDOW = timedelta(seconds=60)
 
 
-def test_replay_within_window_is_refused_and_fresh_enc_accepted():
+def test_replay_within_window_is_refused_and_fresh_enc_accepted() -> None:
     guard = ReplayGuard(ReplayLimits(window=60, max_entries=10))
     guard.check_and_record(b"enc-1", epoch=1, now=0.0)
     guard.check_and_record(b"enc-2", epoch=1, now=1.0)  # positive twin
@@ -35,7 +35,7 @@ def test_replay_within_window_is_refused_and_fresh_enc_accepted():
     guard.check_and_record(b"enc-1", epoch=1, now=60.5)  # expired: the key epoch decides now
 
 
-def test_store_is_bounded_and_fails_closed():
+def test_store_is_bounded_and_fails_closed() -> None:
     guard = ReplayGuard(ReplayLimits(window=10, max_entries=3))
     for i in range(3):
         guard.check_and_record(bytes([i]), epoch=0, now=float(i))
@@ -48,7 +48,7 @@ def test_store_is_bounded_and_fails_closed():
     assert len(guard) <= 3
 
 
-def test_forget_epoch():
+def test_forget_epoch() -> None:
     guard = ReplayGuard()
     guard.check_and_record(b"a", epoch=1, now=0)
     guard.check_and_record(b"b", epoch=2, now=0)
@@ -68,11 +68,11 @@ class ReplayMachine(RuleBasedStateMachine):
         self.seen: dict[bytes, float] = {}
 
     @rule(dt=st.floats(0, 3))
-    def tick(self, dt):
+    def tick(self, dt: float) -> None:
         self.now += dt
 
     @rule(enc=st.sampled_from([b"a", b"b", b"c", b"d"]))
-    def submit(self, enc):
+    def submit(self, enc: bytes) -> None:
         fresh = enc not in self.seen or self.seen[enc] <= self.now - 5
         if fresh:
             self.guard.check_and_record(enc, epoch=0, now=self.now)
@@ -82,7 +82,7 @@ class ReplayMachine(RuleBasedStateMachine):
                 self.guard.check_and_record(enc, epoch=0, now=self.now)
 
     @invariant()
-    def bounded(self):
+    def bounded(self) -> None:
         assert len(self.guard) <= 4
 
 
@@ -91,7 +91,7 @@ TestReplayMachine.settings = settings(max_examples=30, stateful_step_count=30)
 
 
 @pytest.mark.parametrize("offset", [-60, -1, 0, 1, 60])
-def test_date_inside_window(offset):
+def test_date_inside_window(offset: int) -> None:
     check_date(http_date(NOW + timedelta(seconds=offset)), now=NOW, window=WINDOW)
 
 
@@ -107,12 +107,12 @@ def test_date_inside_window(offset):
         pytest.param("Mon, 23 Nov 2026 20:00:00", id="no-zone"),
     ],
 )
-def test_date_outside_window(value):
+def test_date_outside_window(value: str | bytes | None) -> None:
     with pytest.raises(DateOutOfWindow):
         check_date(value, now=NOW, window=WINDOW)
 
 
-def test_date_problem_response_shape():
+def test_date_problem_response_shape() -> None:
     response = problems.DATE.to_response(NOW)
     assert response.status == 400
     headers = dict(response.headers)
@@ -126,7 +126,7 @@ def test_date_problem_response_shape():
     assert bhttp.decode_response(bhttp.encode_response(response)) == response
 
 
-def test_ohttp_key_problem_shape():
+def test_ohttp_key_problem_shape() -> None:
     body = json.loads(problems.OHTTP_KEY.body())
     assert body == {
         "type": "https://iana.org/assignments/http-problem-types#ohttp-key",

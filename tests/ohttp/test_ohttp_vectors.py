@@ -36,6 +36,7 @@ from ohttp.suites import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -44,9 +45,9 @@ def _load(shared_vectors: Path, name: str) -> dict[str, Any]:
     return data
 
 
-def _fixed(value: bytes):
+def _fixed(value: bytes) -> Callable[[int], bytes]:
     """An entropy source that returns `value` once (and fails if asked for a different length)."""
-    calls = []
+    calls: list[int] = []
 
     def rng(n: int) -> bytes:
         assert n == len(value)
@@ -62,7 +63,7 @@ def app_a(shared_vectors: Path) -> dict[str, Any]:
     return _load(shared_vectors, "rfc9458_ohttp_appendix_a.json")
 
 
-def test_rfc9458_key_config_round_trip(app_a):
+def test_rfc9458_key_config_round_trip(app_a: dict[str, Any]) -> None:
     raw = bytes.fromhex(app_a["key_config"]["hex"])
     config = KeyConfig.from_bytes(raw)
     assert config.key_id == 1
@@ -79,7 +80,7 @@ def test_rfc9458_key_config_round_trip(app_a):
     assert key.config == config
 
 
-def test_rfc9458_appendix_a_both_directions(app_a):
+def test_rfc9458_appendix_a_both_directions(app_a: dict[str, Any]) -> None:
     req, resp = app_a["request"], app_a["response"]
     config = KeyConfig.from_bytes(bytes.fromhex(app_a["key_config"]["hex"]))
     gateway = GatewayKey.from_private_bytes(
@@ -110,7 +111,7 @@ def test_rfc9458_appendix_a_both_directions(app_a):
     assert decapsulate_response(client, published) == response
 
 
-def test_rfc9180_a11_through_hpke_layer(shared_vectors):
+def test_rfc9180_a11_through_hpke_layer(shared_vectors: Path) -> None:
     v = _load(shared_vectors, "rfc9180_hpke_x25519_sha256_aes128gcm_base.json")
     s = v["setup"]
     suite = hpke_suite(
@@ -145,7 +146,7 @@ def test_rfc9180_a11_through_hpke_layer(shared_vectors):
         assert recipient.export(ctx_bytes, x["L"]).hex() == x["exported_value"]
 
 
-def test_chunked_draft08_example_both_directions(shared_vectors):
+def test_chunked_draft08_example_both_directions(shared_vectors: Path) -> None:
     v = _load(shared_vectors, "chunked_ohttp_draft08_example.json")["example"]
     config = KeyConfig.from_bytes(bytes.fromhex(v["key_config_hex"]))
     gateway = GatewayKey.from_private_bytes(
@@ -201,7 +202,7 @@ def _bhttp_examples(shared_vectors: Path) -> list[dict[str, Any]]:
     return examples
 
 
-def test_rfc9292_every_example(shared_vectors):
+def test_rfc9292_every_example(shared_vectors: Path) -> None:
     examples = _bhttp_examples(shared_vectors)
     assert len(examples) == 7
     for ex in examples:
