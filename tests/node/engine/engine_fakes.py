@@ -57,7 +57,7 @@ def _children(o: object) -> list[object]:
     if isinstance(o, (list, tuple, set, frozenset)) or type(o).__name__ == "deque":
         return list(o)  # type: ignore[call-overload]
     if isinstance(o, asyncio.Queue):
-        return list(o._queue)  # noqa: SLF001
+        return list(o._queue)
     out: list[object] = []
     if dataclasses.is_dataclass(o):
         out.extend(getattr(o, f.name) for f in dataclasses.fields(o))

@@ -19,12 +19,12 @@ VOCAB = 512
 
 
 def make_engine(num_blocks=64, block_size=4, *, cache=True, spec=False, budget=64, clock=None,
-                eos=(), max_seqs=16):
+                eos=(), max_seqs=16, ttl=30.0):
     runner = tiny_runner(num_blocks=num_blocks, block_size=block_size)
     cfg = EngineConfig(
         limits=EngineLimits(max_model_len=256, max_tokens_cap=128, max_num_seqs=max_seqs,
                             max_num_batched_tokens=budget, max_draft_tokens=4),
-        enable_prefix_cache=cache, cache_ttl=30.0,
+        enable_prefix_cache=cache, cache_ttl=ttl,
         speculative=PromptLookupConfig() if spec else None, eos_token_ids=tuple(eos),
         vocab_size=VOCAB)
     kwargs = {"clock": clock} if clock is not None else {}

@@ -1,0 +1,135 @@
+"""E1, E2, E5, E6: KV residue, zeroed allocation, cancellation/preemption erasure, no cross-talk.
+
+Canary prompts carry token ids used nowhere else; after the requests end, neither the runner's
+KV pool nor any structure reachable from the engine may hold them. Each negative check has its
+positive twin: while the requests run, the same scans do find the canaries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+import torch
+from engine_fakes import ToyTokenizer, walk_ints
+from engine_helpers import SALT_A, SALT_B, collect, make_engine, reference_greedy, req, tokens_of
+
+from node.engine.runner import PagedRunner
+
+SKIP = (PagedRunner, ToyTokenizer, torch.Tensor, torch.Generator)
+
+
+def canary(k, n=8):
+    """Distinct ids in 300..499 (no engine limit or counter in these tests takes such a value)."""
+    return [300 + 20 * k + i for i in range(n)]
+
+
+def found(engine, ids):
+    return set(walk_ints(engine, skip=SKIP)) & set(ids)
+
+
+async def until_idle(engine, limit=2000):
+    for _ in range(limit):
+        if engine.idle:
+            return
+        await asyncio.sleep(0.001)
+    pytest.fail("engine did not go idle")
+
+
+def test_pool_is_allocated_zeroed():  # E2
+    eng = make_engine()
+    assert eng.runner.kv_pool_is_zero()
+    assert eng.runner.kv_pool.abs().sum().item() == 0
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["cache-off", "cache-on"])
+def test_canaries_leave_no_residue_after_finish_cancel_and_disconnect(cache):  # E1, E5
+    async def go():
+        now = [0.0]
+        eng = make_engine(num_blocks=48, cache=cache, budget=16, clock=lambda: now[0])
+        prompts = [canary(k) + canary(k) for k in range(3)]  # 16 tokens: full blocks, cacheable
+        done = eng.submit(req(prompts[0], max_tokens=6), SALT_A)
+        cancelled = eng.submit(req(prompts[1], max_tokens=120), SALT_A)
+        dropped = eng.submit(req(prompts[2], max_tokens=120), SALT_B)
+
+        async def consume_forever(stream):
+            async for _ in stream:
+                pass
+
+        first = await anext(cancelled)
+        disconnect = asyncio.create_task(consume_forever(dropped))
+        while eng.stats().running < 2:  # both live requests admitted  # noqa: ASYNC110 - polls the engine from outside
+            await asyncio.sleep(0)
+        everything = [i for p in prompts for i in p]
+        live = set(prompts[1] + prompts[2])
+        assert first.finish_reason is None
+        assert found(eng, everything) >= live  # positive twin: the scan sees live requests
+        assert not eng.runner.kv_pool_is_zero()
+        steps = eng.stats().steps
+        eng.cancel(cancelled.request_id)  # E5: explicit cancel
+        disconnect.cancel()  # E5: client disconnect (the consuming task is cancelled)
+        await asyncio.gather(disconnect, return_exceptions=True)
+        assert (await collect(cancelled))[-1].finish_reason == "cancelled"
+        await until_idle(eng)
+        assert eng.stats().cancelled == 2
+        assert eng.stats().steps - steps <= 1  # cancels applied at the next step boundary
+        assert not found(eng, everything)
+        assert eng.runner.kv_pool_is_zero() != cache  # with the cache on, full blocks stay
+        assert (await collect(done))[-1].finish_reason == "length"
+        await until_idle(eng)
+        assert not found(eng, everything), "canary token ids left in an engine structure"
+        if cache:  # the tenant's full prompt blocks stay cached until TTL, then are zeroed
+            assert eng.stats().cached_blocks > 0
+            assert not eng.runner.kv_pool_is_zero()
+            now[0] = 31.0
+            eng.expire_cache()
+        assert eng.runner.kv_pool_is_zero(), "KV residue after the requests ended"
+        await eng.close()
+    asyncio.run(go())
+
+
+def test_idle_engine_expires_cached_prefixes_by_itself():
+    async def go():
+        eng = make_engine(cache=True, ttl=0.1)
+        await collect(eng.submit(req(canary(0) * 2, max_tokens=2), SALT_A))
+        assert not eng.runner.kv_pool_is_zero()  # cached right after the request
+        deadline = time.monotonic() + 5
+        while not eng.runner.kv_pool_is_zero() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the pool
+            await asyncio.sleep(0.05)
+        assert eng.runner.kv_pool_is_zero()
+        await eng.close()
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(("cache", "spec"), [(False, False), (True, True)],
+                         ids=["plain", "cache+speculation"])
+def test_concurrent_requests_with_preemption_match_running_alone(cache, spec):  # E6
+    rng = random.Random(11)
+    jobs = []
+    for k in range(6):
+        body = [rng.randrange(3, 290) for _ in range(rng.randint(2, 30))]
+        jobs.append((canary(k, 4) + body, rng.randint(4, 16), (SALT_A, SALT_B)[k % 2]))
+    expected = [reference_greedy(p, n) for p, n, _ in jobs]
+
+    async def go():
+        eng = make_engine(num_blocks=20, cache=cache, spec=spec, budget=24)
+        streams = [eng.submit(req(p, max_tokens=n), s) for p, n, s in jobs]
+        outs = await asyncio.gather(*(collect(s) for s in streams))
+        await until_idle(eng)
+        stats = eng.stats()
+        if not cache:
+            assert eng.runner.kv_pool_is_zero()
+        await eng.close()
+        assert eng.runner.kv_pool_is_zero()
+        return [tokens_of(o) for o in outs], stats
+
+    got, stats = asyncio.run(go())
+    assert stats.preemptions > 0  # the tiny pool really forced recompute
+    assert (stats.cache_hit_blocks > 0) == cache  # recompute reused the tenant's own blocks
+    assert (stats.draft_tokens > 0) == spec
+    for k, (out, exp) in enumerate(zip(got, expected, strict=True)):
+        assert out == exp, f"request {k} differs from running alone"
+        others = {i for j in range(6) if j != k for i in canary(j, 4)}
+        assert not set(out) & others - set(exp)
