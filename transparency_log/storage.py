@@ -1,20 +1,27 @@
 """Crash-safe append-only log storage on the local filesystem (an I/O shell).
 
-Layout of the state directory:
-* `entries`: every entry as `u16 big-endian length || bytes` (the tlog-tiles bundle encoding);
-  only the prefix covered by the durable checkpoint is part of the log.
-* `checkpoint`: the latest signed checkpoint note, replaced atomically.
+One append-only file, `log`, holds records `type (1) || length (u32 BE) || payload || CRC-32
+(u32 BE, over type, length and payload)`: type `E` an entry, type `C` a signed checkpoint note
+covering every entry record before it. A second file, `checkpoint`, is a non-durable copy of the
+latest published checkpoint (for static serving and to detect lost data), never the source of
+truth.
 
-Append protocol (one batch = one fsync of the entries, one new checkpoint):
-1. write the batch's records after the committed end of `entries`; fsync;
-2. sign the new checkpoint; write it to `checkpoint.tmp`, fsync, rename over `checkpoint`,
-   fsync the directory;
-3. only then publish it (readers and `POST /add` callers see it).
-Recovery on open (and after any failed append): read `checkpoint`, verify its signature with the
-log key, rebuild the tree from the first `size` records, require the same root, and truncate
-`entries` after them. So a crash at any point (kill -9 between write and fsync, a failing fsync,
-a full disk) leaves a log that serves a tree consistent with every checkpoint it has published:
-records past the checkpoint are discarded, and a checkpoint is durable before anyone sees it.
+Append protocol (one batch = one write, one fsync, one new checkpoint):
+1. write the batch's entry records followed by its signed checkpoint record after the published
+   end of `log`; fsync;
+2. only then publish the checkpoint (readers and `POST /add` callers see it) and refresh the
+   `checkpoint` copy (best effort, no fsync).
+If the write or fsync fails, nothing is published and the file is truncated back to the published
+end (and fsynced) before the next append.
+
+Recovery on open: parse records from the start and stop at the first torn or corrupt one (a
+crash mid-write leaves at most the unpublished last batch torn); take the last complete
+checkpoint record, require that it verifies under the log key, covers exactly the entry records
+before it and matches their Merkle root (else refuse to start: `StorageError`); truncate
+everything after it. If the `checkpoint` copy names a larger tree than that, published data was
+lost and the log refuses to start. So a crash at any point (kill -9 between write and fsync, a
+failing fsync, a full disk) leaves a log that serves only trees consistent with every checkpoint
+it ever published.
 
 All file operations go through `FileOps`, the seam tests use to inject write and fsync failures.
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,8 +45,11 @@ if TYPE_CHECKING:
 
     from transparency_log.note import Signer
 
-ENTRIES = "entries"
+LOG = "log"
 CHECKPOINT = "checkpoint"
+ENTRY = b"E"
+CHECKPOINT_RECORD = b"C"
+HEADER = 5
 
 
 class StorageError(HushError):
@@ -65,7 +76,7 @@ class FileOps:
         os.ftruncate(fd, size)
 
     def replace(self, src: Path, dst: Path) -> None:
-        """`os.replace`."""
+        """`Path.replace`."""
         src.replace(dst)
 
     def close(self, fd: int) -> None:
@@ -73,24 +84,40 @@ class FileOps:
         os.close(fd)
 
 
-def _write_all(ops: FileOps, fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = ops.write(fd, view.tobytes())
-        if n <= 0:
-            raise OSError("short write")
-        view = view[n:]
+def record(kind: bytes, payload: bytes) -> bytes:
+    """Encode one log record."""
+    head = kind + len(payload).to_bytes(4, "big")
+    return head + payload + zlib.crc32(head + payload).to_bytes(4, "big")
+
+
+def parse_records(data: bytes, pos: int = 0) -> list[tuple[bytes, int, int, int]]:
+    """Return `(kind, record start, payload start, record end)` of each complete valid record.
+
+    Parsing stops at the first torn or corrupt record.
+    """
+    out = []
+    while pos + HEADER + 4 <= len(data):
+        kind = data[pos : pos + 1]
+        length = int.from_bytes(data[pos + 1 : pos + HEADER], "big")
+        end = pos + HEADER + length + 4
+        if kind not in (ENTRY, CHECKPOINT_RECORD) or end > len(data):
+            break
+        if zlib.crc32(data[pos : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            break
+        out.append((kind, pos, pos + HEADER, end))
+        pos = end
+    return out
 
 
 class LogStorage:
-    """The durable log: a Merkle tree over the entries file plus the signed checkpoint."""
+    """The durable log: a Merkle tree over the entry records plus the signed checkpoints."""
 
     def __init__(self, state_dir: str | os.PathLike[str], signer: Signer, *,
                  ops: FileOps | None = None, clock: Callable[[], float] = time.time) -> None:
         """Open (recovering if needed) or create the log in `state_dir`.
 
         Raises:
-            StorageError: the files are inconsistent with the signed checkpoint.
+            StorageError: the files are inconsistent with the signed checkpoints.
         """
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -98,12 +125,17 @@ class LogStorage:
         self.ops = ops or FileOps()
         self.clock = clock
         self.tree = merkle.MerkleTree()
-        self.offsets = array("Q", [0])  # offsets[i] = start of record i; offsets[-1] = end
+        self.positions = array("Q")  # file offset of each entry record
+        self._end = 0  # end of the published part of the file
         self._note = b""
         self._checkpoint = Checkpoint(signer.name, 0, merkle.EMPTY_ROOT)
-        self._fd = self.ops.open(self.dir / ENTRIES, os.O_RDWR | os.O_CREAT)
+        self._fd = self.ops.open(self.dir / LOG, os.O_RDWR | os.O_CREAT)
         self._broken = False
-        self.recover()
+        try:
+            self._load()
+        except BaseException:
+            self.ops.close(self._fd)
+            raise
 
     # --- reading (published state only) ---------------------------------------------------
 
@@ -124,10 +156,7 @@ class LogStorage:
 
     def entry(self, index: int) -> bytes:
         """Return the entry at `index` (< size)."""
-        if not 0 <= index < self.size:
-            raise IndexError("entry index out of range")
-        start, end = self.offsets[index], self.offsets[index + 1]
-        return os.pread(self._fd, end - start, start)[2:]
+        return self.entries(index, index + 1)[0]
 
     def entries(self, start: int, end: int) -> list[bytes]:
         """Return entries `[start, end)` (end <= size) with one read."""
@@ -135,127 +164,143 @@ class LogStorage:
             raise IndexError("entry range out of range")
         if start == end:
             return []
-        data = os.pread(self._fd, self.offsets[end] - self.offsets[start], self.offsets[start])
-        base = self.offsets[start]
-        return [data[self.offsets[i] - base + 2 : self.offsets[i + 1] - base]
-                for i in range(start, end)]
+        first = self.positions[start]
+        stop = self.positions[end] if end < self.size else self._end
+        data = os.pread(self._fd, stop - first, first)
+        return [data[p:e - 4] for kind, _, p, e in parse_records(data) if kind == ENTRY]
 
     # --- appending -------------------------------------------------------------------------
 
     def append_batch(self, entries: Sequence[bytes]) -> tuple[int, bytes]:
-        """Durably append `entries` and publish one new checkpoint.
+        """Durably append `entries` with one new signed checkpoint, then publish it.
 
         Returns:
             The index of the first entry and the new signed checkpoint note.
 
         Raises:
-            StorageError: the append failed; nothing was published and the log is recovered
-                from disk before the next append.
+            StorageError: the append failed; nothing was published.
         """
         if any(len(e) > MAX_ENTRY_SIZE for e in entries):
             raise StorageError("entry too large")
         if self._broken:
-            try:
-                self.recover()
-            except OSError as exc:
-                raise StorageError("log recovery failed") from exc
-        first, old_end = self.size, self.offsets[-1]
-        records = b"".join(len(e).to_bytes(2, "big") + e for e in entries)
+            self.recover()
+        first, start = self.size, self._end
+        buf = bytearray()
+        positions = array("Q")
         try:
-            os.lseek(self._fd, old_end, os.SEEK_SET)
-            _write_all(self.ops, self._fd, records)
-            self.ops.fsync(self._fd)
             for e in entries:
+                positions.append(start + len(buf))
+                buf += record(ENTRY, e)
                 self.tree.append(e)
-            pos = old_end
-            new_offsets = array("Q")
-            for e in entries:
-                pos += 2 + len(e)
-                new_offsets.append(pos)
             checkpoint = Checkpoint(self.signer.name, self.tree.size, self.tree.root()
                                     ).with_timestamp(int(self.clock()))
             note = sign_checkpoint(checkpoint, self.signer)
-            self._persist_checkpoint(note)
+            buf += record(CHECKPOINT_RECORD, note)
+            os.lseek(self._fd, start, os.SEEK_SET)
+            self._write_all(bytes(buf))
+            self.ops.fsync(self._fd)
         except Exception as exc:
             self._broken = True
             self.tree.truncate(first)
-            raise StorageError("append failed; the log was not changed") from exc
-        self.offsets.extend(new_offsets)
+            raise StorageError("append failed; nothing was published") from exc
+        self.positions.extend(positions)
+        self._end = start + len(buf)
         self._checkpoint, self._note = checkpoint, note
+        self._write_copy(note)
         return first, note
 
-    def _persist_checkpoint(self, note: bytes) -> None:
-        tmp = self.dir / (CHECKPOINT + ".tmp")
-        fd = self.ops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        try:
-            _write_all(self.ops, fd, note)
-            self.ops.fsync(fd)
-        finally:
-            self.ops.close(fd)
-        self.ops.replace(tmp, self.dir / CHECKPOINT)
-        dir_fd = self.ops.open(self.dir, os.O_RDONLY)
-        try:
-            self.ops.fsync(dir_fd)
-        finally:
-            self.ops.close(dir_fd)
-
-    # --- recovery --------------------------------------------------------------------------
-
-    def recover(self) -> None:
-        """Re-derive the published state from the durable checkpoint and the entries file."""
-        path = self.dir / CHECKPOINT
-        if not path.exists():
-            self._init_empty()
-            return
-        note = path.read_bytes()
-        try:
-            checkpoint = open_checkpoint(note, self.signer.verifier(), self.signer.name).checkpoint
-        except HushError as exc:
-            raise StorageError("durable checkpoint does not verify under the log key") from exc
-        if (checkpoint.size <= self.tree.size and len(self.offsets) > checkpoint.size
-                and self.tree.root(checkpoint.size) == checkpoint.root):
-            self.tree.truncate(checkpoint.size)
-            del self.offsets[checkpoint.size + 1 :]
-        else:
-            self._reload(checkpoint.size)
-        if self.tree.root() != checkpoint.root:
-            raise StorageError("entries do not match the durable checkpoint")
-        end = self.offsets[-1]
-        if os.fstat(self._fd).st_size != end:
-            self.ops.truncate(self._fd, end)  # drop records past the checkpoint
-            self.ops.fsync(self._fd)
-        self._checkpoint, self._note, self._broken = checkpoint, note, False
-
-    def _reload(self, size: int) -> None:
-        """Rebuild the tree and offsets from the first `size` records of the entries file."""
-        data = os.pread(self._fd, os.fstat(self._fd).st_size, 0)
-        tree, offsets, pos = merkle.MerkleTree(), array("Q", [0]), 0
-        for _ in range(size):
-            if pos + 2 > len(data):
-                raise StorageError("entries file is shorter than the durable checkpoint")
-            end = pos + 2 + int.from_bytes(data[pos : pos + 2], "big")
-            if end > len(data):
-                raise StorageError("entries file is shorter than the durable checkpoint")
-            tree.append(data[pos + 2 : end])
-            offsets.append(end)
-            pos = end
-        self.tree, self.offsets = tree, offsets
-
-    def _init_empty(self) -> None:
-        """No checkpoint was ever made durable: nothing was published; start empty."""
-        self.tree, self.offsets = merkle.MerkleTree(), array("Q", [0])
-        self.ops.truncate(self._fd, 0)
-        self.ops.fsync(self._fd)
-        checkpoint = Checkpoint(self.signer.name, 0, merkle.EMPTY_ROOT).with_timestamp(
-            int(self.clock()))
-        note = sign_checkpoint(checkpoint, self.signer)
-        self._persist_checkpoint(note)
-        self._checkpoint, self._note, self._broken = checkpoint, note, False
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self.ops.write(self._fd, view.tobytes())
+            if n <= 0:
+                raise OSError("short write")
+            view = view[n:]
 
     def resign(self) -> bytes:
         """Re-sign the current tree with a fresh timestamp (keeps clients' max-age satisfied)."""
         return self.append_batch([])[1]
 
+    def recover(self) -> None:
+        """After a failed append: cut the file back to the published end, durably.
+
+        Raises:
+            StorageError: the file could not be truncated (the log stays read-only).
+        """
+        try:
+            if os.fstat(self._fd).st_size != self._end:
+                self.ops.truncate(self._fd, self._end)
+            self.ops.fsync(self._fd)
+        except OSError as exc:
+            raise StorageError("could not roll back a failed append") from exc
+        self._broken = False
+
+    def _write_copy(self, note: bytes) -> None:
+        """Refresh the non-durable `checkpoint` copy (best effort)."""
+        tmp = self.dir / (CHECKPOINT + ".tmp")
+        try:
+            fd = self.ops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            try:
+                self.ops.write(fd, note)
+            finally:
+                self.ops.close(fd)
+            self.ops.replace(tmp, self.dir / CHECKPOINT)
+        except OSError:
+            return
+
+    # --- recovery --------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Rebuild the published state from the log file (see the module docstring)."""
+        size = os.fstat(self._fd).st_size
+        data = os.pread(self._fd, size, 0) if size else b""
+        tree, positions = merkle.MerkleTree(), array("Q")
+        last: tuple[int, int, int, int] | None = None  # payload start/end, record end, count
+        for kind, pos, payload, end in parse_records(data):
+            if kind == ENTRY:
+                positions.append(pos)
+                tree.append(data[payload : end - 4])
+            else:
+                last = (payload, end - 4, end, tree.size)
+        if last is None:
+            self._check_copy(0)
+            self._init_empty()
+            return
+        payload, payload_end, end, count = last
+        note = data[payload:payload_end]
+        try:
+            checkpoint = open_checkpoint(note, self.signer.verifier(), self.signer.name).checkpoint
+        except HushError as exc:
+            raise StorageError("last checkpoint does not verify under the log key") from exc
+        if checkpoint.size != count or tree.root(count) != checkpoint.root:
+            raise StorageError("log entries do not match the last signed checkpoint")
+        self._check_copy(count)
+        tree.truncate(count)
+        del positions[count:]
+        if size != end:
+            self.ops.truncate(self._fd, end)  # drop the torn, unpublished tail
+            self.ops.fsync(self._fd)
+        self.tree, self.positions, self._end = tree, positions, end
+        self._checkpoint, self._note = checkpoint, note
+        self._write_copy(note)
+
+    def _check_copy(self, recovered: int) -> None:
+        """Refuse to start when the published-checkpoint copy names a larger tree."""
+        try:
+            copy = (self.dir / CHECKPOINT).read_bytes()
+            size = open_checkpoint(copy, self.signer.verifier(), self.signer.name).checkpoint.size
+        except (OSError, HushError):
+            return  # missing or torn copy: it is only a hint
+        if size > recovered:
+            raise StorageError("the log file lost entries covered by a published checkpoint")
+
+    def _init_empty(self) -> None:
+        """No checkpoint record exists: nothing was ever published; start an empty log."""
+        if os.fstat(self._fd).st_size:
+            self.ops.truncate(self._fd, 0)
+        self.tree, self.positions, self._end = merkle.MerkleTree(), array("Q"), 0
+        self.append_batch([])
+
     def close(self) -> None:
-        """Close the entries file."""
+        """Close the log file."""
         self.ops.close(self._fd)

@@ -41,11 +41,11 @@ class KillingOps(FileOps):
     def fsync(self, fd: int) -> None:
         self._maybe_die("before-fsync")
         super().fsync(fd)
+        self._maybe_die("after-fsync")  # durable but not yet published
 
     def replace(self, src: Path, dst: Path) -> None:
-        self._maybe_die("before-rename")
+        self._maybe_die("before-copy")
         super().replace(src, dst)
-        self._maybe_die("after-rename")
 
 
 def main() -> None:
