@@ -24,7 +24,10 @@ import platform  # noqa: E402
 import time  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.x25519 import (  # noqa: E402
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from pyhpke import KEMKey  # noqa: E402
 
 from ohttp.encapsulation import (  # noqa: E402
@@ -40,10 +43,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 SUITE = SymmetricSuite(KdfId.HKDF_SHA256, AeadId.AES_128_GCM)
-KEY = GatewayKey.generate(1, (SUITE,), rng=os.urandom)
+RAW_SK = X25519PrivateKey.generate()
+KEY = GatewayKey.from_private_bytes(1, (SUITE,), RAW_SK.private_bytes_raw())
 CIPHER = hpke_suite(KEY.config.kem_id, SUITE)
 PK = KEMKey.from_pyca_cryptography_key(X25519PublicKey.from_public_bytes(KEY.config.public_key))
-SK = KEY.hpke_private_key()
+SK = KEMKey.from_pyca_cryptography_key(RAW_SK)
 INFO = b"message/bhttp request\x00" + KEY.config.header(SUITE)
 
 

@@ -171,12 +171,7 @@ def recipient_context(
     if len(data) < body:
         raise DecryptError
     enc = bytes(data[HEADER_LENGTH:body])
-    try:
-        ctx = hpke_suite(key.config.kem_id, suite).create_recipient_context(
-            enc, key.hpke_private_key(), build_info(label, header.to_bytes())
-        )
-    except Exception as exc:  # pyca raises ValueError on low-order points: map at the seam
-        raise DecryptError from exc
+    ctx = key.setup_recipient(suite, enc, label, header.to_bytes())
     return header, suite, enc, ctx, body
 
 

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hushcc.errors import ProtocolError
+from hushcc.errors import DecryptError, ProtocolError
 from ohttp.suites import (
     KemId,
     SymmetricSuite,
     aead_id_from_int,
     hpke_key,
     hpke_public_key,
+    hpke_suite,
     kdf_id_from_int,
     kem_id_from_int,
     kem_public_key_length,
@@ -33,9 +34,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-    from pyhpke import KEMKeyInterface
+    from pyhpke import ContextInterface
 
 KEY_FILE_FORMAT = "hushcc-ohttp-gateway-key/v1"
+# The HPKE `info` labels a gateway key may decapsulate under (RFC 9458 §4.3, chunked draft-08 §5).
+OHTTP_REQUEST_LABELS = frozenset({b"message/bhttp request", b"message/bhttp chunked request"})
 
 
 def _u16(data: bytes, offset: int) -> int:
@@ -210,9 +213,29 @@ class GatewayKey:
         public = sk.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         return cls(KeyConfig(key_id, kem_id, public, suites), sk)
 
-    def hpke_private_key(self) -> KEMKeyInterface:
-        """The key in pyhpke's form, for the decapsulation functions of this package only."""
-        return hpke_key(self._private)
+    def setup_recipient(
+        self, suite: SymmetricSuite, enc: bytes, label: bytes, header: bytes
+    ) -> ContextInterface:
+        """SetupBaseR for an OHTTP request: the only use of the private key (G13).
+
+        Args:
+            suite: the (KDF, AEAD) pair; must be one this key's config offers.
+            enc: the request's encapsulated KEM output.
+            label: one of `OHTTP_REQUEST_LABELS`; any other purpose is refused.
+            header: the 7-byte request header (bound into `info`).
+
+        Raises:
+            ProtocolError: a label outside OHTTP or a suite the config does not offer.
+            DecryptError: `enc` does not decapsulate (e.g. a low-order point).
+        """
+        if label not in OHTTP_REQUEST_LABELS or suite not in self.config.suites:
+            raise ProtocolError("this key only decapsulates OHTTP requests it offers")
+        try:
+            return hpke_suite(self.config.kem_id, suite).create_recipient_context(
+                enc, hpke_key(self._private), label + b"\x00" + header
+            )
+        except Exception as exc:  # pyca raises ValueError on low-order points: map at the seam
+            raise DecryptError from exc
 
     def to_key_file(self) -> bytes:
         """Serialize for a 0600 key file: JSON with the key config and the raw private key.

@@ -21,6 +21,7 @@ from ohttp.encapsulation import (
     encapsulate_request,
     encapsulate_response,
 )
+from ohttp.keyconfig import OHTTP_REQUEST_LABELS
 from ohttp.suites import (
     AeadId,
     KdfId,
@@ -104,7 +105,7 @@ def test_g6_unknown_key_before_dh(change: dict[str, int], monkeypatch: pytest.Mo
     good, _ = encapsulate_request(key.config, MESSAGE)
     assert decapsulate_request(good, key)[0] == MESSAGE  # positive twin
     calls = []
-    monkeypatch.setattr(type(key), "hpke_private_key", lambda self: calls.append(1))
+    monkeypatch.setattr(type(key), "setup_recipient", lambda *a: calls.append(1))
     with pytest.raises(UnknownKeyError) as info:
         decapsulate_request(_with_header(good, **change), key)
     assert str(info.value) == UnknownKeyError.MESSAGE
@@ -257,3 +258,19 @@ def test_secrets_are_redacted_in_repr(canaries: CanaryRegistry) -> None:
         assert repr(bytes(ctx.keys.secret)) not in text
         print(text)  # noqa: T201 - the canary fixture checks printed output too
     assert "redacted" in repr(KEY)
+
+
+def test_g13_gateway_key_refuses_other_purposes() -> None:
+    good, _ = encapsulate_request(KEY.config, MESSAGE)
+    header, enc = good[:7], good[7:39]
+    suite = ALL_SUITES[0]
+    assert OHTTP_REQUEST_LABELS == {b"message/bhttp request", b"message/bhttp chunked request"}
+    for label in OHTTP_REQUEST_LABELS:  # positive twins
+        KEY.setup_recipient(suite, enc, label, header)
+    for label in (b"", b"message/bhttp response", b"message/bhttp chunked response", b"other"):
+        with pytest.raises(ProtocolError):
+            KEY.setup_recipient(suite, enc, label, header)
+    offered_once = make_key(3, b"one", (ALL_SUITES[0],))
+    with pytest.raises(ProtocolError):
+        offered_once.setup_recipient(ALL_SUITES[1], enc, REQUEST_LABEL, header)
+    assert not [n for n in dir(KEY) if "private" in n and not n.startswith("_")]
