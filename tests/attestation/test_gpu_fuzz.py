@@ -62,14 +62,16 @@ def _sample(shared: Path, name: str) -> bytes:
 @pytest.mark.parametrize("name", sorted(PARSERS))
 @settings(max_examples=150)
 @given(data=st.binary(max_size=600))
-def test_arbitrary_bytes(name, data):
+def test_arbitrary_bytes(name: str, data: bytes) -> None:
     run(name, data)
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
 @settings(max_examples=120)
 @given(data=st.data())
-def test_mutated_and_truncated_samples(shared_vectors, name, data):
+def test_mutated_and_truncated_samples(
+    shared_vectors: Path, name: str, data: st.DataObject
+) -> None:
     raw = bytearray(_sample(shared_vectors, name))
     pos = data.draw(st.integers(0, len(raw) - 1))
     raw[pos] = data.draw(st.integers(0, 255))
@@ -78,7 +80,7 @@ def test_mutated_and_truncated_samples(shared_vectors, name, data):
     run(name, bytes(raw))
 
 
-def test_real_samples_parse(shared_vectors):
+def test_real_samples_parse(shared_vectors: Path) -> None:
     for name, parse in PARSERS.items():
         assert parse(_sample(shared_vectors, name)) is not None
 
@@ -93,7 +95,7 @@ _NOW = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
 
 @settings(max_examples=150)
 @given(data=st.data())
-def test_verifier_mutations_only_attestation_error(data):
+def test_verifier_mutations_only_attestation_error(data: st.DataObject) -> None:
     """Mutate one byte of the evidence or of one certificate: rejected, typed, never crashes."""
     which = data.draw(st.integers(-1, len(_CERTS) - 1))
     target = bytearray(_EVIDENCE if which < 0 else _CERTS[which])
@@ -109,7 +111,7 @@ def test_verifier_mutations_only_attestation_error(data):
         )
 
 
-def test_verifier_unmutated_twin_passes():
+def test_verifier_unmutated_twin_passes() -> None:
     report = verify_gpu_evidence(
         _EVIDENCE, _CERTS, expected_nonce=_NONCE, policy=_POLICY, now=_NOW, allow_simulated=True
     )
@@ -126,7 +128,9 @@ def test_verifier_unmutated_twin_passes():
     opaque=st.lists(st.tuples(st.integers(0, 0xFFFF), st.binary(max_size=40)), max_size=8),
     nonce=st.binary(min_size=32, max_size=32),
 )
-def test_spdm_round_trip(blocks, opaque, nonce):
+def test_spdm_round_trip(
+    blocks: list[tuple[int, int, bytes]], opaque: list[tuple[int, bytes]], nonce: bytes
+) -> None:
     mblocks = tuple(MeasurementBlock(i, 1, t, v) for i, t, v in blocks)
     evidence = build_evidence(
         nonce=nonce, blocks=mblocks, responder_nonce=bytes(32), opaque=tuple(opaque), sign=_KEY
@@ -137,7 +141,7 @@ def test_spdm_round_trip(blocks, opaque, nonce):
     assert parsed.request_nonce == nonce
 
 
-def test_spdm_rejects_trailing_and_bad_block_sizes():
+def test_spdm_rejects_trailing_and_bad_block_sizes() -> None:
     evidence = build_evidence(
         nonce=bytes(32),
         blocks=(MeasurementBlock(1, 1, 1, bytes(48)),),
@@ -155,7 +159,7 @@ def test_spdm_rejects_trailing_and_bad_block_sizes():
 
 
 @pytest.mark.slow
-def test_atheris_short_run(tmp_path, shared_vectors):
+def test_atheris_short_run(tmp_path: Path, shared_vectors: Path) -> None:
     pytest.importorskip("atheris")
     env = dict(
         os.environ,

@@ -7,12 +7,14 @@ Every negative case has a positive twin in the same module.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from attestation.gpu import (
@@ -25,11 +27,18 @@ from attestation.gpu.chain import load_root, parse_pem_chain, verify_chain
 from attestation.gpu.rim import merge_references, verify_rim
 from attestation.gpu.simulated import SIM_CC_MODE_INDEX
 from attestation.gpu.spdm import GpuEvidence, verify_signature
-from attestation.report import AttestationError
+from attestation.report import AttestationError, Step, VerificationReport
 from hushcc.errors import ProtocolError, VerificationError
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+
+def _failure(err: pytest.ExceptionInfo[AttestationError]) -> Step:
+    step = err.value.report.first_failure
+    assert step is not None
+    return step
+
 
 NONCE_A = bytes.fromhex("4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e")
 NONCE_B = bytes.fromhex("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb")
@@ -38,19 +47,33 @@ RIM_EXPIRED = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SIM_NOW = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
 
 
+def _ec_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+    key = cert.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    return key
+
+
 def _der(chain: list[x509.Certificate]) -> list[bytes]:
     return [c.public_bytes(Encoding.DER) for c in chain]
 
 
+@dataclasses.dataclass(frozen=True)
+class SetA:
+    evidence: bytes
+    certs: list[bytes]
+    driver_rim: bytes
+    vbios_rim: bytes
+
+
 @pytest.fixture(scope="module")
-def set_a(shared_vectors: Path) -> dict[str, bytes | list[bytes]]:
+def set_a(shared_vectors: Path) -> SetA:
     d = shared_vectors / "attestation" / "nvidia_h100" / "nvtrust_initial_test_no_gpu"
-    return {
-        "evidence": bytes.fromhex((d / "attestationReport.txt").read_text().strip()),
-        "certs": _der(parse_pem_chain((d / "gpuAkCertChain.txt").read_bytes())),
-        "driver_rim": (d / "Driver_RIM_test_no_gpu.swidtag").read_bytes(),
-        "vbios_rim": (d / "1010_0200_882_96005E0001_test_no_gpu.swidtag").read_bytes(),
-    }
+    return SetA(
+        evidence=bytes.fromhex((d / "attestationReport.txt").read_text().strip()),
+        certs=_der(parse_pem_chain((d / "gpuAkCertChain.txt").read_bytes())),
+        driver_rim=(d / "Driver_RIM_test_no_gpu.swidtag").read_bytes(),
+        vbios_rim=(d / "1010_0200_882_96005E0001_test_no_gpu.swidtag").read_bytes(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,33 +83,40 @@ def set_b(shared_vectors: Path) -> tuple[bytes, list[x509.Certificate]]:
     return evidence, parse_pem_chain((d / "hopperCertChain.txt").read_bytes())
 
 
-def _policy_a(set_a: dict[str, bytes | list[bytes]], **kw: object) -> GpuPolicy:
-    fields: dict[str, object] = {
-        "driver_rim": set_a["driver_rim"],
-        "vbios_rim": set_a["vbios_rim"],
-        "expected_driver_version": "545.00",
-        "expected_vbios_version": "96.00.5E.00.01",
-    }
-    fields.update(kw)
-    return GpuPolicy(**fields)  # type: ignore[arg-type]
+def _policy_a(set_a: SetA, **kw: Any) -> GpuPolicy:
+    policy = GpuPolicy(
+        driver_rim=set_a.driver_rim,
+        vbios_rim=set_a.vbios_rim,
+        expected_driver_version="545.00",
+        expected_vbios_version="96.00.5E.00.01",
+    )
+    return dataclasses.replace(policy, **kw)
 
 
-def _verify_a(set_a: dict[str, bytes | list[bytes]], **kw: object):  # type: ignore[no-untyped-def]
-    args: dict[str, object] = {
-        "expected_nonce": NONCE_A,
-        "policy": _policy_a(set_a),
-        "now": RIM_VALID,
-    }
-    args.update(kw)
-    evidence = args.pop("evidence", set_a["evidence"])
-    certs = args.pop("certs", set_a["certs"])
-    return verify_gpu_evidence(evidence, certs, **args)  # type: ignore[arg-type]
+def _verify_a(
+    set_a: SetA,
+    *,
+    evidence: bytes | None = None,
+    certs: list[bytes] | None = None,
+    policy: GpuPolicy | None = None,
+    expected_nonce: bytes = NONCE_A,
+    now: dt.datetime = RIM_VALID,
+    **kw: Any,
+) -> VerificationReport:
+    return verify_gpu_evidence(
+        set_a.evidence if evidence is None else evidence,
+        set_a.certs if certs is None else certs,
+        expected_nonce=expected_nonce,
+        policy=_policy_a(set_a) if policy is None else policy,
+        now=now,
+        **kw,
+    )
 
 
 # --- set A: full verification, and each reference value / input mutated in turn ---------------
 
 
-def test_set_a_fully_verifies(set_a):
+def test_set_a_fully_verifies(set_a: SetA) -> None:
     report = _verify_a(set_a)
     assert report.passed
     names = [s.name for s in report.steps]
@@ -104,17 +134,17 @@ def test_set_a_fully_verifies(set_a):
     assert "NOT checked" in report.steps[3].reason  # offline mode says so
 
 
-def test_set_a_rejected_with_wrong_nonce(set_a):
+def test_set_a_rejected_with_wrong_nonce(set_a: SetA) -> None:
     with pytest.raises(AttestationError) as err:
         _verify_a(set_a, expected_nonce=NONCE_B)
-    assert err.value.report.first_failure.name == "nonce"
+    assert _failure(err).name == "nonce"
 
 
-def test_set_a_rejected_when_rim_signers_expired(set_a):
+def test_set_a_rejected_when_rim_signers_expired(set_a: SetA) -> None:
     with pytest.raises(AttestationError) as err:
         _verify_a(set_a, now=RIM_EXPIRED)
-    assert err.value.report.first_failure.name == "rims"
-    assert "not valid at this time" in err.value.report.first_failure.reason
+    assert _failure(err).name == "rims"
+    assert "not valid at this time" in _failure(err).reason
 
 
 @pytest.mark.parametrize(
@@ -125,25 +155,27 @@ def test_set_a_rejected_when_rim_signers_expired(set_a):
         ("driver_rim", None, "rims"),
     ],
 )
-def test_set_a_policy_values_each_compared(set_a, field, value, step):
+def test_set_a_policy_values_each_compared(
+    set_a: SetA, field: str, value: object, step: str
+) -> None:
     with pytest.raises(AttestationError) as err:
         _verify_a(set_a, policy=_policy_a(set_a, **{field: value}))
-    assert err.value.report.first_failure.name == step
+    assert _failure(err).name == step
 
 
-def test_set_a_rims_swapped_is_version_mismatch(set_a):
-    policy = _policy_a(set_a, driver_rim=set_a["vbios_rim"], vbios_rim=set_a["driver_rim"])
+def test_set_a_rims_swapped_is_version_mismatch(set_a: SetA) -> None:
+    policy = _policy_a(set_a, driver_rim=set_a.vbios_rim, vbios_rim=set_a.driver_rim)
     with pytest.raises(AttestationError) as err:
         _verify_a(set_a, policy=policy)
-    assert err.value.report.first_failure.name == "rims"
+    assert _failure(err).name == "rims"
 
 
-def test_set_a_each_measurement_mutated_fails(set_a):
-    ev = GpuEvidence.from_bytes(set_a["evidence"])  # type: ignore[arg-type]
+def test_set_a_each_measurement_mutated_fails(set_a: SetA) -> None:
+    ev = GpuEvidence.from_bytes(set_a.evidence)
     references = dict(
         merge_references(
-            verify_rim(set_a["driver_rim"], now=RIM_VALID),  # type: ignore[arg-type]
-            verify_rim(set_a["vbios_rim"], now=RIM_VALID),  # type: ignore[arg-type]
+            verify_rim(set_a.driver_rim, now=RIM_VALID),
+            verify_rim(set_a.vbios_rim, now=RIM_VALID),
         )
     )
     assert len(references) == 33
@@ -152,20 +184,18 @@ def test_set_a_each_measurement_mutated_fails(set_a):
         pinned[index] = tuple(bytes([r[0] ^ 1]) + r[1:] for r in refs)
         with pytest.raises(AttestationError) as err:
             verify_gpu_evidence(
-                set_a["evidence"],
-                set_a["certs"],
-                expected_nonce=NONCE_A,  # type: ignore[arg-type]
+                set_a.evidence,
+                set_a.certs,
+                expected_nonce=NONCE_A,
                 policy=GpuPolicy(reference_measurements=pinned),
                 now=RIM_VALID,
             )
-        assert err.value.report.first_failure.reason == (
-            f"measurement index {index} matches no reference value"
-        )
+        assert _failure(err).reason == (f"measurement index {index} matches no reference value")
     # positive twin: the same pinned references, unmutated, verify
     report = verify_gpu_evidence(
-        set_a["evidence"],
-        set_a["certs"],
-        expected_nonce=NONCE_A,  # type: ignore[arg-type]
+        set_a.evidence,
+        set_a.certs,
+        expected_nonce=NONCE_A,
         policy=GpuPolicy(reference_measurements=references),
         now=RIM_VALID,
     )
@@ -173,8 +203,8 @@ def test_set_a_each_measurement_mutated_fails(set_a):
     assert ev.measurements[1] in references[1]
 
 
-def test_set_a_one_byte_mutation_rejected_everywhere(set_a):
-    evidence = set_a["evidence"]
+def test_set_a_one_byte_mutation_rejected_everywhere(set_a: SetA) -> None:
+    evidence = set_a.evidence
     assert isinstance(evidence, bytes)
     # every 7th byte (and the last) keeps the test fast; each must be rejected
     for pos in [*range(0, len(evidence), 7), len(evidence) - 1]:
@@ -184,8 +214,8 @@ def test_set_a_one_byte_mutation_rejected_everywhere(set_a):
             _verify_a(set_a, evidence=bytes(mutated))
 
 
-def test_set_a_rim_one_byte_mutation_rejected(set_a):
-    rim = set_a["driver_rim"]
+def test_set_a_rim_one_byte_mutation_rejected(set_a: SetA) -> None:
+    rim = set_a.driver_rim
     assert isinstance(rim, bytes)
     target = rim.index(b'ns2:Hash0="', rim.index(b'index="21"')) + 12
     mutated = (
@@ -193,34 +223,36 @@ def test_set_a_rim_one_byte_mutation_rejected(set_a):
     )
     with pytest.raises(AttestationError) as err:
         _verify_a(set_a, policy=_policy_a(set_a, driver_rim=mutated))
-    assert "digest does not match" in err.value.report.first_failure.reason
+    assert "digest does not match" in _failure(err).reason
 
 
 # --- chain: wrong root, revocation --------------------------------------------------------------
 
 
-def test_set_a_chain_with_foreign_root_rejected(set_a):
+def test_set_a_chain_with_foreign_root_rejected(set_a: SetA) -> None:
     sim = SimulatedGpu()
-    certs = [*set_a["certs"][:-1], sim.cert_chain[-1]]  # type: ignore[misc]
+    certs = [*set_a.certs[:-1], sim.cert_chain[-1]]
     with pytest.raises(AttestationError) as err:
         _verify_a(set_a, certs=certs, allow_simulated=True)
-    assert err.value.report.first_failure.name == "chain"
+    assert _failure(err).name == "chain"
 
 
 class _Revocation:
     def __init__(self, answer: RevocationStatus, depth: int = 0) -> None:
         self.answer, self.depth, self.asked = answer, depth, 0
 
-    def status(self, cert, issuer, *, now):
+    def status(
+        self, cert: x509.Certificate, issuer: x509.Certificate, *, now: dt.datetime
+    ) -> RevocationStatus:
         self.asked += 1
         return self.answer if self.asked - 1 == self.depth else RevocationStatus.GOOD
 
 
 @pytest.mark.parametrize("answer", [RevocationStatus.REVOKED, RevocationStatus.UNKNOWN])
-def test_revoked_or_unknown_certificate_rejected(set_a, answer):
+def test_revoked_or_unknown_certificate_rejected(set_a: SetA, answer: RevocationStatus) -> None:
     with pytest.raises(AttestationError) as err:
         _verify_a(set_a, revocation=_Revocation(answer, depth=2))
-    assert err.value.report.first_failure.name == "revocation"
+    assert _failure(err).name == "revocation"
     report = _verify_a(set_a, revocation=_Revocation(RevocationStatus.GOOD))
     assert "good per the revocation source" in report.steps[3].reason
 
@@ -228,21 +260,21 @@ def test_revoked_or_unknown_certificate_rejected(set_a, answer):
 # --- set B and set C: signature + chain ---------------------------------------------------------
 
 
-def test_set_b_signature_and_chain(set_b):
+def test_set_b_signature_and_chain(set_b: tuple[bytes, list[x509.Certificate]]) -> None:
     evidence, chain = set_b
     verify_chain(chain, load_root("device_identity_root.pem"), now=SIM_NOW)
     ev = GpuEvidence.from_bytes(evidence)
-    verify_signature(ev, chain[0].public_key())  # type: ignore[arg-type]
+    verify_signature(ev, _ec_key(chain[0]))
     assert ev.request_nonce == NONCE_B
     assert (ev.driver_version, ev.vbios_version) == ("550.90.07", "96.00.9f.00.01")
     for pos in (0, 40, len(evidence) // 2, len(evidence) - 97, len(evidence) - 1):
         mutated = bytearray(evidence)
         mutated[pos] ^= 0x80
         with pytest.raises((ProtocolError, VerificationError)):
-            verify_signature(GpuEvidence.from_bytes(bytes(mutated)), chain[0].public_key())  # type: ignore[arg-type]
+            verify_signature(GpuEvidence.from_bytes(bytes(mutated)), _ec_key(chain[0]))
 
 
-def test_set_b_mutated_certificate_rejected(set_b):
+def test_set_b_mutated_certificate_rejected(set_b: tuple[bytes, list[x509.Certificate]]) -> None:
     _, chain = set_b
     der = bytearray(chain[1].public_bytes(Encoding.DER))
     der[-10] ^= 0x01  # inside the issuer's signature
@@ -251,7 +283,7 @@ def test_set_b_mutated_certificate_rejected(set_b):
         verify_chain(broken, load_root("device_identity_root.pem"), now=SIM_NOW)
 
 
-def test_set_c_eight_gpus(shared_vectors):
+def test_set_c_eight_gpus(shared_vectors: Path) -> None:
     entries = json.loads(
         (shared_vectors / "attestation" / "nvidia_h100" / "ppcie_gpu_evidence.json").read_text()
     )
@@ -261,7 +293,7 @@ def test_set_c_eight_gpus(shared_vectors):
         chain = parse_pem_chain(base64.b64decode(entry["certificate"]))
         verify_chain(chain, root, now=SIM_NOW)
         ev = GpuEvidence.from_bytes(base64.b64decode(entry["evidence"]))
-        verify_signature(ev, chain[0].public_key())  # type: ignore[arg-type]
+        verify_signature(ev, _ec_key(chain[0]))
         assert ev.request_nonce.hex() == entry["nonce"]
         assert ev.driver_version == entry["driver_version"]
         assert ev.vbios_version == entry["vbios_version"].lower()
@@ -275,40 +307,46 @@ def sim() -> SimulatedGpu:
     return SimulatedGpu()
 
 
-def _verify_sim(gpu: SimulatedGpu, nonce: bytes = b"\x07" * 32, **kw: object):  # type: ignore[no-untyped-def]
+def _verify_sim(
+    gpu: SimulatedGpu,
+    nonce: bytes = b"\x07" * 32,
+    *,
+    policy: GpuPolicy | None = None,
+    allow_simulated: bool = True,
+) -> VerificationReport:
     evidence, certs = gpu.attest(nonce)
-    args: dict[str, object] = {
-        "expected_nonce": nonce,
-        "policy": GpuPolicy(reference_measurements=gpu.reference_measurements()),
-        "now": SIM_NOW,
-        "allow_simulated": True,
-    }
-    args.update(kw)
-    return verify_gpu_evidence(evidence, certs, **args)  # type: ignore[arg-type]
+    return verify_gpu_evidence(
+        evidence,
+        certs,
+        expected_nonce=nonce,
+        policy=policy or GpuPolicy(reference_measurements=gpu.reference_measurements()),
+        now=SIM_NOW,
+        allow_simulated=allow_simulated,
+    )
 
 
-def test_simulated_verifies_when_allowed(sim):
+def test_simulated_verifies_when_allowed(sim: SimulatedGpu) -> None:
     report = _verify_sim(sim)
     assert report.passed
     assert "SIMULATED" in report.steps[2].reason
 
 
-def test_simulated_refused_by_default(sim):
+def test_simulated_refused_by_default(sim: SimulatedGpu) -> None:
     with pytest.raises(AttestationError) as err:
         _verify_sim(sim, allow_simulated=False)
-    assert err.value.report.first_failure.name == "chain"
+    assert _failure(err).name == "chain"
 
 
-def test_simulated_not_in_cc_mode_rejected(sim):
+def test_simulated_not_in_cc_mode_rejected(sim: SimulatedGpu) -> None:
     off = SimulatedGpu(cc_mode=False)
     with pytest.raises(AttestationError) as err:
         _verify_sim(off, policy=GpuPolicy(reference_measurements=sim.reference_measurements()))
-    assert err.value.report.first_failure.reason == (
+    assert _failure(err).reason == (
         f"measurement index {SIM_CC_MODE_INDEX} matches no reference value"
     )
 
 
-def test_simulated_nonce_bound(sim):
+def test_simulated_nonce_bound(sim: SimulatedGpu) -> None:
     evidence, certs = sim.attest(b"\x01" * 32)
     with pytest.raises(AttestationError) as err:
         verify_gpu_evidence(
@@ -319,10 +357,10 @@ def test_simulated_nonce_bound(sim):
             now=SIM_NOW,
             allow_simulated=True,
         )
-    assert err.value.report.first_failure.name == "nonce"
+    assert _failure(err).name == "nonce"
 
 
-def test_simulated_other_device_key_rejected(sim):
+def test_simulated_other_device_key_rejected(sim: SimulatedGpu) -> None:
     other = SimulatedGpu()
     evidence, _ = sim.attest(b"\x07" * 32)
     with pytest.raises(AttestationError) as err:
@@ -334,16 +372,16 @@ def test_simulated_other_device_key_rejected(sim):
             now=SIM_NOW,
             allow_simulated=True,
         )
-    assert err.value.report.first_failure.name == "signature"
+    assert _failure(err).name == "signature"
 
 
-def test_policy_without_reference_values_rejected(sim):
+def test_policy_without_reference_values_rejected(sim: SimulatedGpu) -> None:
     with pytest.raises(AttestationError) as err:
         _verify_sim(sim, policy=GpuPolicy())
-    assert err.value.report.first_failure.name == "rims"
+    assert _failure(err).name == "rims"
 
 
-def test_evidence_round_trip(sim):
+def test_evidence_round_trip(sim: SimulatedGpu) -> None:
     evidence, _ = sim.attest(b"\x05" * 32)
     ev = GpuEvidence.from_bytes(evidence)
     assert ev.to_bytes() == evidence

@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given, settings
@@ -18,12 +18,18 @@ from hypothesis import strategies as st
 
 from attestation import tdx
 from attestation.gpu.chain import load_root
-from attestation.report import AttestationError
+from attestation.report import AttestationError, Step
 from attestation.tdx import TdReport, TdxPolicy, TdxQuote, verify_tdx_quote
 from hushcc.errors import ProtocolError
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+
+def _failure(err: pytest.ExceptionInfo[AttestationError]) -> Step:
+    step = err.value.report.first_failure
+    assert step is not None
+    return step
 
 
 def _at(unix: int) -> dt.datetime:
@@ -60,7 +66,7 @@ def _pinned(quote: bytes) -> TdxPolicy:
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))
-def test_real_quote_verifies_with_every_value_pinned(samples, pair):
+def test_real_quote_verifies_with_every_value_pinned(samples: Path, pair: str) -> None:
     quote, collateral, now = _load(samples, pair)
     report = verify_tdx_quote(quote, collateral, now=now, policy=_pinned(quote))
     assert report.passed
@@ -71,22 +77,20 @@ def test_real_quote_verifies_with_every_value_pinned(samples, pair):
 
 
 @pytest.mark.parametrize("field", tdx.MEASUREMENT_FIELDS)
-def test_each_pinned_value_mutated_in_turn_fails(samples, field):
+def test_each_pinned_value_mutated_in_turn_fails(samples: Path, field: str) -> None:
     quote, collateral, now = _load(samples, "tdx_v4_uptodate")
     policy = _pinned(quote)
     good: bytes = getattr(policy, field)
-    bad = bytes([good[0] ^ 1]) + good[1:]
+    bad: dict[str, Any] = {field: bytes([good[0] ^ 1]) + good[1:]}
     with pytest.raises(AttestationError) as err:
-        verify_tdx_quote(
-            quote, collateral, now=now, policy=dataclasses.replace(policy, **{field: bad})
-        )
-    assert err.value.report.first_failure.name == field
+        verify_tdx_quote(quote, collateral, now=now, policy=dataclasses.replace(policy, **bad))
+    assert _failure(err).name == field
     # positive twin: the unmutated policy passes the same step
     ok = verify_tdx_quote(quote, collateral, now=now, policy=policy)
     assert next(s for s in ok.steps if s.name == field).passed
 
 
-def test_values_match_the_published_parse(shared_vectors, samples):
+def test_values_match_the_published_parse(shared_vectors: Path, samples: Path) -> None:
     readme = json.loads((samples / "README.json").read_text())
     parsed = next(p for p in readme["pairs"] if p["id"] == "tdx_v4_uptodate")["quote_parsed"]
     r = TdxQuote.from_bytes((samples / "tdx_quote").read_bytes()).report
@@ -109,26 +113,26 @@ def test_values_match_the_published_parse(shared_vectors, samples):
         (1780272000, False),  # 2026-06-01
     ],
 )
-def test_collateral_time_window(samples, unix, verifies):
+def test_collateral_time_window(samples: Path, unix: int, verifies: bool) -> None:
     quote, collateral, _ = _load(samples, "tdx_v4_uptodate")
     if verifies:
         assert verify_tdx_quote(quote, collateral, now=_at(unix), policy=TdxPolicy()).passed
     else:
         with pytest.raises(AttestationError) as err:
             verify_tdx_quote(quote, collateral, now=_at(unix), policy=TdxPolicy())
-        assert err.value.report.first_failure.name == "dcap-qvl"
+        assert _failure(err).name == "dcap-qvl"
 
 
-def test_tcb_status_policy(samples):
+def test_tcb_status_policy(samples: Path) -> None:
     quote, collateral, now = _load(samples, "tdx_v4_uptodate")
     strict_other = TdxPolicy(allowed_tcb_statuses=frozenset({"OutOfDate"}))
     with pytest.raises(AttestationError) as err:
         verify_tdx_quote(quote, collateral, now=now, policy=strict_other)
-    assert err.value.report.first_failure.name == "tcb status"
+    assert _failure(err).name == "tcb status"
     assert verify_tdx_quote(quote, collateral, now=now, policy=TdxPolicy()).passed
 
 
-def test_v5_quote_below_every_tcb_level_rejected(samples):
+def test_v5_quote_below_every_tcb_level_rejected(samples: Path) -> None:
     quote = (samples / "tdx_quote_outdated").read_bytes()
     parsed = TdxQuote.from_bytes(quote)
     assert parsed.version == 5
@@ -136,22 +140,22 @@ def test_v5_quote_below_every_tcb_level_rejected(samples):
     collateral = (samples / "tdx_quote_outdated_collateral.json").read_text()
     with pytest.raises(AttestationError) as err:
         verify_tdx_quote(quote, collateral, now=_at(1772323200), policy=TdxPolicy())
-    failure = err.value.report.first_failure
+    failure = _failure(err)
     assert failure.name == "dcap-qvl"
     assert "No matching TCB level" in failure.reason
 
 
-def test_wrong_pinned_root_rejected(samples, monkeypatch):
+def test_wrong_pinned_root_rejected(samples: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     quote, collateral, now = _load(samples, "tdx_v4_uptodate")
     monkeypatch.setattr(tdx, "load_intel_root", lambda: load_root("device_identity_root.pem"))
     with pytest.raises(AttestationError) as err:
         verify_tdx_quote(quote, collateral, now=now, policy=TdxPolicy())
-    assert err.value.report.first_failure.name == "intel root"
+    assert _failure(err).name == "intel root"
     monkeypatch.undo()
     assert verify_tdx_quote(quote, collateral, now=now, policy=TdxPolicy()).passed
 
 
-def test_one_byte_mutations_of_signed_region_rejected(samples):
+def test_one_byte_mutations_of_signed_region_rejected(samples: Path) -> None:
     quote, collateral, now = _load(samples, "tdx_v4_uptodate")
     signed_end = 48 + 584 + 4 + int.from_bytes(quote[632:636], "little")
     for pos in [*range(0, signed_end, 7), signed_end - 1]:
@@ -161,7 +165,7 @@ def test_one_byte_mutations_of_signed_region_rejected(samples):
             verify_tdx_quote(bytes(mutated), collateral, now=now, policy=TdxPolicy())
 
 
-def test_debug_attribute_parsed(samples):
+def test_debug_attribute_parsed(samples: Path) -> None:
     body = bytearray(TdxQuote.from_bytes((samples / "tdx_quote").read_bytes()).report.td_attributes)
     assert not TdReport.from_bytes(bytes(584)).debug
     raw = bytearray(584)
@@ -177,7 +181,9 @@ def test_debug_attribute_parsed(samples):
     ("name", "key"),
     [("tdx_prod_quote_SPR_E4.dat", "quote_v4"), ("quote_v5_sample.dat", "quote_v5")],
 )
-def test_go_tdx_guest_quotes_parse_to_published_values(shared_vectors, name, key):
+def test_go_tdx_guest_quotes_parse_to_published_values(
+    shared_vectors: Path, name: str, key: str
+) -> None:
     meta = json.loads((shared_vectors / "attestation" / "intel_tdx.json").read_text())["parsed"][
         key
     ]
@@ -195,14 +201,14 @@ def test_go_tdx_guest_quotes_parse_to_published_values(shared_vectors, name, key
 
 @settings(max_examples=200)
 @given(st.binary(max_size=1200))
-def test_fuzz_arbitrary_bytes(data):
+def test_fuzz_arbitrary_bytes(data: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         TdxQuote.from_bytes(data)
 
 
 @settings(max_examples=150)
 @given(st.data())
-def test_fuzz_mutated_real_quote(shared_vectors, data):
+def test_fuzz_mutated_real_quote(shared_vectors: Path, data: st.DataObject) -> None:
     quote = shared_vectors / "attestation" / "intel_tdx" / "dcap_qvl_samples" / "tdx_quote"
     raw = bytearray(quote.read_bytes())
     pos = data.draw(st.integers(0, len(raw) - 1))
@@ -223,7 +229,9 @@ SIG_ONLY = [
 
 
 @pytest.mark.parametrize(("name", "when"), SIG_ONLY)
-def test_signatures_and_chain_without_collateral(shared_vectors, name, when):
+def test_signatures_and_chain_without_collateral(
+    shared_vectors: Path, name: str, when: str
+) -> None:
     quote = (shared_vectors / "attestation" / "intel_tdx" / name).read_bytes()
     report = tdx.verify_quote_signatures(quote, now=dt.datetime.fromisoformat(when))
     assert report.passed
@@ -236,8 +244,8 @@ def test_signatures_and_chain_without_collateral(shared_vectors, name, when):
             tdx.verify_quote_signatures(bytes(mutated), now=dt.datetime.fromisoformat(when))
 
 
-def test_signatures_rejected_before_pck_certificate_validity(shared_vectors):
+def test_signatures_rejected_before_pck_certificate_validity(shared_vectors: Path) -> None:
     quote = (shared_vectors / "attestation" / "intel_tdx" / "quote_v5_sample.dat").read_bytes()
     with pytest.raises(AttestationError) as err:
         tdx.verify_quote_signatures(quote, now=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
-    assert err.value.report.first_failure.name == "pck chain"
+    assert _failure(err).name == "pck chain"
