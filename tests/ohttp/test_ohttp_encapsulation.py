@@ -264,7 +264,7 @@ def test_g13_gateway_key_refuses_other_purposes() -> None:
     good, _ = encapsulate_request(KEY.config, MESSAGE)
     header, enc = good[:7], good[7:39]
     suite = ALL_SUITES[0]
-    assert OHTTP_REQUEST_LABELS == {b"message/bhttp request", b"message/bhttp chunked request"}
+    assert {b"message/bhttp request", b"message/bhttp chunked request"} == OHTTP_REQUEST_LABELS
     for label in OHTTP_REQUEST_LABELS:  # positive twins
         KEY.setup_recipient(suite, enc, label, header)
     for label in (b"", b"message/bhttp response", b"message/bhttp chunked response", b"other"):
@@ -273,4 +273,6 @@ def test_g13_gateway_key_refuses_other_purposes() -> None:
     offered_once = make_key(3, b"one", (ALL_SUITES[0],))
     with pytest.raises(ProtocolError):
         offered_once.setup_recipient(ALL_SUITES[1], enc, REQUEST_LABEL, header)
-    assert not [n for n in dir(KEY) if "private" in n and not n.startswith("_")]
+    # No accessor hands out the private key (from_private_bytes is a constructor).
+    accessors = {n for n in dir(KEY) if "private" in n and not n.startswith("_")}
+    assert accessors == {"from_private_bytes"}
