@@ -272,12 +272,12 @@ def report_data(key_config: bytes, gpus: Sequence[Evidence], not_after: datetime
 
 def build_bundle(  # noqa: PLR0913 - the parts of a bundle, all named
     *, node_id: str, key_config: bytes, not_before: datetime, not_after: datetime,
-    cpu: Callable[[bytes], Evidence], gpus: Sequence[Callable[[bytes], Evidence]],
+    cpu: Callable[[bytes], Evidence], gpus: Callable[[bytes], Sequence[Evidence]] | None,
     release: Release, nonce: bytes | None = None,
 ) -> Bundle:
     """Collect evidence in binding order and assemble a bundle (node side).
 
-    Each GPU attests the GPU nonce first; then the CPU attests the report_data that binds the
+    The GPUs attest the GPU nonce first; then the CPU attests the report_data that binds the
     key config, those GPU reports, `not_after` and the optional client nonce.
 
     Args:
@@ -286,7 +286,7 @@ def build_bundle(  # noqa: PLR0913 - the parts of a bundle, all named
         not_before: Start of validity (whole seconds are kept).
         not_after: End of validity (whole seconds are kept).
         cpu: Maps report_data (64 bytes) to CPU evidence (configfs-tsm or simulated).
-        gpus: Each maps the GPU nonce (32 bytes) to that GPU's evidence.
+        gpus: Maps the GPU nonce (32 bytes) to every GPU's evidence (None: no GPU).
         release: The stapled log proof of this node's release.
         nonce: Per-request client nonce (32 bytes), or None.
 
@@ -295,7 +295,7 @@ def build_bundle(  # noqa: PLR0913 - the parts of a bundle, all named
     """
     not_before, not_after = parse_time(format_time(not_before)), parse_time(format_time(not_after))
     g_nonce = gpu_nonce(key_config, not_after, nonce)
-    gpu_evidence = tuple(attest(g_nonce) for attest in gpus)
+    gpu_evidence = tuple(gpus(g_nonce)) if gpus is not None else ()
     cpu_evidence = cpu(report_data(key_config, gpu_evidence, not_after, nonce))
     return Bundle(node_id, key_config, not_before, not_after, cpu_evidence, gpu_evidence,
                   release, nonce)

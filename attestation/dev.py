@@ -42,11 +42,14 @@ def release_entry(measurement: bytes, *, image_digest: str = "sha256:" + "0" * 6
     return json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _gpu_attester(gpu: SimulatedGpu) -> Callable[[bytes], Evidence]:
-    def attest(nonce: bytes) -> Evidence:
-        evidence, certs = gpu.attest(nonce)
-        return Evidence("simulated", evidence, tuple(certs))
-    return attest
+def _gpu_collector(gpus: Sequence[SimulatedGpu]) -> Callable[[bytes], list[Evidence]]:
+    def collect(nonce: bytes) -> list[Evidence]:
+        out = []
+        for gpu in gpus:
+            evidence, certs = gpu.attest(nonce)
+            out.append(Evidence("simulated", evidence, tuple(certs)))
+        return out
+    return collect
 
 
 def simulated_bundle(  # noqa: PLR0913 - the parts of a development bundle, all named
@@ -81,5 +84,5 @@ def simulated_bundle(  # noqa: PLR0913 - the parts of a development bundle, all 
     return build_bundle(
         node_id=node_id or hashlib.sha256(certs[0]).hexdigest(), key_config=key_config,
         not_before=now, not_after=now + lifetime, cpu=cpu,
-        gpus=[_gpu_attester(g) for g in gpus],
+        gpus=_gpu_collector(gpus),
         release=release or Release(release_entry(measurement), 0, "", ()), nonce=nonce)
