@@ -6,14 +6,21 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from bundle_helpers import KEY_CONFIG, MEASUREMENT, NOW, SIM_POLICY, edit, make_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attestation.bundle import Bundle, canonical_gpu_evidence, gpu_nonce, report_data
+from attestation.bundle import (
+    Bundle,
+    Evidence,
+    Release,
+    canonical_gpu_evidence,
+    gpu_nonce,
+    report_data,
+)
 from attestation.dev import release_entry
 from attestation.gpu import GpuPolicy, SimulatedGpu
 from attestation.report import AttestationError
@@ -241,3 +248,45 @@ def test_fuzz_verify_mutated_bundle(node, good, data):
         blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
     with contextlib.suppress(VerificationError):
         verify(node, bytes(blob))
+
+
+_b = st.binary(max_size=64)
+_ev = st.builds(lambda t, e, c: Evidence(t, e, tuple(c)),
+                st.sampled_from(["sev-snp", "tdx", "simulated"]), _b, st.lists(_b, max_size=3))
+
+
+@given(key_config=_b, ev=_ev, gpus=st.lists(_b, max_size=3), index=st.integers(0, 1 << 40),
+       checkpoint=st.text(max_size=40), nonce=st.none() | st.binary(min_size=32, max_size=32),
+       seconds=st.integers(0, 10**9))
+@settings(max_examples=60)
+def test_bundle_round_trip(*, key_config, ev, gpus, index, checkpoint, nonce, seconds):
+    start = datetime.fromtimestamp(seconds, tz=UTC)
+    bundle = Bundle("0f" * 32, key_config, start, start + timedelta(hours=1), ev,
+                    tuple(Evidence("nvidia-h100", g, (g,)) for g in gpus),
+                    Release(b"{}", index, checkpoint, (b"\x00" * 32,)), nonce)
+    data = bundle.to_json()
+    assert Bundle.from_json(data) == bundle
+    assert Bundle.from_json(data).to_json() == data
+
+
+def test_real_milan_report_through_the_bundle_path(shared_vectors):
+    """A real AMD report goes through step (1) of the bundle verifier (AMD roots, debug allowed)
+    and is then refused at (3): its report_data is go-sev-guest's test nonce, not our binding."""
+    base = shared_vectors / "attestation" / "sev_snp"
+    report = (base / "attestation.bin").read_bytes()
+    at = datetime(2023, 6, 1, tzinfo=UTC)
+    bundle = Bundle("ab" * 32, KEY_CONFIG, at, at + timedelta(hours=1),
+                    Evidence("sev-snp", report, ((base / "vcek.der").read_bytes(),)), (),
+                    Release(release_entry(SnpReport.from_bytes(report).measurement), 0, "", ()))
+    policy = dataclasses.replace(SIM_POLICY, allow_simulated=False, allow_debug=True,
+                                 require_gpu=False)
+    with pytest.raises(AttestationError) as exc:
+        verify_bundle(bundle.to_json(), policy=policy, now=at, log=None)
+    steps = {s.name: s.passed for s in exc.value.report.steps}
+    assert steps["(1) sev-snp: report signature"]
+    assert steps["(1) sev-snp: debug"]
+    assert exc.value.report.first_failure.name == "(3) binding"
+    strict = dataclasses.replace(policy, allow_debug=False)
+    with pytest.raises(AttestationError) as exc:
+        verify_bundle(bundle.to_json(), policy=strict, now=at, log=None)
+    assert exc.value.report.first_failure.name == "(1) sev-snp: debug"
