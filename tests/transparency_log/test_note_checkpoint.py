@@ -206,3 +206,23 @@ def test_malformed_verifier_keys_rejected(vkey: str) -> None:
     with pytest.raises(ProtocolError):
         Verifier.from_string(vkey)
     Verifier.from_string("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
+
+
+def test_rekor_witness_lines_are_cosignature_v1_shaped(shared_vectors: Path) -> None:
+    """The witness keys are not published with the vector: check the timestamped_signature shape,
+    and that an unknown witness policy is not met (and a known local witness is, as the twin)."""
+    from transparency_log.cosignature import Cosigner, WitnessPolicy  # noqa: PLC0415
+
+    item = _items(shared_vectors)["sigstore-rekor-v2-staging-checkpoint"]
+    note = Note.from_bytes(item["checkpoint_envelope"].encode())
+    witnesses = note.signatures[1:]
+    assert len(witnesses) == 3
+    for sig in witnesses:
+        assert len(sig.sig) == 8 + 64
+        assert 1_600_000_000 < int.from_bytes(sig.sig[:8], "big") < 2_000_000_000
+    local = Cosigner.generate("witness.local")
+    policy = WitnessPolicy((local.verifier(),), 1)
+    with pytest.raises(VerificationError):
+        policy.verify(item["checkpoint_envelope"].encode())
+    cosigned = local.cosign(item["checkpoint_envelope"].encode(), 1_780_000_000)
+    assert policy.verify(cosigned) == [1_780_000_000]

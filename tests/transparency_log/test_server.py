@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from tlog_helpers import release
 
 from hushcc.cli import main
+from hushcc.errors import VerificationError
 from transparency_log import merkle
 from transparency_log.client import verify_stapled_inclusion
 from transparency_log.entry import ReleaseEntry, sign_entry
@@ -236,3 +237,86 @@ def test_cli_serve_requires_keys(tmp_path: Path, missing: str) -> None:
     if missing != "log_key":
         args += ["--log-key", str(tmp_path / "nope.key")]
     assert main(args) == 1
+
+
+def test_storage_failure_is_503_and_nothing_published(tmp_path: Path) -> None:
+    import errno  # noqa: PLC0415
+
+    from transparency_log.storage import FileOps  # noqa: PLC0415
+
+    class FailOnce(FileOps):
+        armed = False
+
+        def fsync(self, fd: int) -> None:
+            if self.armed:
+                self.armed = False
+                raise OSError(errno.EIO, "injected")
+            super().fsync(fd)
+
+    ops = FailOnce()
+    log, rel = Signer.generate(ORIGIN), Signer.generate("release.test")
+
+    async def main() -> None:
+        storage = LogStorage(tmp_path, log, ops=ops)
+        server = LogServer(storage, rel.verifier())
+        test_server = TestServer(server.app(), host="127.0.0.1")
+        await test_server.start_server()
+        url = str(test_server.make_url("/add"))
+        try:
+            async with ClientSession() as s:
+                ops.armed = True
+                async with s.post(url, data=sign_entry(release(1), rel)) as r:
+                    assert r.status == 503
+                assert storage.size == 0
+                async with s.post(url, data=sign_entry(release(2), rel)) as r:
+                    assert r.status == 200  # the twin: the log recovered and appends again
+                    assert (await r.json())["index"] == 0
+        finally:
+            await test_server.close()
+            storage.close()
+
+    asyncio.run(main())
+
+
+def test_idle_log_is_resigned_with_fresh_timestamp(tmp_path: Path) -> None:
+    from transparency_log.client import LogTrust, verify_checkpoint  # noqa: PLC0415
+    from transparency_log.server import ServerConfig  # noqa: PLC0415
+
+    log, rel = Signer.generate(ORIGIN), Signer.generate("release.test")
+    clock = [1_000_000.0]
+
+    async def main() -> None:
+        storage = LogStorage(tmp_path, log, clock=lambda: clock[0])
+        server = LogServer(storage, rel.verifier(), ServerConfig(resign_interval=0.05))
+        test_server = TestServer(server.app(), host="127.0.0.1")
+        await test_server.start_server()
+        try:
+            trust = LogTrust(log.verifier(), ORIGIN, max_age=60)
+            first = storage.checkpoint_note
+            assert verify_checkpoint(first, trust, now=1_000_030).size == 0
+            clock[0] = 1_000_100.0
+            with pytest.raises(VerificationError):
+                verify_checkpoint(first, trust, now=1_000_100)  # stale without a re-sign
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if storage.checkpoint_note != first:
+                    break
+            assert verify_checkpoint(storage.checkpoint_note, trust, now=1_000_100).size == 0
+        finally:
+            await test_server.close()
+            storage.close()
+
+    asyncio.run(main())
+
+
+def test_keygen_never_prints_the_private_key(tmp_path: Path, canaries: object) -> None:
+    from transparency_log.keys import read_signer  # noqa: PLC0415
+
+    assert main(["log", "keygen", "--out", str(tmp_path / "k"), "--name", "n.example"]) == 0
+    signer = read_signer(tmp_path / "k")
+    secret = signer.to_string().split("+")[-1]
+    canaries.add(secret)  # type: ignore[attr-defined]
+    assert (tmp_path / "k.pub").read_text().strip() == signer.verifier().to_string()
+    assert secret not in repr(signer)
+    assert (tmp_path / "k").stat().st_mode & 0o077 == 0
+    assert main(["log", "keygen", "--out", str(tmp_path / "k")]) == 1  # never overwrites
