@@ -31,11 +31,12 @@ from cryptography.x509.oid import NameOID
 from attestation.gpu.spdm import (
     DMTF_MEASUREMENT_SPEC,
     OPAQUE_DRIVER_VERSION,
+    OPAQUE_FWID,
     OPAQUE_VBIOS_VERSION,
     MeasurementBlock,
     build_evidence,
 )
-from attestation.gpu.verify import SIMULATED_ROOT_CN
+from attestation.gpu.verify import DICE_TCB_INFO, SIMULATED_ROOT_CN
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -62,17 +63,30 @@ def _name(cn: str) -> x509.Name:
     )
 
 
+def dice_tcb_info(fwid: bytes) -> bytes:
+    """A minimal DER TCG DICE TcbInfo holding one SHA-384 FWID (fwids [6]), as H100 leaves do."""
+    digest = b"\x06\x09" + bytes.fromhex("608648016503040202") + b"\x04\x30" + fwid
+    fwid_seq = b"\x30" + bytes([len(digest)]) + digest
+    fwids = b"\xa6" + bytes([len(fwid_seq)]) + fwid_seq
+    return b"\x30" + bytes([len(fwids)]) + fwids
+
+
 def _cert(
     subject: str,
     key: ec.EllipticCurvePrivateKey,
     issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
     *,
     ca: bool,
+    fwid: bytes | None = None,
 ) -> x509.Certificate:
     issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
+    builder = x509.CertificateBuilder()
+    if fwid is not None:
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(DICE_TCB_INFO, dice_tcb_info(fwid)), critical=False
+        )
     return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
+        builder.subject_name(_name(subject))
         .issuer_name(_name(issuer_name))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -111,9 +125,15 @@ class SimulatedGpu:
             ak_k,
             ("hushcc SIMULATED GPU ICA", ica_k),
             ca=False,
+            fwid=self.fwid,
         )
         self._keys = [ak_k, ica_k, root_k]
         self._chain = [leaf, ica, root]
+
+    @property
+    def fwid(self) -> bytes:
+        """The simulated firmware id (SHA-384), in the leaf's DICE TcbInfo and in the report."""
+        return hashlib.sha384(self.label + b"/fwid").digest()
 
     @property
     def cert_chain(self) -> list[bytes]:
@@ -153,6 +173,7 @@ class SimulatedGpu:
         opaque = (
             (OPAQUE_DRIVER_VERSION, self.driver_version.encode("ascii") + b"\x00"),
             (OPAQUE_VBIOS_VERSION, bytes([b0, b1, b2, b3, b4, 0, 0, 0])),
+            (OPAQUE_FWID, self.fwid),
         )
         evidence = build_evidence(
             nonce=nonce,

@@ -48,6 +48,7 @@ DMTF_MEASUREMENT_SPEC = 0x01
 # NVIDIA opaque field ids (nvtrust `OpaqueDataParser`); only the ones we read are named.
 OPAQUE_DRIVER_VERSION = 3
 OPAQUE_VBIOS_VERSION = 6
+OPAQUE_FWID = 20
 OPAQUE_NAMES: Mapping[int, str] = MappingProxyType(
     {
         3: "DRIVER_VERSION",

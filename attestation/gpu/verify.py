@@ -8,6 +8,7 @@ Steps (each recorded in the `VerificationReport`; the first failure raises `Atte
                 the simulated root only when `allow_simulated`
   (4) revocation  per certificate via the injected source; offline says "NOT checked"
   (5) signature ECDSA P-384 / SHA-384 by the leaf (attestation key)
+  (5b) fwid     the report's FWID (newer firmware) equals the leaf certificate's DICE FWID
   (6) RIMs      driver + VBIOS RIMs: XML-DSig, chain to NVIDIA's RIM root (pinned), versions equal
                 to the report's opaque DRIVER_VERSION / VBIOS_VERSION — or the policy's pinned
                 reference measurements instead of RIMs
@@ -31,6 +32,7 @@ import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from attestation.gpu.chain import (
@@ -42,7 +44,7 @@ from attestation.gpu.chain import (
     verify_chain,
 )
 from attestation.gpu.rim import Rim, compare_measurements, merge_references, verify_rim
-from attestation.gpu.spdm import NONCE_SIZE, GpuEvidence, verify_signature
+from attestation.gpu.spdm import NONCE_SIZE, OPAQUE_FWID, GpuEvidence, verify_signature
 from attestation.report import VerificationReport
 from hushcc.errors import ProtocolError, VerificationError
 
@@ -50,8 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
 
-    from cryptography import x509
-
+DICE_TCB_INFO = x509.ObjectIdentifier("2.23.133.5.4.1")  # TCG DICE TcbInfo (carries the FWID)
 SIMULATED_ROOT_CN = "hushcc SIMULATED GPU Device Identity CA (not NVIDIA)"
 
 
@@ -122,7 +123,17 @@ def verify_gpu_evidence(  # noqa: PLR0913 - the interface fixed with the bundle 
     return report
 
 
-_STEPS = ("parse", "nonce", "chain", "revocation", "signature", "rims", "versions", "measurements")
+_STEPS = (
+    "parse",
+    "nonce",
+    "chain",
+    "revocation",
+    "signature",
+    "fwid",
+    "rims",
+    "versions",
+    "measurements",
+)
 
 
 def _current_step(report: VerificationReport) -> str:
@@ -167,6 +178,8 @@ def _verify(  # noqa: PLR0913
         raise VerificationError("attestation key is not an EC key")
     verify_signature(ev, key)
     report.ok("signature", "ECDSA P-384/SHA-384 by the attestation key")
+    # (5b) FWID binding
+    report.ok("fwid", _check_fwid(ev, chain[0]))
     # (6) reference values
     references = _references(report, ev, policy, now, revocation)
     # (7) versions
@@ -175,6 +188,25 @@ def _verify(  # noqa: PLR0913
     # (8) measurements
     count = compare_measurements(ev.measurements, references)
     report.ok("measurements", f"all {count} reference indices match (CC-mode configuration)")
+
+
+def _check_fwid(ev: GpuEvidence, leaf: x509.Certificate) -> str:
+    """The report's FWID (opaque field 20) must equal the leaf's DICE TcbInfo FWID.
+
+    Firmware that predates the FWID field (nvtrust's 2023 sample) reports none; there is then
+    nothing to bind and the step says so.
+    """
+    fwid = ev.opaque_field(OPAQUE_FWID)
+    if fwid is None:
+        return "report carries no FWID (older firmware): nothing to bind"
+    try:
+        ext = leaf.extensions.get_extension_for_oid(DICE_TCB_INFO).value
+    except x509.ExtensionNotFound as exc:
+        raise VerificationError("report has a FWID but the leaf has no DICE TcbInfo") from exc
+    raw = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
+    if len(fwid) != 48 or not hmac.compare_digest(raw[-48:], fwid):
+        raise VerificationError("report FWID differs from the leaf certificate's FWID")
+    return "report FWID equals the attestation certificate's DICE FWID"
 
 
 def _pick_root(

@@ -26,7 +26,8 @@ from attestation.gpu import (
 from attestation.gpu.chain import load_root, parse_pem_chain, verify_chain
 from attestation.gpu.rim import merge_references, verify_rim
 from attestation.gpu.simulated import SIM_CC_MODE_INDEX
-from attestation.gpu.spdm import GpuEvidence, verify_signature
+from attestation.gpu.spdm import OPAQUE_FWID, GpuEvidence, build_evidence, verify_signature
+from attestation.gpu.verify import _check_fwid
 from attestation.report import AttestationError, Step, VerificationReport
 from hushcc.errors import ProtocolError, VerificationError
 
@@ -126,12 +127,14 @@ def test_set_a_fully_verifies(set_a: SetA) -> None:
         "chain",
         "revocation",
         "signature",
+        "fwid",
         "rims",
         "versions",
         "measurements",
     ]
     assert "33 reference indices" in report.steps[-1].reason  # 21 driver + 12 VBIOS
     assert "NOT checked" in report.steps[3].reason  # offline mode says so
+    assert "no FWID" in report.steps[5].reason  # 2023 firmware predates the FWID field
 
 
 def test_set_a_rejected_with_wrong_nonce(set_a: SetA) -> None:
@@ -387,3 +390,43 @@ def test_evidence_round_trip(sim: SimulatedGpu) -> None:
     assert ev.to_bytes() == evidence
     assert ev.vbios_version == sim.vbios_version
     assert ev.driver_version == sim.driver_version
+
+
+# --- FWID: report opaque field 20 bound to the leaf's DICE TcbInfo ------------------------------
+
+
+def test_fwid_bound_to_leaf_for_set_b_and_c(set_b: tuple[bytes, list[x509.Certificate]]) -> None:
+    evidence, chain = set_b
+    ev = GpuEvidence.from_bytes(evidence)
+    assert "equals" in _check_fwid(ev, chain[0])
+    other = SimulatedGpu()  # a leaf with a different FWID
+    leaf = x509.load_der_x509_certificate(other.cert_chain[0])
+    with pytest.raises(VerificationError, match="FWID differs"):
+        _check_fwid(ev, leaf)
+    sim_root = x509.load_der_x509_certificate(other.cert_chain[-1])  # no DICE extension at all
+    with pytest.raises(VerificationError, match="no DICE TcbInfo"):
+        _check_fwid(ev, sim_root)
+
+
+def test_simulated_report_with_other_fwid_rejected(sim: SimulatedGpu) -> None:
+    nonce = b"\x09" * 32
+    good, certs = sim.attest(nonce)
+    ev = GpuEvidence.from_bytes(good)
+    opaque = tuple((t, bytes(48) if t == OPAQUE_FWID else v) for t, v in ev.opaque)
+    forged = build_evidence(
+        nonce=nonce,
+        blocks=ev.blocks,
+        responder_nonce=ev.responder_nonce,
+        opaque=opaque,
+        sign=sim._keys[0],  # the device's own key: only the FWID differs
+    )
+    policy = GpuPolicy(reference_measurements=sim.reference_measurements())
+    with pytest.raises(AttestationError) as err:
+        verify_gpu_evidence(
+            forged, certs, expected_nonce=nonce, policy=policy, now=SIM_NOW, allow_simulated=True
+        )
+    assert _failure(err).name == "fwid"
+    report = verify_gpu_evidence(
+        good, certs, expected_nonce=nonce, policy=policy, now=SIM_NOW, allow_simulated=True
+    )
+    assert report.steps[5].reason == "report FWID equals the attestation certificate's DICE FWID"
