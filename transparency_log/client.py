@@ -178,6 +178,29 @@ def check_consistency(
                            old_note, new_note) from exc
 
 
+def cross_check(trust: LogTrust, note_a: bytes, note_b: bytes, proof: Sequence[bytes],
+                *, now: int | None = None) -> None:
+    """Compare two views of the log exchanged by clients or witnesses (gossip, L3).
+
+    Args:
+        trust: the pinned log trust.
+        note_a: one signed checkpoint.
+        note_b: another signed checkpoint.
+        proof: consistency proof from the smaller to the larger tree (empty if equal sizes).
+        now: current Unix time (for a maximum age).
+
+    Raises:
+        ForkDetected: the two views cannot both come from one append-only log.
+        VerificationError: either checkpoint does not verify.
+    """
+    a = verify_checkpoint(note_a, trust, now=now)
+    b = verify_checkpoint(note_b, trust, now=now)
+    if a.size <= b.size:
+        check_consistency(note_a, a, note_b, b, proof)
+    else:
+        check_consistency(note_b, b, note_a, a, proof)
+
+
 class CheckpointStore(abc.ABC):
     """Where the last-seen checkpoint note of a log is persisted."""
 

@@ -202,3 +202,21 @@ def test_entry_bytes_must_be_canonical() -> None:
         ReleaseEntry.from_bytes(b'{"schema":"a","schema":"b"}')
     with pytest.raises(ProtocolError):
         ReleaseEntry.from_bytes(b"\xff")
+
+
+def test_gossip_cross_check_detects_split_view_l3(log: Signer) -> None:
+    from transparency_log.client import cross_check  # noqa: PLC0415
+
+    entries = _entries(9)
+    tree, note_a = signed_tree(log, entries, 6)
+    _, note_b = signed_tree(log, entries, 9)
+    trust = LogTrust(log.verifier(), ORIGIN)
+    proof = merkle.consistency_proof(tree, 6, 9)
+    cross_check(trust, note_a, note_b, proof)  # the honest twin, in either order
+    cross_check(trust, note_b, note_a, proof)
+    _, split = signed_tree(log, [*entries[:5], release(77).to_bytes()], 6)
+    with pytest.raises(ForkDetected) as info:
+        cross_check(trust, note_a, split, [])
+    assert {info.value.old_note, info.value.new_note} == {note_a, split}
+    with pytest.raises(ForkDetected):
+        cross_check(trust, split, note_b, proof)

@@ -226,3 +226,11 @@ def test_rekor_witness_lines_are_cosignature_v1_shaped(shared_vectors: Path) -> 
         policy.verify(item["checkpoint_envelope"].encode())
     cosigned = local.cosign(item["checkpoint_envelope"].encode(), 1_780_000_000)
     assert policy.verify(cosigned) == [1_780_000_000]
+
+
+def test_go_tree_note_format_example(shared_vectors: Path) -> None:
+    data = json.loads((shared_vectors / "signed_note_checkpoint_vectors.json").read_text())
+    ex = data["go_tree_note_format_example"]
+    cp = Checkpoint("go.sum database tree", ex["tree_size"], merkle.leaf_hash(b"hello world"))
+    assert cp.to_bytes() == ex["formatted"].encode()
+    assert Checkpoint.from_bytes(ex["formatted"].encode()) == cp
