@@ -13,6 +13,7 @@ from ohttp_helpers import counter_rng, make_key
 
 from hushcc.errors import DecryptError, ProtocolError
 from ohttp import bhttp
+from ohttp.bhttp_stream import ResponseStreamDecoder
 from ohttp.chunked import (
     ChunkedRequestDecoder,
     ChunkedRequestEncoder,
@@ -69,6 +70,14 @@ def _chunked_response(data: bytes, step: int) -> object:
     return _stream(ChunkedResponseDecoder(CHUNKED_CLIENT), data, step)
 
 
+def _bhttp_stream(data: bytes, step: int) -> object:
+    decoder = ResponseStreamDecoder()
+    out: list[object] = []
+    for i in range(0, len(data), step):
+        out += decoder.feed(data[i : i + step])
+    return out + decoder.finish()
+
+
 def _date(data: bytes, _step: int) -> object:
     check_date(data, now=NOW, window=timedelta(seconds=60))
     return True
@@ -85,6 +94,7 @@ PARSERS: dict[str, tuple[Callable[[bytes, int], object], bytes]] = {
     "chunked_response": (_chunked_response, CHUNKED_RESPONSE),
     "bhttp_request": (lambda d, _s: bhttp.decode_request(d), REQUEST),
     "bhttp_response": (lambda d, _s: bhttp.decode_response(d), RESPONSE),
+    "bhttp_stream": (_bhttp_stream, RESPONSE),
     "date": (_date, b"Thu, 01 Jan 2026 00:00:00 GMT"),
 }
 

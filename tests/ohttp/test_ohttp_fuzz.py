@@ -63,7 +63,7 @@ def test_every_prefix_whole_and_byte_at_a_time(name: str) -> None:
     seed = PARSERS[name][1]
     results = [run(name, seed[:n]) for n in range(len(seed))]
     assert run(name, seed, 1)
-    if name not in {"key_file", "bhttp_request", "bhttp_response"}:
+    if name not in {"key_file", "bhttp_request", "bhttp_response", "bhttp_stream"}:
         assert not any(results), "a strict prefix of an encapsulated message was accepted"
 
 
