@@ -1,7 +1,7 @@
 """The async engine: submit / cancel / stream over the scheduler and a model runner.
 
 Not pure: it owns an asyncio step loop and runs the model forward in a worker thread
-(`asyncio.to_thread`) so the event loop stays responsive. Everything it decides comes from the
+(`run_in_executor`) so the event loop stays responsive. Everything it decides comes from the
 pure scheduler and block manager; the runner computes.
 
 One step: apply cancellations -> `schedule(now)` -> `runner.forward(chunks)` (worker thread) ->
@@ -188,6 +188,7 @@ class Engine:
         self._by_request: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[list[torch.Tensor]] | None = None
         self._counts = dict.fromkeys(
             ("completed", "cancelled", "failed", "steps", "drafts", "accepted"), 0)
 
@@ -267,6 +268,8 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._inflight is not None:  # a forward still writing KV: let it end before erasing
+            await asyncio.wait([self._inflight])
         self._fail_all(EngineError("engine closed"))
         self.drop_prefix_cache()
 
@@ -326,7 +329,12 @@ class Engine:
         plan = self.scheduler.schedule(self.clock())
         chunks = plan.chunks
         try:
-            logits = await asyncio.to_thread(self.runner.forward, chunks) if chunks else []
+            logits: list[torch.Tensor] = []
+            if chunks:
+                fut = asyncio.get_running_loop().run_in_executor(None, self.runner.forward, chunks)
+                self._inflight = fut
+                logits = await asyncio.shield(fut)
+                self._inflight = None
         except Exception:  # noqa: BLE001 - any runner failure ends the step's requests, erased
             for share in plan.scheduled:
                 if share.seq.seq_id in self._live:

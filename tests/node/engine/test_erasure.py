@@ -133,3 +133,43 @@ def test_concurrent_requests_with_preemption_match_running_alone(cache, spec):  
         assert out == exp, f"request {k} differs from running alone"
         others = {i for j in range(6) if j != k for i in canary(j, 4)}
         assert not set(out) & others - set(exp)
+
+
+def test_abandoned_stream_is_cancelled_and_erased():  # E5: consumer drops the iterator
+    async def go():
+        eng = make_engine(cache=False)
+        stream = eng.submit(req(canary(1), max_tokens=120), SALT_A)
+        async for _ in stream:
+            break
+        assert not eng.runner.kv_pool_is_zero()  # positive twin: it was running
+        del stream  # the async generator's finalizer closes it
+        await until_idle(eng)
+        assert eng.stats().cancelled == 1
+        assert eng.runner.kv_pool_is_zero()
+        assert not found(eng, canary(1))
+        await eng.close()
+    asyncio.run(go())
+
+
+def test_close_waits_for_the_forward_in_flight_before_erasing():
+    async def go():
+        eng = make_engine(cache=False)
+        real = eng.runner.forward
+        started = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def slow(chunks):
+            loop.call_soon_threadsafe(started.set)
+            time.sleep(0.2)
+            return real(chunks)  # writes KV after close() was called
+
+        eng.runner.forward = slow
+        stream = eng.submit(req(canary(2), max_tokens=50), SALT_A)
+        consumer = asyncio.create_task(collect(stream))
+        await started.wait()
+        await eng.close()
+        await asyncio.sleep(0.3)  # any forward still running has finished by now
+        assert eng.runner.kv_pool_is_zero()
+        (outcome,) = await asyncio.gather(consumer, return_exceptions=True)
+        assert isinstance(outcome, Exception)
+    asyncio.run(go())
