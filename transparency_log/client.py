@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hushcc.errors import ProtocolError, VerificationError
+from hushcc.errors import ConfigError, ProtocolError, VerificationError
 from transparency_log import merkle
 from transparency_log.checkpoint import Checkpoint, open_checkpoint
 from transparency_log.entry import ReleaseEntry
@@ -124,10 +124,14 @@ def verify_stapled_inclusion(  # noqa: PLR0913 - keyword-only pinned trust param
         The verified checkpoint.
 
     Raises:
-        VerificationError: any check fails (ProtocolError is wrapped).
+        VerificationError: any check fails (a malformed checkpoint is wrapped).
+        ConfigError: the pinned key is malformed.
     """
-    verifier = (log_verifier_key if isinstance(log_verifier_key, Verifier)
-                else Verifier.from_string(log_verifier_key))
+    try:
+        verifier = (log_verifier_key if isinstance(log_verifier_key, Verifier)
+                    else Verifier.from_string(log_verifier_key))
+    except ProtocolError as exc:
+        raise ConfigError("the pinned log verifier key is malformed") from exc
     trust = LogTrust(verifier, origin or verifier.name, witness_policy, max_age)
     note = checkpoint_text.encode() if isinstance(checkpoint_text, str) else checkpoint_text
     try:

@@ -91,10 +91,11 @@ class Batcher:
                 try:
                     first, note = await loop.run_in_executor(
                         self._executor, self.storage.append_batch, [e for e, _ in batch])
-                except StorageError as exc:
+                except Exception as exc:  # noqa: BLE001 - every waiter must hear of any failure
+                    error = exc if isinstance(exc, StorageError) else StorageError("append failed")
                     for _, fut in batch:
                         if not fut.done():
-                            fut.set_exception(exc)
+                            fut.set_exception(error)
                     continue
                 self.batches += 1
                 for i, (_, fut) in enumerate(batch):

@@ -220,3 +220,14 @@ def test_gossip_cross_check_detects_split_view_l3(log: Signer) -> None:
     assert {info.value.old_note, info.value.new_note} == {note_a, split}
     with pytest.raises(ForkDetected):
         cross_check(trust, split, note_b, proof)
+
+
+def test_malformed_pinned_key_is_a_config_error(log: Signer) -> None:
+    from hushcc.errors import ConfigError  # noqa: PLC0415
+
+    entries = _entries(2)
+    tree, note = signed_tree(log, entries)
+    proof = merkle.inclusion_proof(tree, 1, 2)
+    with pytest.raises(ConfigError):
+        verify_stapled_inclusion(entries[1], 1, note, proof, log_verifier_key="not-a-key")
+    verify_stapled_inclusion(entries[1], 1, note, proof, log_verifier_key=log.verifier())

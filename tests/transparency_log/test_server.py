@@ -320,3 +320,32 @@ def test_keygen_never_prints_the_private_key(tmp_path: Path, canaries: object) -
     assert secret not in repr(signer)
     assert (tmp_path / "k").stat().st_mode & 0o077 == 0
     assert main(["log", "keygen", "--out", str(tmp_path / "k")]) == 1  # never overwrites
+
+
+def test_batcher_reports_any_writer_failure_and_keeps_running(tmp_path: Path) -> None:
+    from transparency_log.server import Batcher  # noqa: PLC0415
+    from transparency_log.storage import StorageError  # noqa: PLC0415
+
+    storage = LogStorage(tmp_path, Signer.generate(ORIGIN))
+    real = storage.append_batch
+    calls = [0]
+
+    def flaky(entries: list[bytes]) -> tuple[int, bytes]:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("unexpected")
+        return real(entries)
+
+    storage.append_batch = flaky  # type: ignore[method-assign]
+
+    async def main() -> None:
+        batcher = Batcher(storage)
+        batcher.start()
+        with pytest.raises(StorageError):
+            await asyncio.wait_for(batcher.add(b"a"), 10)
+        index, _ = await asyncio.wait_for(batcher.add(b"b"), 10)  # twin: the writer survived
+        assert index == 0
+        await batcher.close()
+
+    asyncio.run(main())
+    storage.close()
