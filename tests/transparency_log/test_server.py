@@ -28,7 +28,7 @@ from transparency_log.storage import LogStorage
 from transparency_log.tiles import TileReader, decode_bundle
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
 ORIGIN = "server.test.log"
 REPO = Path(__file__).resolve().parents[2]
@@ -330,7 +330,7 @@ def test_batcher_reports_any_writer_failure_and_keeps_running(tmp_path: Path) ->
     real = storage.append_batch
     calls = [0]
 
-    def flaky(entries: list[bytes]) -> tuple[int, bytes]:
+    def flaky(entries: Sequence[bytes]) -> tuple[int, bytes]:
         calls[0] += 1
         if calls[0] == 1:
             raise RuntimeError("unexpected")
