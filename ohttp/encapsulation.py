@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
     from ohttp.keyconfig import GatewayKey, KeyConfig
 
+REQUEST_MEDIA_TYPE = "message/ohttp-req"  # §4.6 (and §9 IANA)
+RESPONSE_MEDIA_TYPE = "message/ohttp-res"
+KEYS_MEDIA_TYPE = "application/ohttp-keys"  # §3.2
 REQUEST_LABEL = b"message/bhttp request"
 RESPONSE_LABEL = b"message/bhttp response"
 HEADER_LENGTH = 7

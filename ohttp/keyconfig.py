@@ -20,6 +20,7 @@ from hushcc.errors import DecryptError, ProtocolError
 from ohttp.suites import (
     KemId,
     SymmetricSuite,
+    UnsupportedAlgorithmError,
     aead_id_from_int,
     hpke_key,
     hpke_public_key,
@@ -129,12 +130,18 @@ class KeyConfig:
         )
 
 
-def parse_key_configs(data: bytes) -> tuple[KeyConfig, ...]:
+def parse_key_configs(data: bytes, *, skip_unsupported: bool = False) -> tuple[KeyConfig, ...]:
     """Parse an `application/ohttp-keys` body: configs each with a 2-byte length prefix (§3.2).
+
+    Args:
+        data: the body.
+        skip_unsupported: drop entries whose KEM, KDF or AEAD this implementation does not
+            support (the length prefix makes that safe) instead of failing; at least one
+            supported entry must remain.
 
     Raises:
         ProtocolError: empty list, malformed entry, a length prefix that disagrees with its
-            entry, or an unknown identifier.
+            entry, or (unless skipped) an unsupported identifier.
     """
     configs: list[KeyConfig] = []
     offset = 0
@@ -144,10 +151,14 @@ def parse_key_configs(data: bytes) -> tuple[KeyConfig, ...]:
         end = start + length
         if end > len(data):
             raise ProtocolError("key configuration list is truncated")
-        configs.append(KeyConfig.from_bytes(bytes(data[start:end])))
+        try:
+            configs.append(KeyConfig.from_bytes(bytes(data[start:end])))
+        except UnsupportedAlgorithmError:
+            if not skip_unsupported:
+                raise
         offset = end
     if not configs:
-        raise ProtocolError("key configuration list is empty")
+        raise ProtocolError("key configuration list has no supported entry")
     return tuple(configs)
 
 

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from pyhpke import KEMKeyInterface
 
 
+class UnsupportedAlgorithmError(ProtocolError):
+    """An algorithm identifier this implementation does not support (names the kind only)."""
+
+
 class KemId(IntEnum):
     """HPKE KEM identifiers supported for OHTTP key configurations (RFC 9180 §7.1)."""
 
@@ -64,27 +68,27 @@ _KDF_HASHES: dict[KdfId, tuple[str, int]] = {
 
 
 def kem_id_from_int(value: int) -> KemId:
-    """Return the `KemId` for `value`, or raise `ProtocolError` if it is not supported."""
+    """Return the `KemId` for `value`, or raise `UnsupportedAlgorithmError`."""
     try:
         return KemId(value)
     except ValueError:
-        raise ProtocolError("unsupported KEM identifier") from None
+        raise UnsupportedAlgorithmError("unsupported KEM identifier") from None
 
 
 def kdf_id_from_int(value: int) -> KdfId:
-    """Return the `KdfId` for `value`, or raise `ProtocolError` if it is not supported."""
+    """Return the `KdfId` for `value`, or raise `UnsupportedAlgorithmError`."""
     try:
         return KdfId(value)
     except ValueError:
-        raise ProtocolError("unsupported KDF identifier") from None
+        raise UnsupportedAlgorithmError("unsupported KDF identifier") from None
 
 
 def aead_id_from_int(value: int) -> AeadId:
-    """Return the `AeadId` for `value`, or raise `ProtocolError` if it is not supported."""
+    """Return the `AeadId` for `value`, or raise `UnsupportedAlgorithmError`."""
     try:
         return AeadId(value)
     except ValueError:
-        raise ProtocolError("unsupported AEAD identifier") from None
+        raise UnsupportedAlgorithmError("unsupported AEAD identifier") from None
 
 
 def kem_public_key_length(kem_id: KemId) -> int:

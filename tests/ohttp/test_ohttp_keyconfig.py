@@ -9,7 +9,7 @@ from ohttp_helpers import ALL_SUITES, make_key
 
 from hushcc.errors import ProtocolError
 from ohttp.keyconfig import GatewayKey, KeyConfig, parse_key_configs, serialize_key_configs
-from ohttp.suites import AeadId, KdfId, KemId, SymmetricSuite
+from ohttp.suites import AeadId, KdfId, KemId, SymmetricSuite, UnsupportedAlgorithmError
 
 KEY = make_key(5)
 RFC_CONFIG = bytes.fromhex(
@@ -113,3 +113,19 @@ def test_suite_parameters() -> None:
     suite = SymmetricSuite(KdfId.HKDF_SHA256, AeadId.AES_256_GCM)
     assert (suite.key_length, suite.nonce_length, suite.tag_length) == (32, 12, 16)
     assert int(KemId.DHKEM_X25519_HKDF_SHA256) == 0x20
+
+
+def test_unsupported_entries_can_be_skipped_in_a_list() -> None:
+    p256_like = RFC_CONFIG[:1] + b"\x00\x10" + RFC_CONFIG[3:]  # KEM 0x0010: not supported here
+    body = serialize_key_configs([KEY.config])
+    mixed = len(p256_like).to_bytes(2, "big") + p256_like + body
+    with pytest.raises(UnsupportedAlgorithmError):
+        parse_key_configs(mixed)
+    assert parse_key_configs(mixed, skip_unsupported=True) == (KEY.config,)
+    only_unsupported = len(p256_like).to_bytes(2, "big") + p256_like
+    with pytest.raises(ProtocolError, match="no supported entry"):
+        parse_key_configs(only_unsupported, skip_unsupported=True)
+    # Malformed (a supported KEM, truncated key) is never skipped, only unsupported algorithms.
+    malformed = b"\x00\x05\x01\x00\x20ab" + body
+    with pytest.raises(ProtocolError):
+        parse_key_configs(malformed, skip_unsupported=True)
