@@ -2,4 +2,16 @@
 
 Pure: no sockets, files, clocks or ambient randomness. Randomness is a parameter, so the RFC
 vectors can be reproduced byte for byte.
+
+Modules:
+* `keyconfig`: key configurations and `application/ohttp-keys`; `GatewayKey`, the private key
+  usable only for OHTTP decapsulation.
+* `encapsulation`: `message/ohttp-req` / `-res`, client and gateway side.
+* `chunked`: `message/ohttp-chunked-req` / `-res`, incremental encoders and decoders.
+* `bhttp`, `bhttp_stream`: binary HTTP messages, whole and streamed.
+* `replay`, `problems`: replay store, Date window, RFC 9457 problem shapes.
+* `suites`, `varint`: algorithm identifiers and the crypto seam; QUIC integers.
+
+Errors: `hushcc.errors.DecryptError` (opaque) for any failure to open; `ProtocolError` (with
+`UnknownKeyError`, `UnsupportedAlgorithmError`, `ReplayError`, `DateOutOfWindow`) otherwise.
 """
