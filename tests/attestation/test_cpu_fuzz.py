@@ -60,7 +60,7 @@ def run(name: str, data: bytes) -> None:
 @pytest.mark.parametrize("name", NAMES)
 @given(data=st.data())
 @settings(max_examples=60)
-def test_mutated_seeds(name, data):
+def test_mutated_seeds(name: str, data: st.DataObject) -> None:
     blob = bytearray(SEEDS[name])
     for _ in range(data.draw(st.integers(0, 3))):
         if blob:
@@ -68,14 +68,14 @@ def test_mutated_seeds(name, data):
     run(name, bytes(blob[: data.draw(st.integers(0, len(blob)))]))
 
 
-def test_seeds_are_valid():
+def test_seeds_are_valid() -> None:
     assert SnpReport.from_bytes(SEED_REPORT).to_bytes() == SEED_REPORT
     assert parse_vcek(SEED_VCEK).hwid == _TEE.chip_id
     _verify(SEED_REPORT)  # the verifier's twin: the unmutated seed verifies
     assert blank_report(2).version == 2
 
 
-def test_atheris_short_run(tmp_path: Path):
+def test_atheris_short_run(tmp_path: Path) -> None:
     pytest.importorskip("atheris")
     repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), *sys.path]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from hushcc.errors import ConfigError
 M = "ab" * 48
 
 
-def test_defaults_are_strict():
+def test_defaults_are_strict() -> None:
     p = parse_policy("")
     assert p == Policy()
     assert not p.allow_debug
@@ -22,7 +23,7 @@ def test_defaults_are_strict():
     assert p.allowed_measurements == frozenset()
 
 
-def test_full_policy(tmp_path):
+def test_full_policy(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(f"""
 allow_debug = true
@@ -65,11 +66,11 @@ microcode = 115
     pytest.param('log_key = ""', id="empty-log-key"),
     pytest.param("allow_debug = ", id="not-toml"),
 ])
-def test_invalid_policies(text):
+def test_invalid_policies(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_policy(text)
 
 
-def test_missing_file(tmp_path):
+def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_policy(tmp_path / "absent.toml")

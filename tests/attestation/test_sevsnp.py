@@ -8,6 +8,7 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -23,12 +24,14 @@ from attestation.snp_verify import signed_by, verify_snp_report
 from attestation.vcek import TcbVersion, load_der_certificate, parse_vcek
 from hushcc.errors import ProtocolError, VerificationError
 
+Sample = tuple[bytes, bytes, dict[str, Any]]
+
 # Inside the VCEK's validity (2022-09-24 .. 2029-09-24) and the ASK/ARK's (2020 .. 2045).
 AT = datetime(2023, 6, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def sample(shared_vectors: Path) -> tuple[bytes, bytes, dict[str, object]]:
+def sample(shared_vectors: Path) -> Sample:
     base = shared_vectors / "attestation"
     meta = json.loads((base / "sev_snp.json").read_text())
     return ((base / "sev_snp" / "attestation.bin").read_bytes(),
@@ -41,7 +44,7 @@ def failed_step(exc: pytest.ExceptionInfo[AttestationError]) -> str:
     return step.name
 
 
-def test_parse_real_report_fields(sample):
+def test_parse_real_report_fields(sample: Sample) -> None:
     raw, _, fields = sample
     report = SnpReport.from_bytes(raw)
     assert report.version == fields["version"]
@@ -56,7 +59,7 @@ def test_parse_real_report_fields(sample):
     assert report.to_bytes() == raw
 
 
-def test_vcek_extensions(sample):
+def test_vcek_extensions(sample: Sample) -> None:
     raw, vcek_der, _ = sample
     vcek = parse_vcek(vcek_der)
     assert vcek.product_name == "Milan-B0"
@@ -65,7 +68,7 @@ def test_vcek_extensions(sample):
     assert vcek.hwid == SnpReport.from_bytes(raw).chip_id
 
 
-def test_real_report_rejected_by_default_policy_for_debug_only(sample):
+def test_real_report_rejected_by_default_policy_for_debug_only(sample: Sample) -> None:
     raw, vcek, _ = sample
     with pytest.raises(AttestationError) as exc:
         verify_snp_report(raw, [vcek], trust=amd_trust(), policy=Policy(), now=AT)
@@ -75,7 +78,7 @@ def test_real_report_rejected_by_default_policy_for_debug_only(sample):
     assert "debug" in str(exc.value)
 
 
-def test_real_report_accepted_when_policy_allows_debug(sample):
+def test_real_report_accepted_when_policy_allows_debug(sample: Sample) -> None:
     raw, vcek, fields = sample
     report, steps = verify_snp_report(
         raw, [vcek], trust=amd_trust(), policy=Policy(allow_debug=True), now=AT,
@@ -89,7 +92,7 @@ def test_real_report_accepted_when_policy_allows_debug(sample):
     assert report.measurement.hex() == fields["measurement"]
 
 
-def test_real_report_with_explicit_chain(sample, shared_vectors):
+def test_real_report_with_explicit_chain(sample: Sample, shared_vectors: Path) -> None:
     raw, vcek, _ = sample
     ask, ark = x509.load_pem_x509_certificates(
         (shared_vectors / "attestation/sev_snp/ask_ark_milan.pem").read_bytes())
@@ -104,7 +107,7 @@ def test_real_report_with_explicit_chain(sample, shared_vectors):
     pytest.param(datetime(2022, 9, 1, tzinfo=UTC), "VCEK validity", id="before-vcek-issued"),
     pytest.param(datetime(2046, 1, 1, tzinfo=UTC), "ARK validity", id="after-ark-expiry"),
 ])
-def test_real_report_outside_validity(sample, when, step):
+def test_real_report_outside_validity(sample: Sample, when: datetime, step: str) -> None:
     raw, vcek, _ = sample
     with pytest.raises(AttestationError) as exc:
         verify_snp_report(raw, [vcek], trust=amd_trust(), policy=Policy(allow_debug=True),
@@ -112,7 +115,7 @@ def test_real_report_outside_validity(sample, when, step):
     assert failed_step(exc) == step
 
 
-def test_real_report_wrong_root(sample):
+def test_real_report_wrong_root(sample: Sample) -> None:
     raw, vcek, _ = sample
     trust = amd_trust()
     genoa_as_milan = SnpTrust("AMD", MappingProxyType({"Milan": trust.arks["Genoa"]}),
@@ -134,7 +137,7 @@ def test_real_report_wrong_root(sample):
     pytest.param(0x001, "parse report", id="version-unsupported"),
     pytest.param(0x3FF, "parse report", id="reserved"),
 ])
-def test_real_report_one_mutated_byte(sample, offset, step):
+def test_real_report_one_mutated_byte(sample: Sample, offset: int, step: str) -> None:
     raw, vcek, _ = sample
     mutated = bytearray(raw)
     mutated[offset] ^= 0x01
@@ -144,7 +147,7 @@ def test_real_report_one_mutated_byte(sample, offset, step):
     assert failed_step(exc) == step
 
 
-def test_mutated_vcek_rejected(sample):
+def test_mutated_vcek_rejected(sample: Sample) -> None:
     raw, vcek, _ = sample
     mutated = bytearray(vcek)
     mutated[-10] ^= 0x01  # inside the ASK's signature over the VCEK
@@ -154,7 +157,7 @@ def test_mutated_vcek_rejected(sample):
     assert failed_step(exc) == "VCEK signature"
 
 
-def test_pinned_roots_self_signed_and_milan_ask():
+def test_pinned_roots_self_signed_and_milan_ask() -> None:
     trust = amd_trust()
     assert set(trust.arks) == set(PRODUCTS)
     for product, ark in trust.arks.items():
@@ -165,7 +168,7 @@ def test_pinned_roots_self_signed_and_milan_ask():
 
 
 @pytest.mark.parametrize("version", [2, 3, 5])
-def test_blank_report_versions_round_trip(version):
+def test_blank_report_versions_round_trip(version: int) -> None:
     report = blank_report(version)
     assert SnpReport.from_bytes(report.to_bytes()) == report
 
@@ -175,7 +178,7 @@ def test_blank_report_versions_round_trip(version):
     pytest.param({"version": 1}, "version", id="version-1"),
     pytest.param({"signature_algo": 2}, "algorithm", id="sig-algo"),
 ])
-def test_unsupported_fields_rejected(change, reason):
+def test_unsupported_fields_rejected(change: dict[str, int], reason: str) -> None:
     data = bytearray(blank_report(5).to_bytes())
     if "version" in change:
         data[0] = change["version"]
@@ -185,7 +188,7 @@ def test_unsupported_fields_rejected(change, reason):
         SnpReport.from_bytes(bytes(data))
 
 
-def test_v2_with_v3_fields_rejected_and_v3_accepts_them():
+def test_v2_with_v3_fields_rejected_and_v3_accepts_them() -> None:
     for version, ok in ((2, False), (3, True)):
         data = bytearray(blank_report(version).to_bytes())
         data[0x188] = 0x19
@@ -197,7 +200,7 @@ def test_v2_with_v3_fields_rejected_and_v3_accepts_them():
 
 
 @pytest.mark.parametrize("size", [0, 1, REPORT_SIZE - 1, REPORT_SIZE + 1])
-def test_wrong_size_rejected(size):
+def test_wrong_size_rejected(size: int) -> None:
     with pytest.raises(ProtocolError):
         SnpReport.from_bytes(b"\x02" + bytes(max(size - 1, 0)))
 
@@ -205,29 +208,29 @@ def test_wrong_size_rejected(size):
 @pytest.mark.parametrize("product", ["Milan", "Genoa", "Turin"])
 @given(st.lists(st.integers(0, 255), min_size=5, max_size=5))
 @settings(max_examples=30)
-def test_tcb_round_trip(product, spl):
-    tcb = TcbVersion(*spl[:4], fmc=spl[4] if product == "Turin" else 0)
+def test_tcb_round_trip(product: str, spl: list[int]) -> None:
+    tcb = TcbVersion(spl[0], spl[1], spl[2], spl[3], fmc=spl[4] if product == "Turin" else 0)
     assert TcbVersion.from_u64(tcb.to_u64(product), product) == tcb
 
 
 # A9: only our typed errors escape the parsers and the verifier.
 @given(st.binary(max_size=2 * REPORT_SIZE))
 @settings(max_examples=150)
-def test_fuzz_parse_arbitrary_bytes(data):
+def test_fuzz_parse_arbitrary_bytes(data: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         SnpReport.from_bytes(data)
 
 
 @given(st.binary(max_size=2000))
 @settings(max_examples=150)
-def test_fuzz_vcek_parser(data):
+def test_fuzz_vcek_parser(data: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         parse_vcek(data)
 
 
 @given(data=st.data())
 @settings(max_examples=100)
-def test_fuzz_verify_mutated_real_report(sample, data):
+def test_fuzz_verify_mutated_real_report(sample: Sample, data: st.DataObject) -> None:
     raw, vcek, _ = sample
     blob = bytearray(raw)
     for _ in range(data.draw(st.integers(1, 4))):
@@ -244,7 +247,7 @@ def test_fuzz_verify_mutated_real_report(sample, data):
                           now=AT)
 
 
-def test_lazily_parsed_certificate_fields_fail_as_protocol_error(sample):
+def test_lazily_parsed_certificate_fields_fail_as_protocol_error(sample: Sample) -> None:
     # Regression (found by the bundle fuzzer): pyca parses the issuer lazily, so a certificate
     # with a malformed issuer loaded fine and raised ValueError later, inside the verifier.
     _, vcek_der, _ = sample
@@ -274,6 +277,6 @@ _BYTE_FIELDS = {"report_data": 64, "measurement": 48, "host_data": 32, "chip_id"
     {**{k: st.integers(0, (1 << (8 * n)) - 1) for k, n in _INT_FIELDS.items()},
      **{k: st.binary(min_size=n, max_size=n) for k, n in _BYTE_FIELDS.items()}}))
 @settings(max_examples=60)
-def test_report_round_trip(fields):
+def test_report_round_trip(fields: dict[str, Any]) -> None:
     report = blank_report(5).replace(**fields)
     assert SnpReport.from_bytes(report.to_bytes()) == report

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from attestation.amd import amd_trust
+from attestation.amd import SnpTrust, amd_trust
 from attestation.policy import Policy
-from attestation.report import AttestationError
+from attestation.report import AttestationError, VerificationReport
 from attestation.sevsnp import SnpReport
 from attestation.simulated import SimulatedTee, Validity, simulated_trust_from_certs
 from attestation.snp_verify import verify_snp_report
@@ -22,20 +25,23 @@ MEAS = bytes(range(100, 148))
 
 
 @pytest.fixture(scope="module")
-def tee():
+def tee() -> SimulatedTee:
     return SimulatedTee.generate(now=NOW)
 
 
 DEFAULT = Policy()
 
 
-def run(tee, evidence, *, certs=None, trust=None, policy=DEFAULT, now=NOW, **kw):
+def run(
+    tee: SimulatedTee, evidence: bytes, *, certs: Sequence[bytes] | None = None,
+    trust: SnpTrust | None = None, policy: Policy = DEFAULT, now: datetime = NOW, **kw: Any,
+) -> tuple[SnpReport, VerificationReport]:
     certs = tee.certs() if certs is None else certs
     trust = tee.trust() if trust is None else trust
     return verify_snp_report(evidence, certs, trust=trust, policy=policy, now=now, **kw)
 
 
-def step_of(tee, evidence, **kw) -> str:
+def step_of(tee: SimulatedTee, evidence: bytes, **kw: Any) -> str:
     with pytest.raises(AttestationError) as exc:
         run(tee, evidence, **kw)
     failure = exc.value.report.first_failure
@@ -44,7 +50,7 @@ def step_of(tee, evidence, **kw) -> str:
 
 
 @pytest.mark.parametrize("version", [2, 3, 5])
-def test_each_version_verifies(tee, version):
+def test_each_version_verifies(tee: SimulatedTee, version: int) -> None:
     evidence = tee.report(DATA, MEAS, version=version)
     report, steps = run(tee, evidence, expected_report_data=DATA, expected_measurements={MEAS})
     assert report.version == version
@@ -52,20 +58,20 @@ def test_each_version_verifies(tee, version):
     assert ("CPUID product" in [s.name for s in steps.steps]) == (version >= 3)
 
 
-def test_trust_from_bundle_certs_equals_own(tee):
+def test_trust_from_bundle_certs_equals_own(tee: SimulatedTee) -> None:
     evidence = tee.report(DATA, MEAS)
     _, steps = run(tee, evidence, trust=simulated_trust_from_certs(tee.certs()))
     assert steps.passed
 
 
-def test_simulated_refused_by_amd_roots(tee):
+def test_simulated_refused_by_amd_roots(tee: SimulatedTee) -> None:
     evidence = tee.report(DATA, MEAS)
     assert step_of(tee, evidence, trust=amd_trust()) == "ARK pinned"
     # without the ARK in the chain, the simulated ASK does not chain to AMD's ARK
     assert step_of(tee, evidence, trust=amd_trust(), certs=tee.certs()[:2]) == "ASK signature"
 
 
-def test_other_platform_root_rejected(tee):
+def test_other_platform_root_rejected(tee: SimulatedTee) -> None:
     other = SimulatedTee.generate(now=NOW)
     evidence = tee.report(DATA, MEAS)
     assert step_of(tee, evidence, trust=other.trust()) == "ARK pinned"
@@ -88,9 +94,11 @@ def test_other_platform_root_rejected(tee):
     pytest.param({"policy": Policy(min_tcb=TcbVersion(0, 0, 0, 214))}, "minimum TCB",
                  id="min-tcb-microcode"),
 ])
-def test_each_reference_value_compared(tee, kwargs, step):
+def test_each_reference_value_compared(
+    tee: SimulatedTee, kwargs: dict[str, Any], step: str,
+) -> None:
     evidence = tee.report(DATA, MEAS)
-    positive = {"expected_report_data": DATA, "expected_measurements": {MEAS},
+    positive: dict[str, Any] = {"expected_report_data": DATA, "expected_measurements": {MEAS},
                 "policy": Policy(min_tcb=tee.tcb)}
     assert run(tee, evidence, **positive)[1].passed
     assert step_of(tee, evidence, **(positive | kwargs)) == step
@@ -98,14 +106,14 @@ def test_each_reference_value_compared(tee, kwargs, step):
 
 # A6: the TCB is the certificate's; a report claiming newer (or older) is rejected.
 @pytest.mark.parametrize("component", ["bootloader", "tee", "snp", "microcode"])
-def test_report_claiming_other_tcb_than_vcek(tee, component):
+def test_report_claiming_other_tcb_than_vcek(tee: SimulatedTee, component: str) -> None:
     claimed = dataclasses.replace(tee.tcb, **{component: getattr(tee.tcb, component) + 1})
     evidence = tee.report(DATA, MEAS, reported_tcb=claimed)
     # the claim alone would satisfy a policy at the claimed level; the certificate decides
     assert step_of(tee, evidence, policy=Policy(min_tcb=claimed)) == "TCB matches VCEK"
 
 
-def test_min_tcb_checked_against_certificate(tee):
+def test_min_tcb_checked_against_certificate(tee: SimulatedTee) -> None:
     evidence = tee.report(DATA, MEAS)
     assert run(tee, evidence, policy=Policy(min_tcb=tee.tcb))[1].passed
     higher = dataclasses.replace(tee.tcb, snp=tee.tcb.snp + 1)
@@ -113,19 +121,19 @@ def test_min_tcb_checked_against_certificate(tee):
 
 
 # A7: chain and policy.
-def test_other_chip_id(tee):
+def test_other_chip_id(tee: SimulatedTee) -> None:
     evidence = tee.report(DATA, MEAS, chip_id=b"\x42" * 64)
     assert step_of(tee, evidence) == "chip id"
 
 
-def test_debug(tee):
+def test_debug(tee: SimulatedTee) -> None:
     evidence = tee.report(DATA, MEAS, debug=True)
     assert SnpReport.from_bytes(evidence).debug
     assert step_of(tee, evidence) == "debug"
     assert run(tee, evidence, policy=Policy(allow_debug=True))[1].passed
 
 
-def test_expired_intermediate():
+def test_expired_intermediate() -> None:
     short = Validity(NOW - timedelta(days=30), NOW + timedelta(hours=1))
     tee = SimulatedTee.generate(now=NOW, ask_validity=short)
     evidence = tee.report(DATA, MEAS)
@@ -133,7 +141,7 @@ def test_expired_intermediate():
     assert step_of(tee, evidence, now=NOW + timedelta(hours=2)) == "ASK validity"
 
 
-def test_expired_vcek_and_root(tee):
+def test_expired_vcek_and_root(tee: SimulatedTee) -> None:
     evidence = tee.report(DATA, MEAS)
     assert step_of(tee, evidence, now=NOW + timedelta(days=400)) == "ARK validity"
     short = SimulatedTee.generate(now=NOW, vcek_validity=Validity(NOW, NOW + timedelta(hours=1)))
@@ -141,20 +149,22 @@ def test_expired_vcek_and_root(tee):
         "VCEK validity"
 
 
-def test_report_signed_by_other_vcek(tee):
+def test_report_signed_by_other_vcek(tee: SimulatedTee) -> None:
     other = SimulatedTee.generate(now=NOW)
     evidence = other.report(DATA, MEAS, chip_id=tee.chip_id)
     assert step_of(tee, evidence) == "report signature"
 
 
-def test_report_argument_lengths(tee):
+def test_report_argument_lengths(tee: SimulatedTee) -> None:
     with pytest.raises(ProtocolError):
         tee.report(DATA[:32], MEAS)
     with pytest.raises(ProtocolError):
         tee.report(DATA, MEAS[:32])
 
 
-def test_same_verification_steps_as_the_real_milan_report(tee, shared_vectors):
+def test_same_verification_steps_as_the_real_milan_report(
+    tee: SimulatedTee, shared_vectors: Path,
+) -> None:
     """Done-criterion: the simulated TEE runs exactly the SEV-SNP verifier's steps."""
     base = shared_vectors / "attestation" / "sev_snp"
     real = (base / "attestation.bin").read_bytes()
