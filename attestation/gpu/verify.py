@@ -185,8 +185,8 @@ def _verify(  # noqa: PLR0913
     # (7) versions
     _check_versions(ev, policy)
     report.ok("versions", f"driver {ev.driver_version}, VBIOS {ev.vbios_version}")
-    # (8) measurements
-    count = compare_measurements(ev.measurements, references)
+    # (8) measurements: every reference set the policy supplied
+    count = sum(compare_measurements(ev.measurements, refs) for refs in references)
     report.ok("measurements", f"all {count} reference indices match (CC-mode configuration)")
 
 
@@ -228,25 +228,29 @@ def _references(
     policy: GpuPolicy,
     now: datetime,
     revocation: RevocationSource | None,
-) -> Mapping[int, tuple[bytes, ...]]:
+) -> list[Mapping[int, tuple[bytes, ...]]]:
+    """Every reference set the policy supplies (RIMs, pinned measurements, or both)."""
+    sets: list[Mapping[int, tuple[bytes, ...]]] = []
+    reasons: list[str] = []
     if policy.driver_rim is not None and policy.vbios_rim is not None:
         driver = verify_rim(policy.driver_rim, now=now, revocation=revocation)
         vbios = verify_rim(policy.vbios_rim, now=now, revocation=revocation)
         _same_version(ev.driver_version, driver, "driver")
         _same_version(ev.vbios_version, vbios, "VBIOS")
-        merged = merge_references(driver, vbios)
-        report.ok(
-            "rims",
+        sets.append(merge_references(driver, vbios))
+        reasons.append(
             f"driver RIM {driver.colloquial_version} and VBIOS RIM {vbios.colloquial_version}: "
-            f"signatures and chains to the pinned NVIDIA RIM root; revocation {driver.revocation}",
+            f"signatures and chains to the pinned NVIDIA RIM root; revocation {driver.revocation}"
         )
-        return merged
-    if policy.driver_rim is not None or policy.vbios_rim is not None:
+    elif policy.driver_rim is not None or policy.vbios_rim is not None:
         raise VerificationError("policy gives only one of the driver and VBIOS RIMs")
     if policy.reference_measurements:
-        report.ok("rims", "policy pins reference measurements (no RIMs)")
-        return policy.reference_measurements
-    raise VerificationError("policy gives no reference values (RIMs or measurements)")
+        sets.append(policy.reference_measurements)
+        reasons.append(f"{len(policy.reference_measurements)} pinned reference measurements")
+    if not sets:
+        raise VerificationError("policy gives no reference values (RIMs or measurements)")
+    report.ok("rims", "; ".join(reasons))
+    return sets
 
 
 def _same_version(reported: str | None, rim: Rim, what: str) -> None:

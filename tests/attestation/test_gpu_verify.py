@@ -430,3 +430,18 @@ def test_simulated_report_with_other_fwid_rejected(sim: SimulatedGpu) -> None:
         good, certs, expected_nonce=nonce, policy=policy, now=SIM_NOW, allow_simulated=True
     )
     assert report.steps[5].reason == "report FWID equals the attestation certificate's DICE FWID"
+
+
+def test_rims_and_pinned_measurements_are_both_compared(set_a: SetA) -> None:
+    refs = dict(
+        merge_references(
+            verify_rim(set_a.driver_rim, now=RIM_VALID), verify_rim(set_a.vbios_rim, now=RIM_VALID)
+        )
+    )
+    both = _policy_a(set_a, reference_measurements=refs)
+    report = _verify_a(set_a, policy=both)
+    assert "66 reference indices" in report.steps[-1].reason  # 33 from RIMs + 33 pinned
+    refs[22] = (bytes(48),)  # a pinned value the RIMs do not cover differently: must still fail
+    with pytest.raises(AttestationError) as err:
+        _verify_a(set_a, policy=_policy_a(set_a, reference_measurements=refs))
+    assert _failure(err).reason == "measurement index 22 matches no reference value"
