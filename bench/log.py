@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -138,6 +139,18 @@ def _proof_rows(max_size: int) -> list[str]:
     return rows
 
 
+def _fsync_ms(samples: int = 50) -> float:
+    with tempfile.NamedTemporaryFile() as f:
+        times = []
+        for _ in range(samples):
+            f.write(b"x" * 512)
+            f.flush()
+            t = time.perf_counter()
+            os.fsync(f.fileno())
+            times.append((time.perf_counter() - t) * 1e3)
+        return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--max-size", type=int, default=10**6)
@@ -149,13 +162,16 @@ def main() -> None:
     print("process, writers in the bench process, same 2 cores)\n")
     print("| path               | writers | entries/s | entries | batches | entries/batch |")
     print("|--------------------|--------:|----------:|--------:|--------:|--------------:|")
-    for label, fn in (("storage+batcher", _storage_writers), ("HTTP POST /add", _http_writers)):
-        for writers in (1, 8, 64):
+    for label, fn, counts in (("storage+batcher", _storage_writers, (1, 8, 64, 256)),
+                              ("HTTP POST /add", _http_writers, (1, 8, 64))):
+        for writers in counts:
             rate, done, batches = asyncio.run(fn(writers, args.seconds))
             per = done / batches if batches else 0.0
             print(f"| {label:<18} | {writers:>7} | {rate:>9,.0f} | {done:>7,} | {batches:>7,} "
                   f"| {per:>13.1f} |")
 
+    print(f"\nfsync latency of this disk meanwhile: median {_fsync_ms():.2f} ms (a batch is "
+          "bounded by writers / fsync latency)")
     print("\nProofs (median microseconds; SHA-256 RFC 9162 tree, all node levels in memory)\n")
     print("| entries   | build     | incl. gen | incl. ver | cons. gen | cons. ver |")
     print("|-----------|-----------|----------:|----------:|----------:|----------:|")
