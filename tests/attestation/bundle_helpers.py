@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+from attestation.bundle import Bundle
 from attestation.dev import release_entry, simulated_bundle
 from attestation.gpu import GpuPolicy, SimulatedGpu
 from attestation.measure import manifest_digest
@@ -27,7 +30,7 @@ class FakeLog:
     logged: set[tuple[bytes, int]] = field(default_factory=set)
     calls: int = 0
 
-    def verify(self, entry, index, checkpoint, proof):
+    def verify(self, entry: bytes, index: int, checkpoint: str, proof: Sequence[bytes]) -> None:
         self.calls += 1
         if (entry, index) not in self.logged:
             raise VerificationError("entry is not included in the checkpoint")
@@ -40,8 +43,11 @@ class Node:
     log: FakeLog
     gpu_policy: GpuPolicy
 
-    def bundle(self, *, measurement=MEASUREMENT, gpus=None, key_config=KEY_CONFIG,
-               nonce=None, now=NOW, **kw):
+    def bundle(
+        self, *, measurement: bytes = MEASUREMENT, gpus: list[SimulatedGpu] | None = None,
+        key_config: bytes = KEY_CONFIG, nonce: bytes | None = None, now: datetime = NOW,
+        **kw: Any,
+    ) -> Bundle:
         return simulated_bundle(key_config=key_config, measurement=measurement, now=now,
                                 tee=self.tee, gpus=[self.gpu] if gpus is None else gpus,
                                 nonce=nonce, **kw)
@@ -54,7 +60,7 @@ def make_node() -> Node:
                 GpuPolicy(reference_measurements=gpu.reference_measurements()))
 
 
-def edit(data: bytes, change) -> bytes:
+def edit(data: bytes, change: Callable[[Any], object]) -> bytes:
     doc = json.loads(data)
     change(doc)
     return json.dumps(doc).encode()

@@ -6,10 +6,13 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
-from bundle_helpers import KEY_CONFIG, MEASUREMENT, NOW, SIM_POLICY, edit, make_node
+from bundle_helpers import KEY_CONFIG, MEASUREMENT, NOW, SIM_POLICY, Node, edit, make_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,29 +26,31 @@ from attestation.bundle import (
 )
 from attestation.dev import release_entry
 from attestation.gpu import GpuPolicy, SimulatedGpu
+from attestation.policy import Policy
 from attestation.report import AttestationError
 from attestation.sevsnp import SnpReport
-from attestation.verify_bundle import verify_bundle
+from attestation.verify_bundle import VerifiedBundle, verify_bundle
 from hushcc.errors import ProtocolError, VerificationError
 
 
 @pytest.fixture(scope="module")
-def node():
+def node() -> Node:
     return make_node()
 
 
 @pytest.fixture(scope="module")
-def good(node):
+def good(node: Node) -> bytes:
     return node.bundle().to_json()
 
 
-def verify(node, data, *, policy=SIM_POLICY, now=NOW + timedelta(minutes=5), **kw):
+def verify(node: Node, data: bytes, *, policy: Policy = SIM_POLICY,
+           now: datetime = NOW + timedelta(minutes=5), **kw: Any) -> VerifiedBundle:
     kw.setdefault("gpu_policy", node.gpu_policy)
     kw.setdefault("log", node.log)
     return verify_bundle(data, policy=policy, now=now, **kw)
 
 
-def rejected_at(node, data, **kw) -> str:
+def rejected_at(node: Node, data: bytes, **kw: Any) -> str:
     with pytest.raises(AttestationError) as exc:
         verify(node, data, **kw)
     step = exc.value.report.first_failure
@@ -54,7 +59,7 @@ def rejected_at(node, data, **kw) -> str:
     return step.name
 
 
-def test_simulated_bundle_verifies(node, good):
+def test_simulated_bundle_verifies(node: Node, good: bytes) -> None:
     verified = verify(node, good)
     assert verified.key_config == KEY_CONFIG
     assert verified.measurement == MEASUREMENT
@@ -66,13 +71,13 @@ def test_simulated_bundle_verifies(node, good):
     assert all(s.passed for s in verified.report.steps)
 
 
-def test_round_trip_and_canonical(good):
+def test_round_trip_and_canonical(good: bytes) -> None:
     bundle = Bundle.from_json(good)
     assert bundle.to_json() == good
     assert Bundle.from_json(bundle.to_json()) == bundle
 
 
-def test_binding_matches_design_formula(node, good):
+def test_binding_matches_design_formula(node: Node, good: bytes) -> None:
     bundle = Bundle.from_json(good)
     report = SnpReport.from_bytes(bundle.cpu.evidence)
     na = bundle.not_after.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
@@ -85,11 +90,11 @@ def test_binding_matches_design_formula(node, good):
 
 
 # A1: stale or unbound. Each mutation names the step that must catch it.
-def _other_key(doc):
+def _other_key(doc: dict[str, Any]) -> None:
     doc["key_config"] = base64.b64encode(b"\x02" + KEY_CONFIG[1:]).decode()
 
 
-def _later(doc):
+def _later(doc: dict[str, Any]) -> None:
     doc["not_after"] = "2026-11-24T09:00:00Z"
 
 
@@ -97,11 +102,13 @@ def _later(doc):
     pytest.param(_other_key, "(2) GPU 0: nonce", id="other-key-config"),
     pytest.param(_later, "(2) GPU 0: nonce", id="other-not-after"),
 ])
-def test_unbound_bundle_rejected(node, good, change, step):
+def test_unbound_bundle_rejected(
+    node: Node, good: bytes, change: Callable[[Any], object], step: str,
+) -> None:
     assert rejected_at(node, edit(good, change)) == step
 
 
-def test_binding_step_itself(node):
+def test_binding_step_itself(node: Node) -> None:
     nogpu = SIM_POLICY.__class__(allow_simulated=True, require_gpu=False)
     data = node.bundle(gpus=[]).to_json()
     assert verify(node, data, policy=nogpu).report.passed
@@ -109,7 +116,7 @@ def test_binding_step_itself(node):
     assert rejected_at(node, edit(data, _later), policy=nogpu) == "(3) binding"
 
 
-def test_swapped_gpu_evidence_breaks_binding(node, good):
+def test_swapped_gpu_evidence_breaks_binding(node: Node, good: bytes) -> None:
     other = SimulatedGpu()
     bundle = Bundle.from_json(good)
     ev, certs = other.attest(gpu_nonce(KEY_CONFIG, bundle.not_after))
@@ -119,7 +126,7 @@ def test_swapped_gpu_evidence_breaks_binding(node, good):
     assert rejected_at(node, swapped) == "(3) binding"
 
 
-def test_per_request_nonce(node):
+def test_per_request_nonce(node: Node) -> None:
     nonce, other = b"\x11" * 32, b"\x22" * 32
     data = node.bundle(nonce=nonce).to_json()
     assert verify(node, data, expected_nonce=nonce).report.passed
@@ -135,12 +142,12 @@ def test_per_request_nonce(node):
     pytest.param(timedelta(days=3), "(6) validity window", id="expired"),
     pytest.param(-timedelta(minutes=1), "(6) validity window", id="before-not-before"),
 ])
-def test_validity_window(node, good, delta, step):
+def test_validity_window(node: Node, good: bytes, delta: timedelta, step: str) -> None:
     assert verify(node, good, now=NOW + timedelta(hours=12) - timedelta(seconds=1))
     assert rejected_at(node, good, now=NOW + delta) == step
 
 
-def test_max_age_and_lifetime(node, good):
+def test_max_age_and_lifetime(node: Node, good: bytes) -> None:
     strict = dataclasses.replace(SIM_POLICY, max_age=timedelta(hours=1))
     assert verify(node, good, policy=strict, now=NOW + timedelta(minutes=59)).report.passed
     assert rejected_at(node, good, policy=strict, now=NOW + timedelta(hours=2)) == "(6) age"
@@ -149,62 +156,62 @@ def test_max_age_and_lifetime(node, good):
 
 
 # A2/A3: the measurement is compared with the logged one; the log proof is required.
-def test_measurement_whose_release_is_not_logged(node):
+def test_measurement_whose_release_is_not_logged(node: Node) -> None:
     # a node measuring other files staples a (true) entry for its measurement: not in the log
     data = node.bundle(measurement=bytes(48)).to_json()
     assert rejected_at(node, data) == "(5) log inclusion"
 
 
-def test_release_for_other_measurement(node, good):
+def test_release_for_other_measurement(node: Node, good: bytes) -> None:
     entry = base64.b64encode(release_entry(b"\x01" * 48)).decode()
     assert rejected_at(node, edit(good, lambda d: d["release"].update(entry=entry))) == \
         "(4) measurement"
 
 
-def test_allowed_measurements(node, good):
+def test_allowed_measurements(node: Node, good: bytes) -> None:
     ok = dataclasses.replace(SIM_POLICY, allowed_measurements=frozenset({MEASUREMENT}))
     assert verify(node, good, policy=ok).report.passed
     other = dataclasses.replace(SIM_POLICY, allowed_measurements=frozenset({bytes(48)}))
     assert rejected_at(node, good, policy=other) == "(4) allowed measurement"
 
 
-def test_log_required(node, good):
+def test_log_required(node: Node, good: bytes) -> None:
     assert rejected_at(node, good, log=None) == "(5) log inclusion"
     moved = edit(good, lambda d: d["release"].update(index=1))
     assert rejected_at(node, moved) == "(5) log inclusion"
 
 
 # A7: simulated roots, relabelled types, debug, GPU not in CC mode.
-def test_simulated_refused_by_default(node, good):
+def test_simulated_refused_by_default(node: Node, good: bytes) -> None:
     default = dataclasses.replace(SIM_POLICY, allow_simulated=False)
     assert rejected_at(node, good, policy=default) == "(1) CPU type"
 
 
-def test_simulated_chain_labelled_sev_snp_hits_amd_root(node, good):
+def test_simulated_chain_labelled_sev_snp_hits_amd_root(node: Node, good: bytes) -> None:
     relabelled = edit(good, lambda d: d["cpu"].update(type="sev-snp"))
     assert rejected_at(node, relabelled) == "(1) sev-snp: ARK pinned"
 
 
-def test_simulated_gpu_labelled_h100_refused(node, good):
+def test_simulated_gpu_labelled_h100_refused(node: Node, good: bytes) -> None:
     relabelled = edit(good, lambda d: d["gpu"][0].update(type="nvidia-h100"))
     assert rejected_at(node, relabelled) == "(2) GPU 0: chain"
 
 
-def test_gpu_not_in_cc_mode(node):
+def test_gpu_not_in_cc_mode(node: Node) -> None:
     off = SimulatedGpu(cc_mode=False)
     policy = GpuPolicy(reference_measurements=off.reference_measurements())
     data = node.bundle(gpus=[off]).to_json()
     assert rejected_at(node, data, gpu_policy=policy) == "(2) GPU 0: measurements"
 
 
-def test_gpu_required(node):
+def test_gpu_required(node: Node) -> None:
     data = node.bundle(gpus=[]).to_json()
     assert rejected_at(node, data) == "(2) GPU present"
     assert rejected_at(node, data, gpu_policy=None) == "(2) GPU present"
     assert rejected_at(node, node.bundle().to_json(), gpu_policy=None) == "(2) GPU 0"
 
 
-def test_debug_guest_refused(node):
+def test_debug_guest_refused(node: Node) -> None:
     data = node.bundle().to_json()
     bundle = Bundle.from_json(data)
     debug = node.tee.report(SnpReport.from_bytes(bundle.cpu.evidence).report_data, MEASUREMENT,
@@ -219,11 +226,11 @@ def test_debug_guest_refused(node):
     pytest.param(b"", id="empty"), pytest.param(b"[]", id="list"),
     pytest.param(b'{"version": 1}', id="missing-keys"),
 ])
-def test_parse_failures(node, bad):
+def test_parse_failures(node: Node, bad: bytes) -> None:
     assert rejected_at(node, bad) == "(0) parse"
 
 
-def test_duplicate_keys_and_strict_base64(good):
+def test_duplicate_keys_and_strict_base64(good: bytes) -> None:
     with pytest.raises(ProtocolError):
         Bundle.from_json(good[:-1] + b',"version":1}')
     with pytest.raises(ProtocolError):
@@ -235,14 +242,14 @@ def test_duplicate_keys_and_strict_base64(good):
 # A9: only typed errors escape.
 @given(st.binary(max_size=512))
 @settings(max_examples=100)
-def test_fuzz_bundle_parser(data):
+def test_fuzz_bundle_parser(data: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         Bundle.from_json(data)
 
 
 @given(data=st.data())
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_fuzz_verify_mutated_bundle(node, good, data):
+def test_fuzz_verify_mutated_bundle(node: Node, good: bytes, data: st.DataObject) -> None:
     blob = bytearray(good)
     for _ in range(data.draw(st.integers(1, 3))):
         blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
@@ -259,7 +266,10 @@ _ev = st.builds(lambda t, e, c: Evidence(t, e, tuple(c)),
        checkpoint=st.text(max_size=40), nonce=st.none() | st.binary(min_size=32, max_size=32),
        seconds=st.integers(0, 10**9))
 @settings(max_examples=60)
-def test_bundle_round_trip(*, key_config, ev, gpus, index, checkpoint, nonce, seconds):
+def test_bundle_round_trip(
+    *, key_config: bytes, ev: Evidence, gpus: list[bytes], index: int, checkpoint: str,
+    nonce: bytes | None, seconds: int,
+) -> None:
     start = datetime.fromtimestamp(seconds, tz=UTC)
     bundle = Bundle("0f" * 32, key_config, start, start + timedelta(hours=1), ev,
                     tuple(Evidence("nvidia-h100", g, (g,)) for g in gpus),
@@ -269,7 +279,7 @@ def test_bundle_round_trip(*, key_config, ev, gpus, index, checkpoint, nonce, se
     assert Bundle.from_json(data).to_json() == data
 
 
-def test_real_milan_report_through_the_bundle_path(shared_vectors):
+def test_real_milan_report_through_the_bundle_path(shared_vectors: Path) -> None:
     """A real AMD report goes through step (1) of the bundle verifier (AMD roots, debug allowed)
     and is then refused at (3): its report_data is go-sev-guest's test nonce, not our binding."""
     base = shared_vectors / "attestation" / "sev_snp"
@@ -285,8 +295,10 @@ def test_real_milan_report_through_the_bundle_path(shared_vectors):
     steps = {s.name: s.passed for s in exc.value.report.steps}
     assert steps["(1) sev-snp: report signature"]
     assert steps["(1) sev-snp: debug"]
+    assert exc.value.report.first_failure is not None
     assert exc.value.report.first_failure.name == "(3) binding"
     strict = dataclasses.replace(policy, allow_debug=False)
     with pytest.raises(AttestationError) as exc:
         verify_bundle(bundle.to_json(), policy=strict, now=at, log=None)
+    assert exc.value.report.first_failure is not None
     assert exc.value.report.first_failure.name == "(1) sev-snp: debug"

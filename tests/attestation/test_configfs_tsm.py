@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -30,11 +31,11 @@ NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def tee():
+def tee() -> SimulatedTee:
     return SimulatedTee.generate(now=NOW)
 
 
-def test_collects_and_verifies(tmp_path, tee):
+def test_collects_and_verifies(tmp_path: Path, tee: SimulatedTee) -> None:
     kernel = FakeKernel(tee)
     data = bytes(range(64))
     evidence = collect_cpu_evidence(data, root=tmp_path, fs=kernel)
@@ -47,7 +48,7 @@ def test_collects_and_verifies(tmp_path, tee):
     assert not (tmp_path / "hushcc").exists()  # the entry is removed afterwards
 
 
-def test_generation_changed_once_is_retried(tmp_path, tee):
+def test_generation_changed_once_is_retried(tmp_path: Path, tee: SimulatedTee) -> None:
     kernel = FakeKernel(tee)
     kernel.interfere = 1
     data = b"\x01" * 64
@@ -56,7 +57,7 @@ def test_generation_changed_once_is_retried(tmp_path, tee):
     assert SnpReport.from_bytes(report.outblob).report_data == data
 
 
-def test_generation_keeps_changing_fails(tmp_path, tee):
+def test_generation_keeps_changing_fails(tmp_path: Path, tee: SimulatedTee) -> None:
     kernel = FakeKernel(tee)
     kernel.interfere = 10
     with pytest.raises(CollectionError, match="generation"):
@@ -64,34 +65,34 @@ def test_generation_keeps_changing_fails(tmp_path, tee):
     assert not (tmp_path / "hushcc").exists()
 
 
-def test_without_interference_one_attempt_suffices(tmp_path, tee):
+def test_without_interference_one_attempt_suffices(tmp_path: Path, tee: SimulatedTee) -> None:
     kernel = FakeKernel(tee)
     assert collect_report(b"\x01" * 64, root=tmp_path, fs=kernel, attempts=1).generation == 1
 
 
-def test_no_configfs(tmp_path, tee):
+def test_no_configfs(tmp_path: Path, tee: SimulatedTee) -> None:
     with pytest.raises(CollectionError):
         collect_report(b"\x00" * 64, root=tmp_path / "absent", fs=FakeKernel(tee))
 
 
-def test_wrong_report_data_length(tmp_path, tee):
+def test_wrong_report_data_length(tmp_path: Path, tee: SimulatedTee) -> None:
     with pytest.raises(ProtocolError):
         collect_report(b"\x00" * 32, root=tmp_path, fs=FakeKernel(tee))
 
 
-def test_tdx_provider_and_unknown_provider(tmp_path, tee):
+def test_tdx_provider_and_unknown_provider(tmp_path: Path, tee: SimulatedTee) -> None:
     evidence = collect_cpu_evidence(b"\x00" * 64, root=tmp_path, fs=FakeKernel(tee, "tdx_guest"))
     assert evidence.type == "tdx"
     with pytest.raises(CollectionError, match="provider"):
         collect_cpu_evidence(b"\x00" * 64, root=tmp_path, fs=FakeKernel(tee, "arm_cca"))
 
 
-def test_absent_auxblob_gives_no_certs(tmp_path, tee):
+def test_absent_auxblob_gives_no_certs(tmp_path: Path, tee: SimulatedTee) -> None:
     evidence = collect_cpu_evidence(b"\x00" * 64, root=tmp_path, fs=FakeKernel(tee, aux=False))
     assert evidence.certs == ()
 
 
-def test_cert_table_round_trip_and_errors(tee):
+def test_cert_table_round_trip_and_errors(tee: SimulatedTee) -> None:
     vcek, ask, ark = tee.certs()
     certs = {VCEK_GUID: vcek, ASK_GUID: ask, ARK_GUID: ark}
     blob = build_cert_table(certs)
@@ -107,6 +108,6 @@ def test_cert_table_round_trip_and_errors(tee):
 
 @given(st.binary(max_size=300))
 @settings(max_examples=150)
-def test_fuzz_cert_table(data):
+def test_fuzz_cert_table(data: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         parse_cert_table(data)

@@ -24,12 +24,13 @@ class FakeKernel(OsTsmFileSystem):
     reads (it fires on the next `interfere` reads of outblob).
     """
 
-    def __init__(self, tee: SimulatedTee, provider: str = "sev_guest", *, aux: bool = True):
+    def __init__(self, tee: SimulatedTee, provider: str = "sev_guest", *, aux: bool = True
+                 ) -> None:
         self.tee, self.provider, self.aux = tee, provider, aux
         self.interfere = 0
         self.created: list[Path] = []
 
-    def mkdir(self, path):
+    def mkdir(self, path: Path) -> None:
         super().mkdir(path)
         self.created.append(path)
         (path / "generation").write_text("0\n")
@@ -39,17 +40,17 @@ class FakeKernel(OsTsmFileSystem):
         if not self.aux:
             (path / "auxblob").unlink()
 
-    def rmdir(self, path):
+    def rmdir(self, path: Path) -> None:
         for child in path.iterdir():
             child.unlink()
         super().rmdir(path)
 
-    def write(self, path, data):
+    def write(self, path: Path, data: bytes) -> None:
         super().write(path, data)
         if path.name == "inblob":
             self._produce(path.parent, data)
 
-    def _produce(self, entry, data):
+    def _produce(self, entry: Path, data: bytes) -> None:
         gen = int((entry / "generation").read_text())
         (entry / "generation").write_text(f"{gen + 1}\n")
         (entry / "outblob").write_bytes(self.tee.report(data.ljust(64, b"\0"), MEAS))
@@ -58,7 +59,7 @@ class FakeKernel(OsTsmFileSystem):
             (entry / "auxblob").write_bytes(
                 build_cert_table({VCEK_GUID: vcek, ASK_GUID: ask, ARK_GUID: ark}))
 
-    def read(self, path):
+    def read(self, path: Path) -> bytes | None:
         if path.name == "outblob" and self.interfere:
             self.interfere -= 1
             self._produce(path.parent, b"\xee" * 64)  # someone else's request
