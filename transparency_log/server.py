@@ -48,7 +48,7 @@ class ServerConfig:
     """Server limits and policy."""
 
     max_batch: int = 4096
-    resign_interval: float = 300.0  # seconds; re-sign an idle tree so its timestamp stays fresh
+    resign_interval: float = 300.0  # seconds; re-sign a tree whose checkpoint is this old
 
 
 class Batcher:
@@ -164,8 +164,11 @@ class LogServer:
 
     async def _resign_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.resign_interval)
-            if self.batcher is not None:
+            await asyncio.sleep(self.config.resign_interval / 4)
+            stamp = self.storage.checkpoint.timestamp or 0
+            if self.batcher is not None and (
+                self.storage.clock() - stamp >= self.config.resign_interval
+            ):
                 with contextlib.suppress(StorageError):
                     await self.batcher.resign()
 
