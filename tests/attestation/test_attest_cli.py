@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ ORIGIN = "log.hushcc.test"
 
 
 @pytest.fixture
-def simulated(tmp_path, capsys):
+def simulated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     key_config = tmp_path / "kc.bin"
     key_config.write_bytes(bytes.fromhex("01002000010001") + bytes(32))
     out = tmp_path / "bundle.json"
@@ -27,7 +28,7 @@ def simulated(tmp_path, capsys):
     return out
 
 
-def _log_release(tmp_path, bundle_path):
+def _log_release(tmp_path: Path, bundle_path: Path) -> tuple[Path, str]:
     """Log the bundle's release entry in a fresh log; return (release file, log key)."""
     entry = Bundle.from_json(bundle_path.read_bytes()).release.entry
     signer = Signer.generate(ORIGIN)
@@ -43,7 +44,7 @@ def _log_release(tmp_path, bundle_path):
     return release, signer.verifier().to_string()
 
 
-def test_show(simulated, capsys):
+def test_show(simulated: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["attest", "show", str(simulated)]) == 0
     out = capsys.readouterr().out
     assert "cpu:         simulated" in out
@@ -51,7 +52,9 @@ def test_show(simulated, capsys):
     assert "measurement:" in out
 
 
-def test_verify_default_policy_refuses_simulated(simulated, tmp_path, capsys):
+def test_verify_default_policy_refuses_simulated(
+    simulated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text("")
     assert main(["attest", "verify", str(simulated), "--policy", str(policy)]) == 1
@@ -60,7 +63,9 @@ def test_verify_default_policy_refuses_simulated(simulated, tmp_path, capsys):
     assert "rejected at step (1) CPU type" in captured.err
 
 
-def test_verify_unlogged_fails_at_log_step(simulated, tmp_path, capsys):
+def test_verify_unlogged_fails_at_log_step(
+    simulated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text("allow_simulated = true\n")
     assert main(["attest", "verify", str(simulated), "--policy", str(policy)]) == 1
@@ -69,7 +74,9 @@ def test_verify_unlogged_fails_at_log_step(simulated, tmp_path, capsys):
     assert "rejected at step (5) log inclusion" in captured.err
 
 
-def test_simulate_with_logged_release_verifies(tmp_path, simulated, capsys):
+def test_simulate_with_logged_release_verifies(
+    tmp_path: Path, simulated: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     release, log_key = _log_release(tmp_path, simulated)
     out = tmp_path / "logged.json"
     key_config = tmp_path / "kc.bin"
@@ -88,7 +95,9 @@ def test_simulate_with_logged_release_verifies(tmp_path, simulated, capsys):
     assert "rejected at step (6) validity window" in capsys.readouterr().err
 
 
-def test_verify_bad_inputs(simulated, tmp_path, capsys):
+def test_verify_bad_inputs(
+    simulated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text("allow_simulated = maybe\n")
     assert main(["attest", "verify", str(simulated), "--policy", str(policy)]) == 1
@@ -103,7 +112,7 @@ def test_verify_bad_inputs(simulated, tmp_path, capsys):
     assert "hushcc: error:" in capsys.readouterr().err
 
 
-def test_measure(tmp_path, capsys):
+def test_measure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "a.py").write_text("x = 1\n")
     assert main(["attest", "measure", "--root", str(tmp_path), "a.py"]) == 0
     first = capsys.readouterr().out.split()[0]

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from bundle_helpers import KEY_CONFIG, MEASUREMENT, NOW, SIM_POLICY, make_node
+from bundle_helpers import KEY_CONFIG, MEASUREMENT, NOW, SIM_POLICY, Node, make_node
 
 from attestation.bundle import Bundle, Evidence, Release
 from attestation.dev import release_entry
 from attestation.report import AttestationError
 from attestation.tdx import TdxPolicy, TdxQuote
-from attestation.verify_bundle import DcapTdxVerifier, StapledLogVerifier, verify_bundle
+from attestation.verify_bundle import (
+    DcapTdxVerifier,
+    StapledLogVerifier,
+    VerifiedBundle,
+    verify_bundle,
+)
 from transparency_log import merkle
 from transparency_log.checkpoint import Checkpoint, sign_checkpoint
 from transparency_log.note import Signer
@@ -21,7 +27,7 @@ ORIGIN = "log.hushcc.test"
 
 
 @pytest.fixture(scope="module")
-def logged():
+def logged() -> tuple[Signer, Release]:
     """A log of 5 entries whose leaf 3 is the node's release, and the stapled proof of it."""
     signer = Signer.generate(ORIGIN)
     entries = [release_entry(bytes([i]) * 48) for i in range(3)] + [
@@ -35,16 +41,16 @@ def logged():
 
 
 @pytest.fixture(scope="module")
-def node():
+def node() -> Node:
     return make_node()
 
 
-def run(node, data, log):
+def run(node: Node, data: bytes, log: StapledLogVerifier) -> VerifiedBundle:
     return verify_bundle(data, policy=SIM_POLICY, now=NOW + timedelta(minutes=1), log=log,
                          gpu_policy=node.gpu_policy)
 
 
-def test_real_log_proof_verifies(node, logged):
+def test_real_log_proof_verifies(node: Node, logged: tuple[Signer, Release]) -> None:
     signer, release = logged
     data = node.bundle(release=release).to_json()
     log = StapledLogVerifier(signer.verifier().to_string(), NOW)
@@ -52,7 +58,7 @@ def test_real_log_proof_verifies(node, logged):
 
 
 @pytest.mark.parametrize("mutate", ["index", "proof", "key", "entry"])
-def test_real_log_rejections(node, logged, mutate):
+def test_real_log_rejections(node: Node, logged: tuple[Signer, Release], mutate: str) -> None:
     signer, release = logged
     key = signer.verifier().to_string()
     if mutate == "index":
@@ -71,6 +77,7 @@ def test_real_log_rejections(node, logged, mutate):
     data = node.bundle(release=release).to_json()
     with pytest.raises(AttestationError) as exc:
         run(node, data, StapledLogVerifier(key, NOW))
+    assert exc.value.report.first_failure is not None
     assert exc.value.report.first_failure.name == "(5) log inclusion"
 
 
@@ -79,7 +86,7 @@ def test_real_log_rejections(node, logged, mutate):
 TDX_AT = datetime.fromtimestamp(1751328000, tz=UTC)
 
 
-def test_tdx_route(shared_vectors):
+def test_tdx_route(shared_vectors: Path) -> None:
     samples = shared_vectors / "attestation/intel_tdx/dcap_qvl_samples"
     quote = (samples / "tdx_quote").read_bytes()
     collateral = (samples / "tdx_quote_collateral.json").read_text()
@@ -99,7 +106,9 @@ def test_tdx_route(shared_vectors):
         verify_bundle(bundle.to_json(), policy=policy, now=TDX_AT, log=None, tdx=tdx)
     names = [(s.name, s.passed) for s in exc.value.report.steps]
     assert ("(1) tdx: dcap-qvl", True) in names
+    assert exc.value.report.first_failure is not None
     assert exc.value.report.first_failure.name == "(3) binding"
     with pytest.raises(AttestationError) as exc:
         verify_bundle(bundle.to_json(), policy=policy, now=TDX_AT, log=None)
+    assert exc.value.report.first_failure is not None
     assert exc.value.report.first_failure.name == "(1) CPU evidence"

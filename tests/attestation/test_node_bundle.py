@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pynvml
 import pytest
@@ -29,42 +31,42 @@ class TinyNvml:
 
     NVMLError = pynvml.NVMLError
 
-    def __init__(self, gpus):
+    def __init__(self, gpus: list[SimulatedGpu]) -> None:
         self.gpus = gpus
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("NVML_"):
             return getattr(pynvml, name)
         raise AttributeError(name)
 
-    def nvmlInit(self):
+    def nvmlInit(self) -> None:
         pass
 
-    def nvmlShutdown(self):
+    def nvmlShutdown(self) -> None:
         pass
 
-    def nvmlSystemGetConfComputeState(self):
+    def nvmlSystemGetConfComputeState(self) -> SimpleNamespace:
         return SimpleNamespace(ccFeature=pynvml.NVML_CC_SYSTEM_FEATURE_ENABLED,
                                devToolsMode=pynvml.NVML_CC_SYSTEM_DEVTOOLS_MODE_OFF,
                                environment=pynvml.NVML_CC_SYSTEM_ENVIRONMENT_PROD)
 
-    def nvmlSystemGetConfComputeGpusReadyState(self):
-        return pynvml.NVML_CC_ACCEPTING_CLIENT_REQUESTS_TRUE
+    def nvmlSystemGetConfComputeGpusReadyState(self) -> int:
+        return int(pynvml.NVML_CC_ACCEPTING_CLIENT_REQUESTS_TRUE)
 
-    def nvmlDeviceGetCount(self):
+    def nvmlDeviceGetCount(self) -> int:
         return len(self.gpus)
 
-    def nvmlDeviceGetHandleByIndex(self, i):
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> SimulatedGpu:
         return self.gpus[i]
 
-    def nvmlDeviceGetConfComputeGpuAttestationReport(self, gpu, nonce):
+    def nvmlDeviceGetConfComputeGpuAttestationReport(self, gpu: SimulatedGpu, nonce: bytes) -> Any:
         evidence, _ = gpu.attest(bytes(nonce))
         report = pynvml.c_nvmlConfComputeGpuAttestationReport_t()
         report.attestationReportSize = len(evidence)
         report.attestationReport[: len(evidence)] = list(evidence)
         return report
 
-    def nvmlDeviceGetConfComputeGpuCertificate(self, gpu):
+    def nvmlDeviceGetConfComputeGpuCertificate(self, gpu: SimulatedGpu) -> Any:
         raw = b"".join(gpu.cert_chain)
         cert = pynvml.c_nvmlConfComputeGpuCertificate_t()
         cert.attestationCertChainSize = len(raw)
@@ -73,11 +75,13 @@ class TinyNvml:
 
 
 @pytest.fixture(scope="module")
-def hardware():
+def hardware() -> tuple[SimulatedTee, list[SimulatedGpu]]:
     return SimulatedTee.generate(now=NOW), [SimulatedGpu(), SimulatedGpu()]
 
 
-def test_collect_bundle_binds_both_collectors(tmp_path, hardware):
+def test_collect_bundle_binds_both_collectors(
+    tmp_path: Path, hardware: tuple[SimulatedTee, list[SimulatedGpu]],
+) -> None:
     tee, gpus = hardware
     nonce = b"\x33" * 32
     bundle = collect_bundle(
@@ -99,4 +103,5 @@ def test_collect_bundle_binds_both_collectors(tmp_path, hardware):
     with pytest.raises(AttestationError) as exc:
         verify_bundle(bundle.to_json(), policy=Policy(allow_simulated=True), now=NOW,
                       log=None, gpu_policy=policy, expected_nonce=nonce)
+    assert exc.value.report.first_failure is not None
     assert exc.value.report.first_failure.name == "(1) sev-snp: ARK pinned"

@@ -5,12 +5,19 @@ from __future__ import annotations
 import ctypes
 import struct
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from attestation.configfs_tsm import CollectionError
 from attestation.policy import Policy
-from attestation.sev_guest import SNP_GET_REPORT, OsSevGuestDevice, get_report
+from attestation.sev_guest import (
+    SNP_GET_REPORT,
+    OsSevGuestDevice,
+    SnpGuestRequestIoctl,
+    get_report,
+)
 from attestation.simulated import SimulatedTee
 from attestation.snp_verify import verify_snp_report
 from hushcc.errors import ProtocolError
@@ -22,11 +29,12 @@ MEAS = b"\x05" * 48
 class FakeFirmware:
     """Reads the request through the ioctl's pointers and writes MSG_REPORT_RSP back."""
 
-    def __init__(self, tee, *, status=0, size=1184, fail=False):
+    def __init__(self, tee: SimulatedTee, *, status: int = 0, size: int = 1184,
+                 fail: bool = False) -> None:
         self.tee, self.status, self.size, self.fail = tee, status, size, fail
-        self.requests = []
+        self.requests: list[tuple[bytes, int]] = []
 
-    def ioctl(self, request, arg):
+    def ioctl(self, request: int, arg: SnpGuestRequestIoctl) -> None:
         assert request == SNP_GET_REPORT == 0xC0205300
         assert arg.msg_version == 1
         if self.fail:
@@ -41,11 +49,11 @@ class FakeFirmware:
 
 
 @pytest.fixture(scope="module")
-def tee():
+def tee() -> SimulatedTee:
     return SimulatedTee.generate(now=NOW)
 
 
-def test_get_report_verifies(tee):
+def test_get_report_verifies(tee: SimulatedTee) -> None:
     data = bytes(range(64))
     fw = FakeFirmware(tee)
     report = get_report(data, device=fw)
@@ -55,7 +63,7 @@ def test_get_report_verifies(tee):
     assert steps.passed
 
 
-def test_vmpl_passed_through(tee):
+def test_vmpl_passed_through(tee: SimulatedTee) -> None:
     fw = FakeFirmware(tee)
     get_report(bytes(64), vmpl=2, device=fw)
     assert fw.requests == [(bytes(64), 2)]
@@ -66,12 +74,12 @@ def test_vmpl_passed_through(tee):
     pytest.param({"size": 1000}, ProtocolError, id="wrong-size"),
     pytest.param({"fail": True}, CollectionError, id="ioctl-error"),
 ])
-def test_failures(tee, fw_kwargs, error):
+def test_failures(tee: SimulatedTee, fw_kwargs: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
         get_report(bytes(64), device=FakeFirmware(tee, **fw_kwargs))
 
 
-def test_no_device_and_bad_length(tmp_path):
+def test_no_device_and_bad_length(tmp_path: Path) -> None:
     with pytest.raises(CollectionError):
         get_report(bytes(64), device=OsSevGuestDevice(tmp_path / "sev-guest"))
     with pytest.raises(ProtocolError):
