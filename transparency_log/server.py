@@ -194,8 +194,11 @@ class LogServer:
         else:
             body = tile_hashes(self.storage.tree, tile)
         cache = FULL_TILE_CACHE if tile.full else PARTIAL_TILE_CACHE
-        return web.Response(body=body, content_type="application/octet-stream",
-                            headers={"Cache-Control": cache})
+        response = web.Response(body=body, content_type="application/octet-stream",
+                                headers={"Cache-Control": cache})
+        if tile.level == ENTRIES_LEVEL:
+            response.enable_compression()  # tlog-tiles: bundles SHOULD be compressed (gzip)
+        return response
 
     async def get_inclusion(self, request: web.Request) -> web.Response:
         """Serve an inclusion proof for `index` in the tree of `size`."""

@@ -121,6 +121,7 @@ def test_tiles_api_and_proofs_from_tiles_alone(tmp_path: Path) -> None:
             await add(e)
         async with s.get(url + "/checkpoint") as r:
             assert r.headers["Cache-Control"] == "no-cache"
+            assert r.headers["Content-Type"] == "text/plain; charset=utf-8"  # tlog-tiles
             note = await r.read()
         assert note == server.storage.checkpoint_note
         size = server.storage.size
@@ -131,8 +132,12 @@ def test_tiles_api_and_proofs_from_tiles_alone(tmp_path: Path) -> None:
                 assert r.status == 200, path
                 cache = r.headers["Cache-Control"]
                 assert (cache == FULL_TILE_CACHE) == (".p/" not in path)
+                assert r.headers["Content-Type"] == "application/octet-stream"
                 tiles[path] = await r.read()
         assert decode_bundle(tiles["tile/entries/000"]) == [e.to_bytes() for e in entries[:256]]
+        async with s.get(f"{url}/tile/entries/000", headers={"Accept-Encoding": "gzip"}) as r:
+            assert r.headers["Content-Encoding"] == "gzip"
+            assert await r.read() == tiles["tile/entries/000"]  # transparently decompressed
         assert len(decode_bundle(tiles["tile/entries/001.p/44"])) == 44
         for missing in ("tile/0/001", "tile/0/002.p/1", "tile/0/001.p/45", "tile/entries/001",
                         "tile/0/1", "tile/1/000"):
