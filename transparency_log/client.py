@@ -301,7 +301,7 @@ class LogClient:
         if old_note is not None:
             old = open_checkpoint(old_note, self.trust.verifier, self.trust.origin).checkpoint
             check_consistency(old_note, old, note, new, consistency)
-            if new.size == old.size and new.timestamp == old.timestamp:
-                return new
+            if new.size == old.size and (new.timestamp or 0) <= (old.timestamp or 0):
+                return new  # same tree, not fresher: keep the persisted note
         self.store.save(note)
         return new

@@ -231,3 +231,17 @@ def test_malformed_pinned_key_is_a_config_error(log: Signer) -> None:
     with pytest.raises(ConfigError):
         verify_stapled_inclusion(entries[1], 1, note, proof, log_verifier_key="not-a-key")
     verify_stapled_inclusion(entries[1], 1, note, proof, log_verifier_key=log.verifier())
+
+
+def test_same_tree_persists_only_fresher_notes(log: Signer) -> None:
+    entries = _entries(4)
+    _, older = signed_tree(log, entries, timestamp=NOW - 100)
+    _, newer = signed_tree(log, entries, timestamp=NOW - 10)
+    store = MemoryCheckpointStore()
+    client = LogClient(LogTrust(log.verifier(), ORIGIN), store)
+    client.update(newer, [])
+    client.update(older, [])  # same tree, replayed older note: accepted but not persisted
+    assert store.load() == newer
+    _, newest = signed_tree(log, entries, timestamp=NOW)
+    client.update(newest, [])
+    assert store.load() == newest
