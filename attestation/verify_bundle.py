@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from attestation.policy import Policy
+    from transparency_log.cosignature import WitnessPolicy
 
 # The release entry's `measurements` key for each CPU evidence type.
 MEASUREMENT_KEYS = {"sev-snp": "sev-snp", "tdx": "tdx", "simulated": "sim"}
@@ -93,11 +94,16 @@ def entry_measurement(entry: bytes, cpu_type: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class StapledLogVerifier:
-    """`LogVerifier` over the transparency-log client: pinned log key, optional max age."""
+    """`LogVerifier` over the transparency-log client: pinned key, optional max age, witnesses.
+
+    Consistency with the last checkpoint a client saw needs its persisted state and a
+    consistency proof: the SDK's `transparency_log.client.LogClient` does that part.
+    """
 
     log_key: str
     now: datetime
     max_age_seconds: int | None = None
+    witness_policy: WitnessPolicy | None = None
 
     def verify(self, entry: bytes, index: int, checkpoint: str, proof: Sequence[bytes]) -> None:
         """Verify the stapled inclusion proof (`transparency_log.client.verify_stapled_inclusion`).
@@ -107,7 +113,8 @@ class StapledLogVerifier:
         """
         try:
             verify_stapled_inclusion(entry, index, checkpoint, proof, log_verifier_key=self.log_key,
-                                     max_age=self.max_age_seconds, now=int(self.now.timestamp()))
+                                     max_age=self.max_age_seconds, now=int(self.now.timestamp()),
+                                     witness_policy=self.witness_policy)
         except ProtocolError as exc:
             raise VerificationError(f"stapled log proof is malformed: {exc}") from exc
 

@@ -21,6 +21,7 @@ from attestation.verify_bundle import (
 )
 from transparency_log import merkle
 from transparency_log.checkpoint import Checkpoint, sign_checkpoint
+from transparency_log.cosignature import Cosigner, WitnessPolicy
 from transparency_log.note import Signer
 
 ORIGIN = "log.hushcc.test"
@@ -112,3 +113,22 @@ def test_tdx_route(shared_vectors: Path) -> None:
         verify_bundle(bundle.to_json(), policy=policy, now=TDX_AT, log=None)
     assert exc.value.report.first_failure is not None
     assert exc.value.report.first_failure.name == "(1) CPU evidence"
+
+
+def test_witness_policy(node: Node, logged: tuple[Signer, Release]) -> None:
+    signer, release = logged
+    witness, other = Cosigner.generate("witness.test"), Cosigner.generate("other.test")
+    stamp = int(NOW.timestamp())
+    cosigned = witness.cosign(release.checkpoint.encode(), stamp).decode()
+    wrong = other.cosign(release.checkpoint.encode(), stamp).decode()
+    require = WitnessPolicy((witness.verifier(),), 1)
+    key = signer.verifier().to_string()
+    ok = Release(release.entry, release.index, cosigned, release.inclusion_proof)
+    log = StapledLogVerifier(key, NOW, witness_policy=require)
+    assert run(node, node.bundle(release=ok).to_json(), log).report.passed
+    for note in (release.checkpoint, wrong):
+        bad = Release(release.entry, release.index, note, release.inclusion_proof)
+        with pytest.raises(AttestationError) as exc:
+            run(node, node.bundle(release=bad).to_json(), log)
+        assert exc.value.report.first_failure is not None
+        assert exc.value.report.first_failure.name == "(5) log inclusion"
