@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from attestation.gpu.chain import materialize, public_key, verify_chain
+from attestation.gpu.chain import parse_pem_chain, public_key, verify_chain
 from attestation.report import VerificationReport
 from hushcc.errors import ProtocolError, VerificationError
 
@@ -209,11 +209,7 @@ def _canonical_pem(pem: bytes) -> bytes:
     PEM text is not signed; insisting on the canonical encoding makes the quote bytes
     non-malleable (a changed newline or dash would otherwise still verify).
     """
-    try:
-        chain = x509.load_pem_x509_certificates(pem)
-    except (ValueError, x509.InvalidVersion) as exc:
-        raise ProtocolError("tdx: PCK chain does not parse") from exc
-    materialize(chain)
+    chain = parse_pem_chain(pem)
     canonical = b"".join(c.public_bytes(Encoding.PEM) for c in chain)
     if pem not in {canonical, canonical + b"\x00"}:
         raise ProtocolError("tdx: PCK chain is not canonical PEM")
@@ -354,7 +350,7 @@ def verify_quote_signatures(quote: bytes, *, now: datetime) -> VerificationRepor
         q = TdxQuote.from_bytes(quote)
         report.ok(step, f"quote v{q.version}, TD report {_td_kind(q)}")
         step = "pck chain"
-        chain = x509.load_pem_x509_certificates(q.pck_chain_pem)
+        chain = parse_pem_chain(q.pck_chain_pem)
         verify_chain(chain, load_intel_root(), now=now)
         report.ok(step, "PCK chain to the pinned Intel SGX Root CA, valid at this time")
         step = "qe report"
@@ -398,10 +394,7 @@ def _td_kind(parsed: TdxQuote) -> str:
 
 
 def _check_root(parsed: TdxQuote, root: x509.Certificate) -> None:
-    try:
-        chain = x509.load_pem_x509_certificates(parsed.pck_chain_pem)
-    except (ValueError, x509.InvalidVersion) as exc:
-        raise ProtocolError("tdx: PCK chain does not parse") from exc
+    chain = parse_pem_chain(parsed.pck_chain_pem)
     if chain[-1].public_bytes(Encoding.DER) != root.public_bytes(Encoding.DER):
         raise VerificationError("PCK chain does not end in the pinned Intel root")
 

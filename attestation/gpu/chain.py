@@ -16,6 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
+import warnings
 from importlib import resources
 from itertools import pairwise
 from typing import TYPE_CHECKING, Protocol
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 
 from hushcc.errors import ProtocolError, VerificationError
 
@@ -74,6 +76,11 @@ def materialize(certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
         ProtocolError: A field of some certificate does not parse.
     """
     for cert in certs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # we reject it here
+            serial = cert.serial_number
+        if serial <= 0:
+            raise ProtocolError("certificate chain: serial number is not positive (RFC 5280)")
         try:
             _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
             _ = (cert.extensions, cert.signature_hash_algorithm, cert.public_key())
@@ -91,7 +98,9 @@ def parse_der_chain(certs: Sequence[bytes]) -> list[x509.Certificate]:
     if not certs or len(certs) > MAX_CHAIN:
         raise ProtocolError("certificate chain is empty or too long")
     try:
-        chain = [x509.load_der_x509_certificate(bytes(c)) for c in certs]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # checked below
+            chain = [x509.load_der_x509_certificate(bytes(c)) for c in certs]
     except (ValueError, x509.InvalidVersion) as exc:
         raise ProtocolError("certificate chain: a certificate does not parse") from exc
     return materialize(chain)
@@ -101,10 +110,12 @@ def parse_pem_chain(pem: bytes) -> list[x509.Certificate]:
     """Parse concatenated PEM certificates (leaf first).
 
     Raises:
-        ProtocolError: No certificate or a certificate does not parse.
+        ProtocolError: No certificate, too many, or a certificate does not parse.
     """
     try:
-        chain = x509.load_pem_x509_certificates(pem)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # checked below
+            chain = x509.load_pem_x509_certificates(pem)
     except (ValueError, x509.InvalidVersion) as exc:
         raise ProtocolError("certificate chain: PEM does not parse") from exc
     if not chain or len(chain) > MAX_CHAIN:

@@ -27,10 +27,9 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from attestation.gpu.chain import load_root, materialize
+from attestation.gpu.chain import load_root, parse_der_chain, parse_pem_chain
 from attestation.gpu.spdm import NONCE_SIZE
 from hushcc.errors import ConfigError, ProtocolError, VerificationError
 
@@ -140,16 +139,10 @@ def chain_to_der(raw: bytes) -> list[bytes]:
     Raises:
         ProtocolError: The chain does not parse.
     """
-    try:
-        if raw.lstrip().startswith(b"-----BEGIN"):
-            certs = x509.load_pem_x509_certificates(raw)
-        else:
-            certs = [x509.load_der_x509_certificate(d) for d in _split_der(raw)]
-    except (ValueError, x509.InvalidVersion) as exc:
-        raise ProtocolError("GPU certificate chain does not parse") from exc
-    if not certs:
-        raise ProtocolError("GPU certificate chain is empty")
-    certs = materialize(certs)
+    if raw.lstrip().startswith(b"-----BEGIN"):
+        certs = parse_pem_chain(raw)
+    else:
+        certs = parse_der_chain(_split_der(raw))
     root = load_root("device_identity_root.pem")
     if certs[-1] != root and certs[-1].issuer == root.subject:
         certs.append(root)

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 
-from attestation.gpu.chain import materialize, public_key
+from attestation.gpu.chain import parse_der_chain, public_key
 from hushcc.errors import ProtocolError, VerificationError
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -131,7 +131,7 @@ def verify_enveloped(data: bytes) -> SignedDocument:
     sig_value = _b64(_one(sig, "SignatureValue").text)
     certs = _one(_one(sig, "KeyInfo"), "X509Data").findall(_ds("X509Certificate"))
     try:
-        chain = tuple(materialize([x509.load_der_x509_certificate(_b64(c.text)) for c in certs]))
+        chain = tuple(parse_der_chain([_b64(c.text) for c in certs]))
     except (ValueError, x509.InvalidVersion) as exc:
         raise ProtocolError("xml signature: embedded certificate does not parse") from exc
     if not chain:
