@@ -134,7 +134,16 @@ def _verify(args: argparse.Namespace) -> int:
     if args.tdx_collateral:
         tdx = DcapTdxVerifier(args.tdx_collateral.read_text(encoding="utf-8"),
                               TdxPolicy(allow_debug=policy.allow_debug))
-    log = StapledLogVerifier(policy.log_key, now) if policy.log_key else None
+    witnesses = None
+    if policy.log_witnesses:
+        from transparency_log.cosignature import witness_policy  # noqa: PLC0415
+
+        try:
+            witnesses = witness_policy(policy.log_witnesses, policy.log_witness_threshold)
+        except ProtocolError as exc:
+            raise ConfigError(f"policy log_witnesses: {exc}") from exc
+    log = (StapledLogVerifier(policy.log_key, now, witness_policy=witnesses)
+           if policy.log_key else None)
     from attestation.report import AttestationError  # noqa: PLC0415
 
     try:

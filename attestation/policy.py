@@ -15,6 +15,8 @@ max_age_seconds = 86400        # now - not_before must not exceed this
 max_validity_seconds = 604800  # not_after - not_before must not exceed this
 allowed_measurements = ["hex of the 48-byte launch measurement", ...]  # empty: the log decides
 log_key = "name+hash+base64"   # C2SP signed-note verifier key of the transparency log
+log_witnesses = ["name+hash+base64", ...]  # witness cosignature verifier keys
+log_witness_threshold = 1      # how many of them must have cosigned the stapled checkpoint
 [min_tcb]
 bootloader = 0
 tee = 0
@@ -43,7 +45,8 @@ if TYPE_CHECKING:
 _BOOL_KEYS = ("allow_debug", "allow_simulated", "require_gpu")
 _TCB_KEYS = ("bootloader", "tee", "snp", "microcode", "fmc")
 _KEYS = frozenset({*_BOOL_KEYS, "vmpl", "max_age_seconds", "max_validity_seconds",
-                   "allowed_measurements", "log_key", "min_tcb"})
+                   "allowed_measurements", "log_key", "min_tcb", "log_witnesses",
+                   "log_witness_threshold"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,8 @@ class Policy:
     max_age: timedelta = timedelta(days=1)
     max_validity: timedelta = timedelta(days=7)
     log_key: str | None = None
+    log_witnesses: tuple[str, ...] = ()
+    log_witness_threshold: int = 0
 
 
 def _int(value: object, name: str, upper: int) -> int:
@@ -87,7 +92,19 @@ def policy_from_mapping(data: Mapping[str, object]) -> Policy:
         kwargs["min_tcb"] = _min_tcb(data["min_tcb"])
     if "allowed_measurements" in data:
         kwargs["allowed_measurements"] = _measurements(data["allowed_measurements"])
+    kwargs.update(_witnesses(data))
     return Policy(**kwargs)  # type: ignore[arg-type]
+
+
+def _witnesses(data: Mapping[str, object]) -> dict[str, object]:
+    witnesses = data.get("log_witnesses", [])
+    if not isinstance(witnesses, list) or not all(isinstance(w, str) and w for w in witnesses):
+        raise ConfigError("policy key log_witnesses must be a list of verifier key strings")
+    threshold = _int(data.get("log_witness_threshold", 1 if witnesses else 0),
+                     "log_witness_threshold", len(witnesses))
+    if witnesses and threshold == 0:
+        raise ConfigError("log_witness_threshold must be at least 1 when witnesses are listed")
+    return {"log_witnesses": tuple(witnesses), "log_witness_threshold": threshold}
 
 
 def _scalars(data: Mapping[str, object]) -> dict[str, object]:

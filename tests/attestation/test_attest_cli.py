@@ -13,6 +13,7 @@ from attestation.dev import release_entry
 from hushcc.cli import main
 from transparency_log import merkle
 from transparency_log.checkpoint import Checkpoint, sign_checkpoint
+from transparency_log.cosignature import Cosigner
 from transparency_log.note import Signer
 
 ORIGIN = "log.hushcc.test"
@@ -120,3 +121,27 @@ def test_measure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["attest", "measure", "--root", str(tmp_path), "a.py"]) == 0
     assert capsys.readouterr().out.split()[0] != first
     assert len(first) == 96
+
+
+def test_verify_with_witness_policy(
+    tmp_path: Path, simulated: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    release, log_key = _log_release(tmp_path, simulated)
+    witness = Cosigner.generate("witness.test")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'allow_simulated = true\nlog_key = "{log_key}"\n'
+                      f'log_witnesses = ["{witness.verifier().to_string()}"]\n')
+    bundles = {}
+    for name, cosign in (("plain", False), ("cosigned", True)):
+        doc = json.loads(release.read_text())
+        if cosign:
+            doc["checkpoint"] = witness.cosign(doc["checkpoint"].encode(), 1).decode()
+        staple = tmp_path / f"{name}.release.json"
+        staple.write_text(json.dumps(doc))
+        bundles[name] = tmp_path / f"{name}.json"
+        assert main(["attest", "simulate", "--key-config", str(tmp_path / "kc.bin"),
+                     "--out", str(bundles[name]), "--release", str(staple)]) == 0
+    capsys.readouterr()
+    assert main(["attest", "verify", str(bundles["cosigned"]), "--policy", str(policy)]) == 0
+    assert main(["attest", "verify", str(bundles["plain"]), "--policy", str(policy)]) == 1
+    assert "rejected at step (5) log inclusion" in capsys.readouterr().err

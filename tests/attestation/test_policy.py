@@ -74,3 +74,24 @@ def test_invalid_policies(text: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_policy(tmp_path / "absent.toml")
+
+
+def test_log_witnesses() -> None:
+    p = parse_policy('log_witnesses = ["w1+abcd+AAAA", "w2+abcd+BBBB"]\n'
+                     "log_witness_threshold = 2\n")
+    assert p.log_witnesses == ("w1+abcd+AAAA", "w2+abcd+BBBB")
+    assert p.log_witness_threshold == 2
+    assert parse_policy('log_witnesses = ["w1+abcd+AAAA"]').log_witness_threshold == 1
+    assert parse_policy("").log_witnesses == ()
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param('log_witnesses = ["w1"]\nlog_witness_threshold = 2', id="threshold-above-count"),
+    pytest.param('log_witnesses = ["w1"]\nlog_witness_threshold = 0', id="zero-threshold"),
+    pytest.param('log_witnesses = [""]', id="empty-key"),
+    pytest.param('log_witnesses = "w1"', id="not-a-list"),
+    pytest.param("log_witness_threshold = 1", id="threshold-without-witnesses"),
+])
+def test_invalid_witnesses(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_policy(text)
