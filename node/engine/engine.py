@@ -210,8 +210,8 @@ class Engine:
         params.check_limits(self.config.sampling_limits)
         check_request(len(prompt), params.max_tokens, self.config.limits,
                       self.runner.block_size, self.runner.num_blocks)
-        vocab = self.config.vocab_size
-        if vocab is not None and not all(0 <= t < vocab for t in prompt):
+        vocab = self.config.vocab_size or 2**31  # set vocab_size: ids are then checked exactly
+        if not all(type(t) is int and 0 <= t < vocab for t in prompt):
             raise ProtocolError("prompt token id out of range")
         seq = Sequence(seq_id=secrets.randbits(63), root=chain_root(tenant_salt),
                        token_ids=list(prompt), num_prompt_tokens=len(prompt),
@@ -249,7 +249,12 @@ class Engine:
     def expire_cache(self) -> None:
         """Zero the cached prefix blocks whose TTL has passed (the idle loop calls this)."""
         self.scheduler.blocks.expire(self.clock())
-        self.scheduler.flush()
+        self._flush_unless_in_flight()
+
+    def _flush_unless_in_flight(self) -> None:
+        # during a forward the step's own final flush zeroes them (never two writers at once)
+        if self._inflight is None or self._inflight.done():
+            self.scheduler.flush()
 
     def _idle_timeout(self) -> float | None:
         cache = self.scheduler.blocks.cache
@@ -259,7 +264,7 @@ class Engine:
     def drop_prefix_cache(self) -> None:
         """Zero and forget every idle cached prefix block."""
         self.scheduler.blocks.drop_cache()
-        self.scheduler.flush()
+        self._flush_unless_in_flight()
 
     async def close(self) -> None:
         """Stop the step loop, end every request, zero every block (cache included)."""
