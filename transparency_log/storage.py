@@ -14,6 +14,8 @@ Append protocol (one batch = one write, one fsync, one new checkpoint):
 If the write or fsync fails, nothing is published and the file is truncated back to the published
 end (and fsynced) before the next append.
 
+The log file is locked (`flock`) so only one process appends.
+
 Recovery on open: parse records from the start and stop at the first torn or corrupt one (a
 crash mid-write leaves at most the unpublished last batch torn); take the last complete
 checkpoint record, require that it verifies under the log key, covers exactly the entry records
@@ -28,12 +30,13 @@ All file operations go through `FileOps`, the seam tests use to inject write and
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 import zlib
 from array import array
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from hushcc.errors import HushError
 from transparency_log import merkle
@@ -132,6 +135,10 @@ class LogStorage:
         self._fd = self.ops.open(self.dir / LOG, os.O_RDWR | os.O_CREAT)
         self._broken = False
         try:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # one writer process
+            except BlockingIOError as exc:
+                raise StorageError("the log is already open in another process") from exc
             self._load()
         except BaseException:
             self.ops.close(self._fd)
@@ -302,5 +309,13 @@ class LogStorage:
         self.append_batch([])
 
     def close(self) -> None:
-        """Close the log file."""
+        """Close the log file (releasing its lock)."""
         self.ops.close(self._fd)
+
+    def __enter__(self) -> Self:
+        """Use as a context manager that closes the log."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the log."""
+        self.close()

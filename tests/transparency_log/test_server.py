@@ -212,6 +212,8 @@ def test_cli_serve_subprocess_add_verify_and_sigterm(tmp_path: Path) -> None:  #
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+        assert proc.stdout is not None
+        proc.stdout.close()
     # A different log at the same origin (a fork) is reported with both checkpoints.
     forked = subprocess.Popen(
         [*hushcc, "log", "serve", "--port", "0", "--state-dir", str(tmp_path / "fork"),
@@ -234,6 +236,8 @@ def test_cli_serve_subprocess_add_verify_and_sigterm(tmp_path: Path) -> None:  #
     finally:
         forked.send_signal(signal.SIGTERM)
         assert forked.wait(timeout=20) == 0
+        assert forked.stdout is not None
+        forked.stdout.close()
 
 
 @pytest.mark.parametrize("missing", ["log_key", "release_key"])

@@ -67,6 +67,7 @@ def _run_child(state: Path, signer: Signer, mode: str, seed: int, kill_after: fl
         proc.send_signal(signal.SIGKILL)
     proc.wait()
     buf += proc.stdout.read() or b""
+    proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
     # Only complete lines were printed after the checkpoint was durable and published.
     lines = buf.split(b"\n")
@@ -150,9 +151,9 @@ def test_injected_failures_never_publish_or_fork(tmp_path: Path, signer: Signer,
     _assert_serves_consistent(storage, signer, published)
     assert storage.size == 14
     storage.close()
-    reopened = LogStorage(tmp_path, signer)
-    _assert_serves_consistent(reopened, signer, published)
-    assert reopened.size == 14
+    with LogStorage(tmp_path, signer) as reopened:
+        _assert_serves_consistent(reopened, signer, published)
+        assert reopened.size == 14
 
 
 class BrokenCopyOps(FileOps):
@@ -166,15 +167,17 @@ def test_checkpoint_copy_is_best_effort(tmp_path: Path, signer: Signer) -> None:
     assert storage.size == 2
     assert not (tmp_path / CHECKPOINT).exists()
     storage.close()
-    assert LogStorage(tmp_path, signer).size == 2
-    assert (tmp_path / CHECKPOINT).read_bytes() == LogStorage(tmp_path, signer).checkpoint_note
+    with LogStorage(tmp_path, signer) as reopened:
+        assert reopened.size == 2
+        assert (tmp_path / CHECKPOINT).read_bytes() == reopened.checkpoint_note
 
 
 def test_tampered_files_are_refused(tmp_path: Path, signer: Signer) -> None:
     storage = LogStorage(tmp_path, signer)
     storage.append_batch([entry_for(i) for i in range(4)])
     storage.close()
-    assert LogStorage(tmp_path, signer).size == 4  # positive twin
+    with LogStorage(tmp_path, signer) as reopened:
+        assert reopened.size == 4  # positive twin
     data = bytearray((tmp_path / LOG).read_bytes())
     data[len(data) // 2] ^= 1
     (tmp_path / LOG).write_bytes(bytes(data))
@@ -230,3 +233,16 @@ def test_missing_checkpoint_means_empty_log(tmp_path: Path, signer: Signer) -> N
         open_checkpoint(storage.checkpoint_note, Signer.generate(signer.name).verifier(),
                         signer.name)
     storage.close()
+
+
+def test_second_writer_process_is_refused(tmp_path: Path, signer: Signer) -> None:
+    storage = LogStorage(tmp_path, signer)
+    code = ("import sys; from transparency_log.note import Signer; "
+            "from transparency_log.storage import LogStorage, StorageError\n"
+            "try:\n LogStorage(sys.argv[1], Signer.from_string(sys.argv[2]))\n"
+            "except StorageError:\n sys.exit(3)\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    args = [sys.executable, "-c", code, str(tmp_path), signer.to_string()]
+    assert subprocess.run(args, env=env, check=False).returncode == 3
+    storage.close()
+    assert subprocess.run(args, env=env, check=False).returncode == 0  # twin: lock released
