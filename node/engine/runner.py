@@ -124,21 +124,22 @@ class PagedRunner:
             return []
         plan = _StepPlan(chunks, self._block_size, self._num_blocks, self.max_model_len,
                          self.device)
+        c = self.config
         x = self.w.embed.index_select(0, plan.tokens)
         cos, sin = self._cos[plan.positions], self._sin[plan.positions]
+        heads = c.num_heads + c.num_kv_heads
         for layer, lw in enumerate(self.w.layers):
-            h = _rms_norm(x, lw.input_norm, self.config.rms_norm_eps)
+            h = _rms_norm(x, lw.input_norm, c.rms_norm_eps)
             qkv = F.linear(h, lw.wqkv, lw.bqkv)
-            q, k, v = torch.split(qkv, [self._q, self._kv, self._kv], dim=-1)
-            q = _rope(q.view(plan.total, self.config.num_heads, -1), cos, sin)
-            k = _rope(k.view(plan.total, self.config.num_kv_heads, -1), cos, sin)
-            kp = self.kv_pool[layer, 0].view(-1, self.config.num_kv_heads, self.config.head_dim)
-            vp = self.kv_pool[layer, 1].view(-1, self.config.num_kv_heads, self.config.head_dim)
-            kp.index_copy_(0, plan.slots, k)
-            vp.index_copy_(0, plan.slots, v.view(plan.total, self.config.num_kv_heads, -1))
-            attn = self._attention(layer, q, plan)
+            qk = _rope(qkv[:, :self._q + self._kv].view(plan.total, heads, c.head_dim), cos, sin)
+            q, k = qk[:, :c.num_heads], qk[:, c.num_heads:]
+            v = qkv[:, self._q + self._kv:].view(plan.total, c.num_kv_heads, c.head_dim)
+            pool = self.kv_pool[layer].view(2, -1, c.num_kv_heads, c.head_dim)
+            pool[0].index_copy_(0, plan.slots, k)
+            pool[1].index_copy_(0, plan.slots, v)
+            attn = self._attention(layer, q, k, v, plan)
             x = x + F.linear(attn, lw.wo)
-            h = _rms_norm(x, lw.post_norm, self.config.rms_norm_eps)
+            h = _rms_norm(x, lw.post_norm, c.rms_norm_eps)
             gate, up = F.linear(h, lw.w_gate_up).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, lw.w_down)
         if plan.logit_rows.numel() == 0:
@@ -147,30 +148,39 @@ class PagedRunner:
         logits = F.linear(h, self.w.lm_head).float().cpu()
         return list(torch.split(logits, plan.num_logits))
 
-    def _attention(self, layer: int, q: torch.Tensor, plan: _StepPlan) -> torch.Tensor:
-        """Attention of every query row over its sequence's cached KV; returns `[T, heads*d]`."""
+    def _attention(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: _StepPlan
+    ) -> torch.Tensor:
+        """Attention of every query row over its sequence's cached KV; returns `[T, heads*d]`.
+
+        `k`, `v` are this step's new keys/values (already written to the pool): a chunk that
+        starts at position 0 attends to them directly; any other chunk reads its blocks.
+        """
         c = self.config
-        out = torch.empty(plan.total, c.num_heads, c.head_dim, dtype=q.dtype, device=q.device)
-        pool_k = self.kv_pool[layer, 0]
-        pool_v = self.kv_pool[layer, 1]
+        kvh, d, group = c.num_kv_heads, c.head_dim, c.num_heads // c.num_kv_heads
+        out = torch.empty(plan.total, c.num_heads, d, dtype=q.dtype, device=q.device)
+        pool = self.kv_pool[layer]
         if plan.decode_rows is not None:
-            # batched decode: [B, kvh, nblk*bs, d] gathered by whole blocks, padded and masked
+            # batched decode over whole gathered blocks, padded and masked; the query heads of
+            # one KV head ride as a query "length" of `group`, so GQA needs no K/V expansion
             b = plan.decode_rows.numel()
-            k = pool_k.index_select(0, plan.decode_blocks).view(b, -1, c.num_kv_heads, c.head_dim)
-            v = pool_v.index_select(0, plan.decode_blocks).view(b, -1, c.num_kv_heads, c.head_dim)
-            qd = q.index_select(0, plan.decode_rows).unsqueeze(2)  # [B, h, 1, d]
+            kv = pool.index_select(1, plan.decode_blocks).view(2, b, -1, kvh, d)
+            qd = q.index_select(0, plan.decode_rows).view(b, kvh, group, d)
             o = F.scaled_dot_product_attention(
-                qd, k.transpose(1, 2), v.transpose(1, 2), attn_mask=plan.decode_mask,
-                scale=self._scale, enable_gqa=c.num_heads != c.num_kv_heads)
-            out.index_copy_(0, plan.decode_rows, o.squeeze(2))
+                qd, kv[0].transpose(1, 2), kv[1].transpose(1, 2), attn_mask=plan.decode_mask,
+                scale=self._scale)
+            out.index_copy_(0, plan.decode_rows, o.reshape(b, c.num_heads, d))
         for row0, n, blocks, length, mask in plan.long_chunks:
-            k = pool_k.index_select(0, blocks).view(-1, c.num_kv_heads, c.head_dim)[:length]
-            v = pool_v.index_select(0, blocks).view(-1, c.num_kv_heads, c.head_dim)[:length]
+            if blocks is None:
+                kc, vc = k[row0:row0 + n], v[row0:row0 + n]
+            else:
+                kv = pool.index_select(1, blocks).view(2, -1, kvh, d)
+                kc, vc = kv[0, :length], kv[1, :length]
             qc = q[row0:row0 + n].transpose(0, 1).unsqueeze(0)  # [1, h, n, d]
             o = F.scaled_dot_product_attention(
-                qc, k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0),
-                attn_mask=mask, is_causal=mask is None and n > 1, scale=self._scale,
-                enable_gqa=c.num_heads != c.num_kv_heads)
+                qc, kc.transpose(0, 1).unsqueeze(0), vc.transpose(0, 1).unsqueeze(0),
+                attn_mask=mask, is_causal=mask is None, scale=self._scale,
+                enable_gqa=group > 1)
             out[row0:row0 + n] = o.squeeze(0).transpose(0, 1)
         return out.view(plan.total, -1)
 
@@ -193,7 +203,7 @@ class _StepPlan:
         self.num_logits: list[int] = []
         decode: list[tuple[int, list[int], int]] = []
         self.long_chunks: list[
-            tuple[int, int, torch.Tensor, int, torch.Tensor | None]] = []
+            tuple[int, int, torch.Tensor | None, int, torch.Tensor | None]] = []
         for ch in chunks:
             n, start = len(ch.token_ids), ch.start_pos
             end = start + n
@@ -213,10 +223,12 @@ class _StepPlan:
             if n == 1:
                 decode.append((row0, table, end))
                 continue
-            mask = None
-            if start > 0:  # queries sit at the bottom-right of the key range
-                kpos = torch.arange(end, device=device)
-                mask = kpos[None, :] <= torch.arange(start, end, device=device)[:, None]
+            if start == 0:  # attends only to its own new K/V: causal, nothing to gather
+                self.long_chunks.append((row0, n, None, end, None))
+                continue
+            # queries sit at the bottom-right of the key range
+            kpos = torch.arange(end, device=device)
+            mask = kpos[None, :] <= torch.arange(start, end, device=device)[:, None]
             blocks = torch.tensor(table, dtype=torch.long, device=device)
             self.long_chunks.append((row0, n, blocks, end, mask))
         self.total = len(tokens)
@@ -236,8 +248,10 @@ class _StepPlan:
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    var = x.float().pow(2).mean(-1, keepdim=True)
-    return (x.float() * torch.rsqrt(var + eps)).to(x.dtype) * weight
+    if x.dtype != torch.float32:  # normalise in fp32 like the reference, scale in the model dtype
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
