@@ -158,7 +158,6 @@ def test_spdm_rejects_trailing_and_bad_block_sizes() -> None:
         GpuEvidence.from_bytes(bytes(bad))
 
 
-@pytest.mark.slow
 def test_atheris_short_run(tmp_path: Path, shared_vectors: Path) -> None:
     pytest.importorskip("atheris")
     env = dict(

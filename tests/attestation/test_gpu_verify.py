@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from attestation.gpu import (
     GpuPolicy,
@@ -445,3 +447,32 @@ def test_rims_and_pinned_measurements_are_both_compared(set_a: SetA) -> None:
     with pytest.raises(AttestationError) as err:
         _verify_a(set_a, policy=_policy_a(set_a, reference_measurements=refs))
     assert _failure(err).reason == "measurement index 22 matches no reference value"
+
+
+def test_expired_intermediate_rejected() -> None:
+    """A7: an expired intermediate is refused; the same chain inside its validity passes."""
+    keys = [ec.generate_private_key(ec.SECP384R1()) for _ in range(3)]
+    names = ["root", "ica", "leaf"]
+    spans = [(2020, 2099), (2021, 2025), (2021, 2099)]  # the intermediate expires in 2025
+    certs: list[x509.Certificate] = []
+    for i in (0, 1, 2):
+        issuer = max(i - 1, 0)
+        certs.append(
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[i])]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[issuer])]))
+            .public_key(keys[i].public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(dt.datetime(spans[i][0], 1, 1, tzinfo=dt.UTC))
+            .not_valid_after(dt.datetime(spans[i][1], 1, 1, tzinfo=dt.UTC))
+            .add_extension(x509.BasicConstraints(ca=i < 2, path_length=None), critical=True)
+            .sign(keys[issuer], hashes.SHA384())
+        )
+    chain = certs[::-1]  # leaf first
+    verify_chain(chain, certs[0], now=dt.datetime(2024, 6, 1, tzinfo=dt.UTC))
+    with pytest.raises(VerificationError, match="depth 1 is not valid at this time"):
+        verify_chain(chain, certs[0], now=dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
+    with pytest.raises(VerificationError, match="pinned root"):
+        verify_chain(
+            chain, load_root("device_identity_root.pem"), now=dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+        )
