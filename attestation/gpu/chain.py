@@ -203,7 +203,12 @@ def check_revocation(
     if source is None:
         return "NOT checked: offline mode, no revocation source given"
     for depth, (cert, issuer) in enumerate(pairwise(chain)):
-        status = source.status(cert, issuer, now=now)
+        try:
+            status = source.status(cert, issuer, now=now)
+        except Exception as exc:  # an injected source failing must fail closed (re-raised typed)
+            raise VerificationError(
+                f"certificate at depth {depth}: revocation source failed"
+            ) from exc
         if status is RevocationStatus.REVOKED:
             raise VerificationError(f"certificate at depth {depth} is revoked")
         if status is not RevocationStatus.GOOD:

@@ -476,3 +476,36 @@ def test_expired_intermediate_rejected() -> None:
         verify_chain(
             chain, load_root("device_identity_root.pem"), now=dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
         )
+
+
+def test_failing_revocation_source_fails_closed(sim: SimulatedGpu) -> None:
+    class Broken:
+        def status(
+            self, cert: x509.Certificate, issuer: x509.Certificate, *, now: dt.datetime
+        ) -> RevocationStatus:
+            raise TimeoutError
+
+    nonce = b"\x03" * 32
+    evidence, certs = sim.attest(nonce)
+    policy = GpuPolicy(reference_measurements=sim.reference_measurements())
+    with pytest.raises(AttestationError) as err:
+        verify_gpu_evidence(
+            evidence,
+            certs,
+            expected_nonce=nonce,
+            policy=policy,
+            now=SIM_NOW,
+            allow_simulated=True,
+            revocation=Broken(),
+        )
+    assert _failure(err).name == "revocation"
+    report = verify_gpu_evidence(
+        evidence,
+        certs,
+        expected_nonce=nonce,
+        policy=policy,
+        now=SIM_NOW,
+        allow_simulated=True,
+        revocation=_Revocation(RevocationStatus.GOOD),
+    )
+    assert report.passed
