@@ -1,8 +1,8 @@
-"""X.509 chains for NVIDIA evidence: leaf → ... → pinned root, checked at a given time.
+"""X.509 chains: leaf → ... → pinned root, checked at a given time (one loader for all).
 
-Used for GPU device chains (leaf = attestation key, root = NVIDIA Device Identity CA) and RIM
-signing chains (root = NVIDIA CoRIM signing Root CA). The pinned roots ship as package data in
-`attestation/nvidia_roots/`.
+Used for GPU device chains (leaf = attestation key, root = NVIDIA Device Identity CA), RIM
+signing chains (root = NVIDIA CoRIM signing Root CA) and, by `attestation.tdx`, Intel PCK
+chains. NVIDIA's pinned roots ship as package data in `attestation/nvidia_roots/`.
 
 Invariants:
 * Pure: time is a parameter; revocation is an injected `RevocationSource` (OCSP in production).

@@ -85,9 +85,10 @@ def nvtrust_python() -> str:
     return path
 
 
-def _nvtrust(python: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _nvtrust(python: str, jobs: list[dict[str, Any]], *, cwd: Path) -> list[dict[str, Any]]:
     proc = subprocess.run(
         [python, "-c", NVTRUST_SCRIPT],
+        cwd=cwd,  # nvtrust writes verifier.log into its working directory
         input=json.dumps(jobs),
         capture_output=True,
         text=True,
@@ -106,7 +107,7 @@ def _leaf_pem(certs: list[x509.Certificate]) -> str:
     return certs[0].public_bytes(Encoding.PEM).decode()
 
 
-def test_set_a_agrees(shared_vectors: Path, nvtrust_python: str) -> None:
+def test_set_a_agrees(shared_vectors: Path, nvtrust_python: str, tmp_path: Path) -> None:
     d = shared_vectors / "attestation" / "nvidia_h100" / "nvtrust_initial_test_no_gpu"
     evidence = bytes.fromhex((d / "attestationReport.txt").read_text().strip())
     chain = parse_pem_chain((d / "gpuAkCertChain.txt").read_bytes())
@@ -131,7 +132,7 @@ def test_set_a_agrees(shared_vectors: Path, nvtrust_python: str) -> None:
             "rims": {**rim_text, "driver": tampered_rim.decode()},
         }
     )
-    theirs = _nvtrust(nvtrust_python, jobs)
+    theirs = _nvtrust(nvtrust_python, jobs, cwd=tmp_path)
     assert len(theirs) == len(jobs)
 
     # intact: both accept, and agree on every value
@@ -183,7 +184,9 @@ def test_set_a_agrees(shared_vectors: Path, nvtrust_python: str) -> None:
         )
 
 
-def test_set_b_and_simulated_evidence_agree(shared_vectors: Path, nvtrust_python: str) -> None:
+def test_set_b_and_simulated_evidence_agree(
+    shared_vectors: Path, nvtrust_python: str, tmp_path: Path
+) -> None:
     d = shared_vectors / "attestation" / "nvidia_h100" / "nvtrust_v2.3.0_sample"
     evidence_b = bytes.fromhex((d / "hopperAttestationReport.txt").read_text().strip())
     chain_b = parse_pem_chain((d / "hopperCertChain.txt").read_bytes())
@@ -197,6 +200,7 @@ def test_set_b_and_simulated_evidence_agree(shared_vectors: Path, nvtrust_python
             {"evidence": evidence_b.hex(), "leaf_pem": _leaf_pem(chain_b)},
             {"evidence": evidence_s.hex(), "leaf_pem": _leaf_pem([sim_leaf])},
         ],
+        cwd=tmp_path,
     )
     assert theirs[0]["signature"] is True
     assert theirs[0]["measurements"] == [
