@@ -173,3 +173,47 @@ def test_close_waits_for_the_forward_in_flight_before_erasing():
         (outcome,) = await asyncio.gather(consumer, return_exceptions=True)
         assert isinstance(outcome, Exception)
     asyncio.run(go())
+
+
+def test_random_mix_of_cancels_disconnects_and_completions_leaves_nothing(canaries):
+    """E5 + E6 together: 16 requests over a tiny pool, some cancelled or dropped mid-way."""
+    rng = random.Random(3)
+    jobs = []
+    for k in range(8):
+        prompt = canary(k, 4) + [rng.randrange(3, 290) for _ in range(rng.randint(1, 24))]
+        jobs.append((prompt, rng.randint(3, 14), rng.choice(["finish", "cancel", "drop"])))
+        for t in prompt[:4]:
+            canaries.add(f"w{t} ")  # the toy tokenizer's text of the canary ids
+    jobs += [(p, n, "finish") for p, n, _ in jobs]  # each prompt twice: cache hits + twins
+    expected = {i: reference_greedy(p, n) for i, (p, n, how) in enumerate(jobs) if how == "finish"}
+
+    async def go():
+        eng = make_engine(num_blocks=24, cache=True, spec=True, budget=20)
+
+        async def drive(i, prompt, n, how):
+            stream = eng.submit(req(prompt, max_tokens=n), (SALT_A, SALT_B)[i % 2])
+            if how == "finish":
+                return tokens_of(await collect(stream))
+            await anext(stream)
+            if how == "cancel":
+                eng.cancel(stream.request_id)
+                await collect(stream)
+            else:
+                await stream.aclose()
+            return None
+
+        outs = await asyncio.gather(*(drive(i, *job) for i, job in enumerate(jobs)))
+        await until_idle(eng)
+        everything = {t for p, _, _ in jobs for t in p[:4]}
+        assert not found(eng, everything)
+        stats = eng.stats()
+        await eng.close()
+        assert eng.runner.kv_pool_is_zero()
+        return outs, stats
+
+    outs, stats = asyncio.run(go())
+    assert stats.cancelled == sum(how != "finish" for _, _, how in jobs) > 0
+    assert stats.preemptions > 0
+    assert stats.cache_hit_blocks > 0
+    for i, exp in expected.items():
+        assert outs[i] == exp

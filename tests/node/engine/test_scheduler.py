@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 from engine_fakes import FakePool
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.engine.blocks import BlockManager
 from node.engine.prefix_cache import PrefixCache, chain_root
@@ -202,3 +204,36 @@ def test_finish_and_cancel_erase_content():
         assert not s.root
     assert all(pool.is_zero(b) for b in blocks)
     assert not sched.has_work
+
+
+workloads = st.lists(
+    st.tuples(st.sampled_from([ROOT_A, ROOT_B]), st.integers(0, 2), st.integers(1, 20),
+              st.integers(1, 10), st.integers(0, 6)),
+    min_size=1, max_size=10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(workloads, st.integers(6, 30), st.integers(4, 24))
+def test_schedule_is_identical_with_cache_on_or_off(jobs, num_blocks, budget):
+    """Property form of the DESIGN.md rule: the cache never changes ordering or batches."""
+    def trace(cache):
+        pool, sched = make(num_blocks=num_blocks, budget=budget, cache=cache)
+        out, t = [], 0
+        pending = sorted(jobs, key=lambda j: j[4])
+        while pending or sched.has_work:
+            while pending and pending[0][4] <= t:
+                root, prefix, tail, max_tokens, _ = pending.pop(0)
+                toks = [400 + prefix] * 8 + list(range(tail))
+                toks = toks[: num_blocks * BS - max_tokens]
+                s = Sequence(seq_id=0, root=root, token_ids=toks, num_prompt_tokens=len(toks),
+                             max_tokens=max_tokens)
+                sched.add(s)
+            plan = run_step(pool, sched, now=float(t))
+            out.append(([(x.seq.arrival, x.start, x.num_tokens) for x in plan.scheduled],
+                        plan.num_preempted))
+            t += 1
+        return out, sched.blocks.cache.hits if cache else 0
+
+    off, _ = trace(cache=False)
+    on, _ = trace(cache=True)
+    assert on == off
