@@ -55,9 +55,9 @@ def _children(o: object) -> list[object]:
     if isinstance(o, dict):
         return [*o.keys(), *o.values()]
     if isinstance(o, (list, tuple, set, frozenset)) or type(o).__name__ == "deque":
-        return list(o)  # type: ignore[call-overload]
+        return list(o)  # type: ignore[call-overload,no-any-return]
     if isinstance(o, asyncio.Queue):
-        return list(o._queue)
+        return list(o._queue)  # type: ignore[attr-defined]
     out: list[object] = []
     if dataclasses.is_dataclass(o):
         out.extend(getattr(o, f.name) for f in dataclasses.fields(o))

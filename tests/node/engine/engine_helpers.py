@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING, Any
 
 from engine_fakes import ToyTokenizer
 
 from node.engine.batch import ForwardChunk
-from node.engine.engine import Engine, EngineConfig, GenerateRequest
-from node.engine.runner import tiny_runner
+from node.engine.engine import Delta, Engine, EngineConfig, GenerateRequest, RequestStream
+from node.engine.runner import PagedRunner, tiny_runner
 from node.engine.sampling import SamplingParams
 from node.engine.sequence import EngineLimits
 from node.engine.speculative import PromptLookupConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 SALT_A = b"tenant-A-salt-000"
 SALT_B = b"tenant-B-salt-000"
 VOCAB = 512
 
 
-def make_engine(num_blocks=64, block_size=4, *, cache=True, spec=False, budget=64, clock=None,
-                eos=(), max_seqs=16, ttl=30.0):
+class TinyEngine(Engine):
+    """An Engine whose runner is known to be the tiny `PagedRunner` (for typed pool checks)."""
+
+    runner: PagedRunner
+
+
+def make_engine(
+    num_blocks: int = 64, block_size: int = 4, *, cache: bool = True, spec: bool = False,
+    budget: int = 64, clock: Callable[[], float] | None = None, eos: Sequence[int] = (),
+    max_seqs: int = 16, ttl: float = 30.0,
+) -> TinyEngine:
     runner = tiny_runner(num_blocks=num_blocks, block_size=block_size)
     cfg = EngineConfig(
         limits=EngineLimits(max_model_len=256, max_tokens_cap=128, max_num_seqs=max_seqs,
@@ -27,37 +40,39 @@ def make_engine(num_blocks=64, block_size=4, *, cache=True, spec=False, budget=6
         enable_prefix_cache=cache, cache_ttl=ttl,
         speculative=PromptLookupConfig() if spec else None, eos_token_ids=tuple(eos),
         vocab_size=VOCAB)
-    kwargs = {"clock": clock} if clock is not None else {}
-    return Engine(runner, ToyTokenizer(), cfg, **kwargs)
+    if clock is not None:
+        return TinyEngine(runner, ToyTokenizer(), cfg, clock=clock)
+    return TinyEngine(runner, ToyTokenizer(), cfg)
 
 
-def req(prompt, max_tokens=8, **kw):
+def req(prompt: Sequence[int], max_tokens: int = 8, **kw: Any) -> GenerateRequest:
     kw.setdefault("ignore_eos", True)
     return GenerateRequest(tuple(prompt), SamplingParams(max_tokens=max_tokens, **kw))
 
 
-async def collect(stream):
+async def collect(stream: RequestStream) -> list[Delta]:
     return [d async for d in stream]
 
 
-def text_of(deltas):
+def text_of(deltas: Sequence[Delta]) -> str:
     return "".join(d.text for d in deltas)
 
 
-def tokens_of(deltas):
+def tokens_of(deltas: Sequence[Delta]) -> list[int]:
     """The toy tokenizer's words back to ids."""
     return [int(w[1:]) for w in text_of(deltas).split()]
 
 
-def generate(engine, prompt, salt=SALT_A, **kw):
-    async def go():
+def generate(engine: Engine, prompt: Sequence[int], salt: bytes = SALT_A,
+             **kw: Any) -> list[Delta]:
+    async def go() -> list[Delta]:
         out = await collect(engine.submit(req(prompt, **kw), salt))
         await engine.close()
         return out
     return asyncio.run(go())
 
 
-def reference_greedy(prompt, max_tokens):
+def reference_greedy(prompt: Sequence[int], max_tokens: int) -> list[int]:
     """Greedy decoding with the plain runner: whole prompt, then one token at a time."""
     runner = tiny_runner(num_blocks=64, block_size=4)
     table = tuple(range(64))

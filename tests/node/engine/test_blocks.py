@@ -9,18 +9,18 @@ from node.engine.blocks import BlockManager, BlockPoolExhaustedError, BlockState
 from node.engine.prefix_cache import PrefixCache
 
 
-def make(n=4, cache=False):
+def make(n: int = 4, *, cache: bool = False) -> tuple[FakePool, BlockManager]:
     pool = FakePool(n, 2)
     bm = BlockManager(n, 2, pool.zero_blocks, PrefixCache(ttl=10.0) if cache else None)
     return pool, bm
 
 
-def dirty(pool, blocks):
+def dirty(pool: FakePool, blocks: list[int]) -> None:
     for b in blocks:
         pool.slots[b] = [(b"t", 1), (b"t", 2)]
 
 
-def test_freed_block_is_zeroed_before_it_is_handed_out_again():
+def test_freed_block_is_zeroed_before_it_is_handed_out_again() -> None:
     pool, bm = make(2)
     blocks = bm.allocate(2)
     dirty(pool, blocks)
@@ -33,7 +33,7 @@ def test_freed_block_is_zeroed_before_it_is_handed_out_again():
     assert pool.is_zero(1 - again[0])
 
 
-def test_flush_batches_and_counts():
+def test_flush_batches_and_counts() -> None:
     pool, bm = make(4)
     blocks = bm.allocate(3)
     dirty(pool, blocks)
@@ -46,7 +46,7 @@ def test_flush_batches_and_counts():
     assert bm.num_free == 4
 
 
-def test_exhaustion_and_double_free_raise():
+def test_exhaustion_and_double_free_raise() -> None:
     _, bm = make(2)
     blocks = bm.allocate(2)
     with pytest.raises(BlockPoolExhaustedError):
@@ -56,7 +56,7 @@ def test_exhaustion_and_double_free_raise():
         bm.release(blocks, now=0.0)
 
 
-def test_cached_block_is_shared_then_parked_then_zeroed_on_expiry():
+def test_cached_block_is_shared_then_parked_then_zeroed_on_expiry() -> None:
     pool, bm = make(4, cache=True)
     (b,) = bm.allocate(1)
     dirty(pool, [b])
@@ -77,7 +77,7 @@ def test_cached_block_is_shared_then_parked_then_zeroed_on_expiry():
     assert bm.acquire_cached([b"h"]) == []
 
 
-def test_allocation_evicts_cached_blocks_and_zeroes_them():
+def test_allocation_evicts_cached_blocks_and_zeroes_them() -> None:
     pool, bm = make(2, cache=True)
     blocks = bm.allocate(2)
     dirty(pool, blocks)
@@ -92,7 +92,7 @@ def test_allocation_evicts_cached_blocks_and_zeroes_them():
     assert bm.acquire_cached([b"\x00"]) == []
 
 
-def test_drop_cache_zeroes_everything():
+def test_drop_cache_zeroes_everything() -> None:
     pool, bm = make(3, cache=True)
     blocks = bm.allocate(3)
     dirty(pool, blocks)
@@ -106,7 +106,7 @@ def test_drop_cache_zeroes_everything():
     assert bm.num_free == 3
 
 
-def test_cache_off_never_keeps_blocks():
+def test_cache_off_never_keeps_blocks() -> None:
     _pool, bm = make(2)
     (b,) = bm.allocate(1)
     bm.register(b, b"h")  # no-op without a cache

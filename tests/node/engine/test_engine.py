@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from engine_helpers import (
@@ -21,10 +22,17 @@ from engine_helpers import (
 
 from node.engine.engine import EngineError, RequestStream
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import torch
+
+    from node.engine.batch import ForwardChunk
+
 PROMPT = [random.Random(5).randrange(3, 500) for _ in range(23)]
 
 
-def test_greedy_matches_plain_runner_and_streams_incrementally():
+def test_greedy_matches_plain_runner_and_streams_incrementally() -> None:
     ref = reference_greedy(PROMPT, 12)
     deltas = generate(make_engine(budget=8), PROMPT, max_tokens=12)  # chunked prefill: 8 + 8 + 7
     assert tokens_of(deltas) == ref
@@ -35,7 +43,7 @@ def test_greedy_matches_plain_runner_and_streams_incrementally():
     assert deltas[-1].prompt_tokens == 23
 
 
-def test_eos_stops_unless_ignored():
+def test_eos_stops_unless_ignored() -> None:
     ref = reference_greedy(PROMPT, 12)
     eos = ref[4]
     cut = ref.index(eos)
@@ -47,7 +55,7 @@ def test_eos_stops_unless_ignored():
     assert tokens_of(deltas) == ref
 
 
-def test_stop_string_truncates_and_is_never_streamed():
+def test_stop_string_truncates_and_is_never_streamed() -> None:
     ref = reference_greedy(PROMPT, 12)
     stop = f"w{ref[5]} w{ref[6]}"
     full = "".join(f"w{t} " for t in ref)
@@ -57,8 +65,8 @@ def test_stop_string_truncates_and_is_never_streamed():
     assert all(stop not in d.text for d in deltas)
 
 
-def test_same_seed_same_output_and_other_seed_differs():
-    kw = {"max_tokens": 16, "temperature": 1.5, "top_k": 50, "top_p": 0.95}
+def test_same_seed_same_output_and_other_seed_differs() -> None:
+    kw: dict[str, Any] = {"max_tokens": 16, "temperature": 1.5, "top_k": 50, "top_p": 0.95}
     a = tokens_of(generate(make_engine(), PROMPT, seed=7, **kw))
     b = tokens_of(generate(make_engine(), PROMPT, seed=7, **kw))
     c = tokens_of(generate(make_engine(), PROMPT, seed=8, **kw))
@@ -66,7 +74,7 @@ def test_same_seed_same_output_and_other_seed_differs():
     assert a != c
 
 
-def test_speculation_gives_the_greedy_output():
+def test_speculation_gives_the_greedy_output() -> None:
     prompt = [5, 6, 7, 8, 9] * 6  # repetitive: prompt lookup finds drafts
     ref = reference_greedy(prompt, 24)
     eng = make_engine(spec=True)
@@ -76,8 +84,8 @@ def test_speculation_gives_the_greedy_output():
     assert 0 <= st.accepted_drafts <= st.draft_tokens
 
 
-def test_cancel_ends_stream_and_frees_within_one_step():
-    async def go():
+def test_cancel_ends_stream_and_frees_within_one_step() -> None:
+    async def go() -> None:
         eng = make_engine(cache=False)
         stream = eng.submit(req(PROMPT, max_tokens=100), SALT_A)
         first = await anext(stream)
@@ -94,19 +102,19 @@ def test_cancel_ends_stream_and_frees_within_one_step():
     asyncio.run(go())
 
 
-def test_runner_failure_fails_the_request_and_erases_it():
-    async def go():
+def test_runner_failure_fails_the_request_and_erases_it() -> None:
+    async def go() -> None:
         eng = make_engine(cache=False)
         real = eng.runner.forward
-        calls = []
+        calls: list[int] = []
 
-        def flaky(chunks):
+        def flaky(chunks: Sequence[ForwardChunk]) -> list[torch.Tensor]:
             calls.append(1)
             if len(calls) == 3:
                 raise RuntimeError("device lost")
             return real(chunks)
 
-        eng.runner.forward = flaky
+        eng.runner.forward = flaky  # type: ignore[method-assign]
         stream = eng.submit(req(PROMPT, max_tokens=50), SALT_A)
         with pytest.raises(EngineError) as info:
             await collect(stream)
@@ -118,8 +126,8 @@ def test_runner_failure_fails_the_request_and_erases_it():
     asyncio.run(go())
 
 
-def test_stats_are_counts_only_and_ids_are_random():
-    async def go():
+def test_stats_are_counts_only_and_ids_are_random() -> None:
+    async def go() -> None:
         eng = make_engine()
         s1 = eng.submit(req(PROMPT), SALT_A)
         s2 = eng.submit(req(PROMPT), SALT_A)

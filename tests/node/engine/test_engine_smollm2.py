@@ -8,13 +8,14 @@ to the tokenizer's own decode (multi-byte UTF-8 never split); EOS ends the reque
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from engine_helpers import SALT_A, SALT_B, collect
 
 from node.engine.batch import ForwardChunk
-from node.engine.engine import Engine, EngineConfig, GenerateRequest
-from node.engine.model import load_smollm2, smollm2_dir
+from node.engine.engine import Delta, Engine, EngineConfig, GenerateRequest
+from node.engine.model import LlamaWeights, load_smollm2, smollm2_dir
 from node.engine.runner import PagedRunner
 from node.engine.sampling import SamplingParams
 from node.engine.sequence import EngineLimits
@@ -27,11 +28,11 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def smollm2():
+def smollm2() -> tuple[LlamaWeights, Any]:
     return load_smollm2(), load_smollm2_tokenizer()
 
 
-def greedy_alone(weights, prompt, n, eos):
+def greedy_alone(weights: LlamaWeights, prompt: list[int], n: int, eos: int) -> list[int]:
     runner = PagedRunner(weights, num_blocks=32, block_size=16)
     table = tuple(range(32))
     toks = list(prompt)
@@ -47,7 +48,9 @@ def greedy_alone(weights, prompt, n, eos):
     return out
 
 
-def test_chat_greedy_streams_exactly_the_plain_greedy_output(smollm2):
+def test_chat_greedy_streams_exactly_the_plain_greedy_output(
+    smollm2: tuple[LlamaWeights, Any],
+) -> None:
     weights, tok = smollm2
     eos = tok.eos_token_id
     prompt = encode_chat(tok, [("user", "Écris « été » et 日本 puis un émoji 🌞, s'il te plaît.")])
@@ -55,7 +58,7 @@ def test_chat_greedy_streams_exactly_the_plain_greedy_output(smollm2):
     n = 40
     ref = greedy_alone(weights, prompt, n, eos)
 
-    async def go():
+    async def go() -> list[Delta]:
         runner = PagedRunner(weights, num_blocks=64, block_size=16)
         cfg = EngineConfig(limits=EngineLimits(max_model_len=512, max_num_batched_tokens=32),
                            eos_token_ids=(eos,), vocab_size=weights.config.vocab_size)

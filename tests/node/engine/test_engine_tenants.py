@@ -14,13 +14,13 @@ from node.engine.engine import GenerateRequest
 PROMPT = list(range(40, 77))  # 37 tokens: 9 full blocks of 4 are cacheable
 
 
-def test_tenants_are_isolated_in_both_directions_and_reuse_their_own():
+def test_tenants_are_isolated_in_both_directions_and_reuse_their_own() -> None:
     ref = reference_greedy(PROMPT, 6)
 
-    async def go():
+    async def go() -> None:
         eng = make_engine()
 
-        async def run(salt):
+        async def run(salt: bytes) -> int:
             before = eng.stats().cache_hit_blocks
             out = tokens_of(await collect(eng.submit(req(PROMPT, max_tokens=6), salt)))
             assert out == ref  # a hit never changes the output
@@ -34,8 +34,8 @@ def test_tenants_are_isolated_in_both_directions_and_reuse_their_own():
     asyncio.run(go())
 
 
-def test_cache_off_never_hits():
-    async def go():
+def test_cache_off_never_hits() -> None:
+    async def go() -> None:
         eng = make_engine(cache=False)
         for _ in range(2):
             await collect(eng.submit(req(PROMPT, max_tokens=2), SALT_A))
@@ -44,7 +44,7 @@ def test_cache_off_never_hits():
     asyncio.run(go())
 
 
-def test_salt_is_a_server_argument_not_part_of_the_request():
+def test_salt_is_a_server_argument_not_part_of_the_request() -> None:
     assert [f.name for f in dataclasses.fields(GenerateRequest)] == ["prompt_token_ids", "params"]
     eng = make_engine()
     with pytest.raises(ConfigError):

@@ -10,27 +10,36 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 from engine_fakes import ToyTokenizer, walk_ints
 from engine_helpers import SALT_A, SALT_B, collect, make_engine, reference_greedy, req, tokens_of
 
+from node.engine.engine import Engine, EngineStats, RequestStream
 from node.engine.runner import PagedRunner
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from conftest import CanaryRegistry
+
+    from node.engine.batch import ForwardChunk
 
 SKIP = (PagedRunner, ToyTokenizer, torch.Tensor, torch.Generator)
 
 
-def canary(k, n=8):
+def canary(k: int, n: int = 8) -> list[int]:
     """Distinct ids in 300..499 (no engine limit or counter in these tests takes such a value)."""
     return [300 + 20 * k + i for i in range(n)]
 
 
-def found(engine, ids):
+def found(engine: Engine, ids: Iterable[int]) -> set[int]:
     return set(walk_ints(engine, skip=SKIP)) & set(ids)
 
 
-async def until_idle(engine, limit=2000):
+async def until_idle(engine: Engine, limit: int = 2000) -> None:
     for _ in range(limit):
         if engine.idle:
             return
@@ -38,15 +47,17 @@ async def until_idle(engine, limit=2000):
     pytest.fail("engine did not go idle")
 
 
-def test_pool_is_allocated_zeroed():  # E2
+def test_pool_is_allocated_zeroed() -> None:  # E2
     eng = make_engine()
     assert eng.runner.kv_pool_is_zero()
     assert eng.runner.kv_pool.abs().sum().item() == 0
 
 
 @pytest.mark.parametrize("cache", [False, True], ids=["cache-off", "cache-on"])
-def test_canaries_leave_no_residue_after_finish_cancel_and_disconnect(cache):  # E1, E5
-    async def go():
+def test_canaries_leave_no_residue_after_finish_cancel_and_disconnect(  # E1, E5
+    cache: bool,
+) -> None:
+    async def go() -> None:
         now = [0.0]
         eng = make_engine(num_blocks=48, cache=cache, budget=16, clock=lambda: now[0])
         prompts = [canary(k) + canary(k) for k in range(3)]  # 16 tokens: full blocks, cacheable
@@ -54,7 +65,7 @@ def test_canaries_leave_no_residue_after_finish_cancel_and_disconnect(cache):  #
         cancelled = eng.submit(req(prompts[1], max_tokens=120), SALT_A)
         dropped = eng.submit(req(prompts[2], max_tokens=120), SALT_B)
 
-        async def consume_forever(stream):
+        async def consume_forever(stream: RequestStream) -> None:
             async for _ in stream:
                 pass
 
@@ -90,8 +101,8 @@ def test_canaries_leave_no_residue_after_finish_cancel_and_disconnect(cache):  #
     asyncio.run(go())
 
 
-def test_idle_engine_expires_cached_prefixes_by_itself():
-    async def go():
+def test_idle_engine_expires_cached_prefixes_by_itself() -> None:
+    async def go() -> None:
         eng = make_engine(cache=True, ttl=0.1)
         await collect(eng.submit(req(canary(0) * 2, max_tokens=2), SALT_A))
         assert not eng.runner.kv_pool_is_zero()  # cached right after the request
@@ -105,7 +116,9 @@ def test_idle_engine_expires_cached_prefixes_by_itself():
 
 @pytest.mark.parametrize(("cache", "spec"), [(False, False), (True, True)],
                          ids=["plain", "cache+speculation"])
-def test_concurrent_requests_with_preemption_match_running_alone(cache, spec):  # E6
+def test_concurrent_requests_with_preemption_match_running_alone(  # E6
+    cache: bool, spec: bool,
+) -> None:
     rng = random.Random(11)
     jobs = []
     for k in range(6):
@@ -113,7 +126,7 @@ def test_concurrent_requests_with_preemption_match_running_alone(cache, spec):  
         jobs.append((canary(k, 4) + body, rng.randint(4, 16), (SALT_A, SALT_B)[k % 2]))
     expected = [reference_greedy(p, n) for p, n, _ in jobs]
 
-    async def go():
+    async def go() -> tuple[list[list[int]], EngineStats]:
         eng = make_engine(num_blocks=20, cache=cache, spec=spec, budget=24)
         streams = [eng.submit(req(p, max_tokens=n), s) for p, n, s in jobs]
         outs = await asyncio.gather(*(collect(s) for s in streams))
@@ -135,8 +148,8 @@ def test_concurrent_requests_with_preemption_match_running_alone(cache, spec):  
         assert not set(out) & others - set(exp)
 
 
-def test_abandoned_stream_is_cancelled_and_erased():  # E5: consumer drops the iterator
-    async def go():
+def test_abandoned_stream_is_cancelled_and_erased() -> None:  # E5: consumer drops the iterator
+    async def go() -> None:
         eng = make_engine(cache=False)
         stream = eng.submit(req(canary(1), max_tokens=120), SALT_A)
         async for _ in stream:
@@ -151,19 +164,19 @@ def test_abandoned_stream_is_cancelled_and_erased():  # E5: consumer drops the i
     asyncio.run(go())
 
 
-def test_close_waits_for_the_forward_in_flight_before_erasing():
-    async def go():
+def test_close_waits_for_the_forward_in_flight_before_erasing() -> None:
+    async def go() -> None:
         eng = make_engine(cache=False)
         real = eng.runner.forward
         started = asyncio.Event()
         loop = asyncio.get_running_loop()
 
-        def slow(chunks):
+        def slow(chunks: Sequence[ForwardChunk]) -> list[torch.Tensor]:
             loop.call_soon_threadsafe(started.set)
             time.sleep(0.2)
             return real(chunks)  # writes KV after close() was called
 
-        eng.runner.forward = slow
+        eng.runner.forward = slow  # type: ignore[method-assign]
         stream = eng.submit(req(canary(2), max_tokens=50), SALT_A)
         consumer = asyncio.create_task(collect(stream))
         await started.wait()
@@ -175,7 +188,9 @@ def test_close_waits_for_the_forward_in_flight_before_erasing():
     asyncio.run(go())
 
 
-def test_random_mix_of_cancels_disconnects_and_completions_leaves_nothing(canaries):
+def test_random_mix_of_cancels_disconnects_and_completions_leaves_nothing(
+    canaries: CanaryRegistry,
+) -> None:
     """E5 + E6 together: 16 requests over a tiny pool, some cancelled or dropped mid-way."""
     rng = random.Random(3)
     jobs = []
@@ -187,10 +202,10 @@ def test_random_mix_of_cancels_disconnects_and_completions_leaves_nothing(canari
     jobs += [(p, n, "finish") for p, n, _ in jobs]  # each prompt twice: cache hits + twins
     expected = {i: reference_greedy(p, n) for i, (p, n, how) in enumerate(jobs) if how == "finish"}
 
-    async def go():
+    async def go() -> tuple[list[list[int] | None], EngineStats]:
         eng = make_engine(num_blocks=24, cache=True, spec=True, budget=20)
 
-        async def drive(i, prompt, n, how):
+        async def drive(i: int, prompt: list[int], n: int, how: str) -> list[int] | None:
             stream = eng.submit(req(prompt, max_tokens=n), (SALT_A, SALT_B)[i % 2])
             if how == "finish":
                 return tokens_of(await collect(stream))

@@ -25,7 +25,7 @@ CANARY = 4242 % 512
         pytest.param(0, 8, 256, id="empty-prompt"),
     ],
 )
-def test_rejected_before_allocation(prompt_len, max_tokens, num_blocks):
+def test_rejected_before_allocation(prompt_len: int, max_tokens: int, num_blocks: int) -> None:
     eng = make_engine(num_blocks=num_blocks)
     prompt = [CANARY] * prompt_len
     with pytest.raises(ProtocolError) as info:
@@ -35,7 +35,7 @@ def test_rejected_before_allocation(prompt_len, max_tokens, num_blocks):
     assert eng.scheduler.blocks.num_free == num_blocks
 
 
-def test_token_ids_outside_the_vocabulary_are_rejected():
+def test_token_ids_outside_the_vocabulary_are_rejected() -> None:
     eng = make_engine()
     with pytest.raises(ProtocolError):
         eng.submit(GenerateRequest((1, 512), SamplingParams(max_tokens=2)), SALT_A)
@@ -43,8 +43,8 @@ def test_token_ids_outside_the_vocabulary_are_rejected():
         eng.submit(GenerateRequest((-1, 5), SamplingParams(max_tokens=2)), SALT_A)
 
 
-def test_request_exactly_at_the_limits_is_served():
-    async def go():
+def test_request_exactly_at_the_limits_is_served() -> None:
+    async def go() -> None:
         eng = make_engine(num_blocks=64)  # 64 blocks x 4 = 256 = max_model_len
         out = await collect(eng.submit(req([CANARY] * 128, max_tokens=128), SALT_A))
         assert out[-1].finish_reason == "length"
@@ -53,7 +53,7 @@ def test_request_exactly_at_the_limits_is_served():
     asyncio.run(go())
 
 
-def test_check_request_is_pure_and_bounds_memory():
+def test_check_request_is_pure_and_bounds_memory() -> None:
     limits = EngineLimits(max_model_len=64, max_tokens_cap=16)
     check_request(48, 16, limits, block_size=4, num_blocks=16)
     with pytest.raises(ProtocolError):

@@ -14,16 +14,18 @@ SALT_A = b"A" * 16
 SALT_B = b"B" * 16
 
 
-def test_chain_is_the_documented_construction():
+def test_chain_is_the_documented_construction() -> None:
     root = hashlib.blake2b(DOMAIN + SALT_A, digest_size=32).digest()
     assert chain_root(SALT_A) == root
     h1 = hashlib.blake2b(root + struct.pack("<2I", 1, 70000), digest_size=32).digest()
     assert chain_next(root, [1, 70000]) == h1
 
 
-def test_same_tokens_different_salt_never_collide_but_same_salt_does():
+def test_same_tokens_different_salt_never_collide_but_same_salt_does() -> None:
     tokens = list(range(12))
-    a, a2, b = [], [], []
+    a: list[bytes] = []
+    a2: list[bytes] = []
+    b: list[bytes] = []
     extend_chain(chain_root(SALT_A), a, tokens, 4, len(tokens))
     extend_chain(chain_root(SALT_A), a2, tokens, 4, len(tokens))
     extend_chain(chain_root(SALT_B), b, tokens, 4, len(tokens))
@@ -32,7 +34,7 @@ def test_same_tokens_different_salt_never_collide_but_same_salt_does():
     assert not set(a) & set(b)
 
 
-def test_chain_covers_only_full_blocks_and_depends_on_every_earlier_token():
+def test_chain_covers_only_full_blocks_and_depends_on_every_earlier_token() -> None:
     hashes: list[bytes] = []
     extend_chain(chain_root(SALT_A), hashes, list(range(11)), 4, 11)
     assert len(hashes) == 2
@@ -42,12 +44,12 @@ def test_chain_covers_only_full_blocks_and_depends_on_every_earlier_token():
 
 
 @pytest.mark.parametrize("salt", [b"", b"short", "A" * 16], ids=["empty", "short", "str"])
-def test_bad_salts_rejected(salt):
+def test_bad_salts_rejected(salt: object) -> None:
     with pytest.raises(ConfigError):
-        chain_root(salt)
+        chain_root(salt)  # type: ignore[arg-type]
 
 
-def test_ttl_and_lru():
+def test_ttl_and_lru() -> None:
     c = PrefixCache(ttl=10.0)
     assert c.register(1, b"h1")
     assert c.register(2, b"h2")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from node.engine.blocks import BlockManager
 from node.engine.prefix_cache import PrefixCache, chain_root
-from node.engine.scheduler import Scheduler
+from node.engine.scheduler import Scheduler, StepPlan
 from node.engine.sequence import EngineLimits, SeqStatus, Sequence
 
 BS = 4
@@ -18,7 +18,10 @@ ROOT_A = chain_root(b"A" * 16)
 ROOT_B = chain_root(b"B" * 16)
 
 
-def make(num_blocks=32, budget=16, cache=False, max_seqs=8, drafts=0):
+def make(
+    num_blocks: int = 32, budget: int = 16, *, cache: bool = False, max_seqs: int = 8,
+    drafts: int = 0,
+) -> tuple[FakePool, Scheduler]:
     pool = FakePool(num_blocks, BS)
     bm = BlockManager(num_blocks, BS, pool.zero_blocks, PrefixCache(10.0) if cache else None)
     limits = EngineLimits(max_model_len=4096, max_tokens_cap=512, max_num_seqs=max_seqs,
@@ -26,13 +29,13 @@ def make(num_blocks=32, budget=16, cache=False, max_seqs=8, drafts=0):
     return pool, Scheduler(bm, limits)
 
 
-def seq(n, root=ROOT_A, max_tokens=8, base=0):
+def seq(n: int, root: bytes = ROOT_A, max_tokens: int = 8, base: int = 0) -> Sequence:
     toks = [base + i for i in range(n)]
     return Sequence(seq_id=random.getrandbits(64), root=root, token_ids=toks,
                     num_prompt_tokens=n, max_tokens=max_tokens)
 
 
-def run_step(pool, sched, now=0.0, token=1):
+def run_step(pool: FakePool, sched: Scheduler, now: float = 0.0, token: int = 1) -> StepPlan:
     plan = sched.schedule(now)
     pool.write(plan)
     for share in plan.scheduled:
@@ -44,7 +47,7 @@ def run_step(pool, sched, now=0.0, token=1):
     return plan
 
 
-def test_chunked_prefill_under_budget_then_decode():
+def test_chunked_prefill_under_budget_then_decode() -> None:
     pool, sched = make(budget=8)
     s = seq(20)
     sched.add(s)
@@ -59,7 +62,7 @@ def test_chunked_prefill_under_budget_then_decode():
     assert p.chunks[0].start_pos == 20
 
 
-def test_decodes_first_then_prefill_fills_budget_fcfs():
+def test_decodes_first_then_prefill_fills_budget_fcfs() -> None:
     pool, sched = make(budget=10)
     a, b, c = seq(3), seq(30, base=100), seq(5, base=200)
     for s in (a, b, c):
@@ -72,7 +75,7 @@ def test_decodes_first_then_prefill_fills_budget_fcfs():
     assert sum(x.num_tokens for x in p2.scheduled) <= 10
 
 
-def test_admission_blocked_by_head_of_queue_no_overtaking():
+def test_admission_blocked_by_head_of_queue_no_overtaking() -> None:
     pool, sched = make(num_blocks=8, budget=64)
     big, huge, small = seq(16, max_tokens=4), seq(20, max_tokens=4), seq(2, max_tokens=4)
     for s in (big, huge, small):
@@ -86,7 +89,7 @@ def test_admission_blocked_by_head_of_queue_no_overtaking():
     assert huge.status is not SeqStatus.WAITING
 
 
-def test_preemption_takes_newest_and_requeues_it_first_then_recomputes():
+def test_preemption_takes_newest_and_requeues_it_first_then_recomputes() -> None:
     pool, sched = make(num_blocks=4, budget=64)
     old, new = seq(8, max_tokens=8, base=0), seq(7, max_tokens=8, base=50)
     sched.add(old)
@@ -97,7 +100,7 @@ def test_preemption_takes_newest_and_requeues_it_first_then_recomputes():
     new_blocks = list(new.block_table)
     plan = run_step(pool, sched)  # old needs a 3rd block: new is preempted
     assert plan.num_preempted == 1
-    assert new.status is SeqStatus.WAITING
+    assert new.status is SeqStatus.WAITING  # type: ignore[comparison-overlap]
     assert sched.waiting[0] is new
     assert new.num_computed == 0
     assert not new.block_table
@@ -111,7 +114,7 @@ def test_preemption_takes_newest_and_requeues_it_first_then_recomputes():
     assert new.num_computed == 8
 
 
-def test_no_starvation_under_steady_arrivals():
+def test_no_starvation_under_steady_arrivals() -> None:
     pool, sched = make(num_blocks=10, budget=16, max_seqs=4)
     rng = random.Random(1)
     first = seq(30, max_tokens=6)
@@ -125,9 +128,9 @@ def test_no_starvation_under_steady_arrivals():
     assert first.status is SeqStatus.FINISHED
 
 
-def test_cache_hits_do_not_change_the_schedule_but_save_compute():
+def test_cache_hits_do_not_change_the_schedule_but_save_compute() -> None:
     """Ordering and batch composition are the same with the cache on or off (DESIGN.md)."""
-    def trace(cache):
+    def trace(cache: bool) -> tuple[list[list[tuple[int, int, int]]], int, int]:
         pool, sched = make(num_blocks=24, budget=12, cache=cache)
         prompts = [(ROOT_A, 17), (ROOT_B, 9), (ROOT_A, 21), (ROOT_B, 13), (ROOT_A, 17)]
         out, fed, t = [], 0, 0.0
@@ -142,7 +145,7 @@ def test_cache_hits_do_not_change_the_schedule_but_save_compute():
             plan = run_step(pool, sched, now=t)
             out.append([(x.seq.arrival, x.start, x.num_tokens) for x in plan.scheduled])
             fed += sum(len(c.token_ids) for c in plan.chunks)
-        return out, fed, sched.blocks.cache.hits if cache else 0
+        return out, fed, sched.blocks.cache.hits if sched.blocks.cache else 0
 
     off, fed_off, _ = trace(cache=False)
     on, fed_on, hits = trace(cache=True)
@@ -151,7 +154,7 @@ def test_cache_hits_do_not_change_the_schedule_but_save_compute():
     assert fed_on < fed_off
 
 
-def test_tenant_b_gets_no_hit_on_a_prefix_and_a_does():
+def test_tenant_b_gets_no_hit_on_a_prefix_and_a_does() -> None:
     pool, sched = make(num_blocks=32, budget=64, cache=True)
     a1 = seq(13, root=ROOT_A, max_tokens=1)
     sched.add(a1)
@@ -168,7 +171,7 @@ def test_tenant_b_gets_no_hit_on_a_prefix_and_a_does():
     assert plan.chunks[0].start_pos == 12  # A: 3 cached blocks of its own, only the rest computed
 
 
-def test_drafts_are_verified_within_budget_and_trimmed():
+def test_drafts_are_verified_within_budget_and_trimmed() -> None:
     pool, sched = make(num_blocks=16, budget=16, drafts=4)
     s = seq(4, max_tokens=20)
     sched.add(s)
@@ -177,6 +180,7 @@ def test_drafts_are_verified_within_budget_and_trimmed():
     plan = sched.schedule(0.0)
     (share,) = plan.scheduled
     assert share.num_drafts == 4
+    assert share.chunk is not None
     assert share.chunk.token_ids == (1, 5, 6, 7, 8)
     assert share.chunk.num_logits == 5
     assert len(s.block_table) == 3
@@ -188,7 +192,7 @@ def test_drafts_are_verified_within_budget_and_trimmed():
     assert sched.reserved == 2
 
 
-def test_finish_and_cancel_erase_content():
+def test_finish_and_cancel_erase_content() -> None:
     pool, sched = make()
     running, waiting = seq(6), seq(6)
     sched.add(running)
@@ -214,9 +218,11 @@ workloads = st.lists(
 
 @settings(max_examples=60, deadline=None)
 @given(workloads, st.integers(6, 30), st.integers(4, 24))
-def test_schedule_is_identical_with_cache_on_or_off(jobs, num_blocks, budget):
+def test_schedule_is_identical_with_cache_on_or_off(
+    jobs: list[tuple[bytes, int, int, int, int]], num_blocks: int, budget: int,
+) -> None:
     """Property form of the DESIGN.md rule: the cache never changes ordering or batches."""
-    def trace(cache):
+    def trace(cache: bool) -> tuple[list[tuple[list[tuple[int, int, int]], int]], int]:
         pool, sched = make(num_blocks=num_blocks, budget=budget, cache=cache)
         out, t = [], 0
         pending = sorted(jobs, key=lambda j: j[4])
@@ -232,7 +238,7 @@ def test_schedule_is_identical_with_cache_on_or_off(jobs, num_blocks, budget):
             out.append(([(x.seq.arrival, x.start, x.num_tokens) for x in plan.scheduled],
                         plan.num_preempted))
             t += 1
-        return out, sched.blocks.cache.hits if cache else 0
+        return out, sched.blocks.cache.hits if sched.blocks.cache else 0
 
     off, _ = trace(cache=False)
     on, _ = trace(cache=True)

@@ -33,7 +33,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         budget=st.integers(8, 40),
         drafts=st.integers(0, 3),
     )
-    def setup(self, num_blocks, cache, budget, drafts):
+    def setup(self, num_blocks: int, cache: bool, budget: int, drafts: int) -> None:
         self.now = 0.0
         self.pool = FakePool(num_blocks, BS)
         self.cache = PrefixCache(ttl=5.0) if cache else None
@@ -47,7 +47,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @rule(tenant=st.sampled_from(TENANTS), prefix=st.integers(0, 1),
           tail=st.lists(st.integers(1, 50), min_size=0, max_size=10), max_tokens=st.integers(1, 24))
-    def add(self, tenant, prefix, tail, max_tokens):
+    def add(self, tenant: bytes, prefix: int, tail: list[int], max_tokens: int) -> None:
         shared = [100 + prefix] * (2 * BS)  # common prefixes make cache hits likely
         prompt = (shared + tail)[: max(1, len(shared) + len(tail))]
         if blocks_for(len(prompt) + max_tokens, BS) > self.bm.num_blocks:
@@ -58,7 +58,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.live.append(seq)
 
     @rule(accept=st.integers(0, 3))
-    def step(self, accept):
+    def step(self, accept: int) -> None:
         plan = self.sched.schedule(self.now)
         seen = [s.seq for s in plan.scheduled]
         assert len(seen) == len(set(map(id, seen))), "a sequence scheduled twice in one step"
@@ -78,36 +78,36 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.sched.flush()
         self.now += 1.0
 
-    def _finish(self, seq):
+    def _finish(self, seq: Sequence) -> None:
         self.sched.finish(seq, self.now)
         self.live.remove(seq)
         self.done.append(seq)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
-    def cancel(self, data):
+    def cancel(self, data: st.DataObject) -> None:
         self._finish(data.draw(st.sampled_from(self.live)))
         self.sched.flush()
 
     @precondition(lambda self: self.sched.running)
     @rule(data=st.data())
-    def preempt(self, data):
+    def preempt(self, data: st.DataObject) -> None:
         self.sched.preempt(data.draw(st.sampled_from(self.sched.running)), self.now)
         self.sched.flush()
 
     @rule(dt=st.floats(0.0, 10.0))
-    def tick(self, dt):
+    def tick(self, dt: float) -> None:
         self.now += dt
         self.bm.expire(self.now)
         self.bm.flush()
 
     @rule()
-    def drop_cache(self):
+    def drop_cache(self) -> None:
         self.bm.drop_cache()
         self.bm.flush()
 
     @invariant()
-    def blocks_partitioned_and_counted(self):
+    def blocks_partitioned_and_counted(self) -> None:
         holders: dict[int, set[bytes]] = {}
         counts = [0] * self.bm.num_blocks
         for seq in self.sched.running:
@@ -127,7 +127,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert self.sched.reserved <= self.bm.num_blocks
 
     @invariant()
-    def finished_are_erased(self):
+    def finished_are_erased(self) -> None:
         for seq in self.done:
             assert seq.status is SeqStatus.FINISHED
             assert not seq.token_ids
@@ -137,13 +137,13 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert not seq.block_table
 
     @invariant()
-    def kv_matches_own_tokens(self):
+    def kv_matches_own_tokens(self) -> None:
         for seq in self.sched.running:
             for p in range(seq.num_computed):
                 slot = self.pool.slots[seq.block_table[p // BS]][p % BS]
                 assert slot == (seq.root, seq.token_ids[p])
 
-    def teardown(self):
+    def teardown(self) -> None:
         if not hasattr(self, "sched"):
             return
         for seq in list(self.live):
