@@ -8,6 +8,8 @@ positive twin: while the requests run, the same scans do find the canaries.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import os
 import random
 import time
 from typing import TYPE_CHECKING
@@ -232,3 +234,27 @@ def test_random_mix_of_cancels_disconnects_and_completions_leaves_nothing(
     assert stats.cache_hit_blocks > 0
     for i, exp in expected.items():
         assert outs[i] == exp
+
+
+def test_preemption_and_erasure_never_touch_the_filesystem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """E5: recompute, never swap: a run with forced preemption opens no file at all."""
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("the engine opened a file")
+
+    eng = make_engine(num_blocks=12, cache=False, budget=16)
+    jobs = [(canary(k, 4) + list(range(10 + k)), 12) for k in range(4)]
+
+    async def go() -> int:
+        monkeypatch.setattr(builtins, "open", refuse)
+        monkeypatch.setattr(os, "open", refuse)
+        with pytest.raises(AssertionError):  # positive twin: the trap is armed
+            open(os.devnull)  # noqa: PTH123, ASYNC230, SIM115
+        await asyncio.gather(*(collect(eng.submit(req(p, max_tokens=n), SALT_A)) for p, n in jobs))
+        monkeypatch.undo()
+        preemptions = eng.stats().preemptions
+        await eng.close()
+        return preemptions
+
+    assert asyncio.run(go()) > 0
+    assert eng.runner.kv_pool_is_zero()
