@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
+from attestation.gpu.chain import require_canonical_signature
 from hushcc.errors import ProtocolError
 
 _AMD = "1.3.6.1.4.1.3704.1"
@@ -121,6 +122,7 @@ def load_der_certificate(der: bytes) -> x509.Certificate:
                  cert.not_valid_after_utc, cert.public_key(), cert.tbs_certificate_bytes)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ProtocolError("certificate is not valid DER X.509") from exc
+    require_canonical_signature(cert)
     return cert
 
 

@@ -66,16 +66,41 @@ def load_root(name: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(data)
 
 
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def require_canonical_signature(cert: x509.Certificate) -> None:
+    """The signature BIT STRING must have zero unused bits (DER, RFC 5280 §4.1.1.3).
+
+    pyca accepts an unused-bits octet of 1..7 when the padding bits happen to be zero and then
+    reports the same signature bytes: the certificate's encoding would be malleable (a changed
+    byte that still verifies). The signature is the last element of the certificate.
+
+    Raises:
+        ProtocolError: The signature is not encoded with zero unused bits.
+    """
+    signature = cert.signature
+    tail = b"\x03" + _der_length(len(signature) + 1) + b"\x00" + signature
+    if not cert.public_bytes(Encoding.DER).endswith(tail):
+        raise ProtocolError("certificate: signature BIT STRING is not DER (unused bits)")
+
+
 def materialize(certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
     """Touch every lazily parsed field once, so malformed certificates fail here, typed.
 
     cryptography parses names, validity and extensions on first access; without this a
-    malformed field would raise a bare ValueError deep inside verification.
+    malformed field would raise a bare ValueError deep inside verification. The signature's
+    encoding is checked too (`require_canonical_signature`).
 
     Raises:
         ProtocolError: A field of some certificate does not parse.
     """
     for cert in certs:
+        require_canonical_signature(cert)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # we reject it here
             serial = cert.serial_number
