@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bundle_helpers import KEY_CONFIG, MEASUREMENT, NOW, SIM_POLICY, Node, edit, make_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +30,15 @@ from attestation.report import AttestationError
 from attestation.sevsnp import SnpReport
 from attestation.verify_bundle import VerifiedBundle, verify_bundle
 from hushcc.errors import ProtocolError, VerificationError
+from tests.attestation.bundle_helpers import (
+    KEY_CONFIG,
+    MEASUREMENT,
+    NOW,
+    SIM_POLICY,
+    Node,
+    edit,
+    make_node,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from bundle_helpers import KEY_CONFIG, MEASUREMENT, NOW, SIM_POLICY, Node, make_node
 
 from attestation.bundle import Bundle, Evidence, Release
 from attestation.dev import release_entry
@@ -18,6 +17,14 @@ from attestation.verify_bundle import (
     StapledLogVerifier,
     VerifiedBundle,
     verify_bundle,
+)
+from tests.attestation.bundle_helpers import (
+    KEY_CONFIG,
+    MEASUREMENT,
+    NOW,
+    SIM_POLICY,
+    Node,
+    make_node,
 )
 from transparency_log import merkle
 from transparency_log.checkpoint import Checkpoint, sign_checkpoint

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tsm_fake import MEAS, FakeKernel
 
 from attestation.configfs_tsm import (
     ARK_GUID,
@@ -26,6 +25,7 @@ from attestation.sevsnp import SnpReport
 from attestation.simulated import SimulatedTee
 from attestation.snp_verify import verify_snp_report
 from hushcc.errors import ProtocolError
+from tests.attestation.tsm_fake import MEAS, FakeKernel
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pynvml
 import pytest
-from tsm_fake import MEAS, FakeKernel
 
 from attestation.bundle import Release, gpu_nonce, report_data
 from attestation.dev import release_entry
@@ -21,6 +20,7 @@ from attestation.sevsnp import SnpReport
 from attestation.simulated import SimulatedTee
 from attestation.snp_verify import verify_snp_report
 from attestation.verify_bundle import verify_bundle
+from tests.attestation.tsm_fake import MEAS, FakeKernel
 
 NOW = datetime(2026, 11, 23, 20, tzinfo=UTC)
 KEY_CONFIG = b"\x01\x00\x20" + bytes(32)

@@ -12,7 +12,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from ohttp_parsers import PARSERS, run
+    from tests.ohttp.ohttp_parsers import PARSERS, run
 
 NAMES = sorted(PARSERS)
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from ohttp_helpers import counter_rng, make_key
-
 from hushcc.errors import DecryptError, ProtocolError
 from ohttp import bhttp
 from ohttp.bhttp_stream import ResponseStreamDecoder
@@ -28,6 +26,7 @@ from ohttp.encapsulation import (
 )
 from ohttp.keyconfig import GatewayKey, KeyConfig, parse_key_configs, serialize_key_configs
 from ohttp.replay import check_date
+from tests.ohttp.ohttp_helpers import counter_rng, make_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable

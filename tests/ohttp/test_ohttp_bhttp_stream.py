@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_ohttp_bhttp import framings, responses
 
 from hushcc.errors import ProtocolError
 from ohttp import bhttp
@@ -21,6 +20,7 @@ from ohttp.bhttp_stream import (
     encode_response_end,
     encode_response_head,
 )
+from tests.ohttp.test_ohttp_bhttp import framings, responses
 
 
 def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:

@@ -7,7 +7,6 @@ from itertools import pairwise
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ohttp_helpers import ALL_SUITES, make_key
 
 from hushcc.errors import DecryptError, ProtocolError
 from ohttp.chunked import (
@@ -19,6 +18,7 @@ from ohttp.chunked import (
 )
 from ohttp.encapsulation import ClientContext, UnknownKeyError
 from ohttp.suites import SymmetricSuite
+from tests.ohttp.ohttp_helpers import ALL_SUITES, make_key
 
 KEY = make_key()
 

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-from ohttp_helpers import ALL_SUITES, counter_rng, make_key
 from pyhpke import KEMKeyPair
 
 from hushcc.errors import DecryptError, ProtocolError
@@ -31,9 +30,10 @@ from ohttp.suites import (
     hpke_suite,
     x25519_private_key,
 )
+from tests.ohttp.ohttp_helpers import ALL_SUITES, counter_rng, make_key
 
 if TYPE_CHECKING:
-    from conftest import CanaryRegistry
+    from tests.conftest import CanaryRegistry
 
 KEY = make_key()
 MESSAGE = b"\x00\x04POST\x05https\x00\x14/v1/chat/completions"

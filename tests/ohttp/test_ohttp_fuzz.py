@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ohttp_parsers import PARSERS, run
+
+from tests.ohttp.ohttp_parsers import PARSERS, run
 
 NAMES = sorted(PARSERS)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ohttp_helpers import ALL_SUITES, make_key
 
 from hushcc.errors import ProtocolError
 from ohttp.keyconfig import GatewayKey, KeyConfig, parse_key_configs, serialize_key_configs
 from ohttp.suites import AeadId, KdfId, KemId, SymmetricSuite, UnsupportedAlgorithmError
+from tests.ohttp.ohttp_helpers import ALL_SUITES, make_key
 
 KEY = make_key(5)
 RFC_CONFIG = bytes.fromhex(

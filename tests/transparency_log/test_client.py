@@ -7,9 +7,9 @@ import json
 from typing import TYPE_CHECKING
 
 import pytest
-from tlog_helpers import ORIGIN, release, signed_tree
 
 from hushcc.errors import ProtocolError, VerificationError
+from tests.transparency_log.tlog_helpers import ORIGIN, release, signed_tree
 from transparency_log import merkle
 from transparency_log.client import (
     FileCheckpointStore,

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
-from tlog_helpers import release
 
 from hushcc.cli import main
 from hushcc.errors import VerificationError
+from tests.transparency_log.tlog_helpers import release
 from transparency_log import merkle
 from transparency_log.client import verify_stapled_inclusion
 from transparency_log.entry import ReleaseEntry, sign_entry

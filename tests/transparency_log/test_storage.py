@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from crash_child import entry_for
 
 from hushcc.errors import VerificationError
+from tests.transparency_log.crash_child import entry_for
 from transparency_log import merkle
 from transparency_log.checkpoint import open_checkpoint
 from transparency_log.note import Signer
