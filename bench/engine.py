@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -36,39 +37,50 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+
+    from node.engine.detokenize import Decoder
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.engine.engine import Engine, EngineConfig, GenerateRequest  # noqa: E402
-from node.engine.model import LlamaWeights, ModelConfig, random_weights  # noqa: E402
-from node.engine.runner import PagedRunner  # noqa: E402
-from node.engine.sampling import SamplingParams  # noqa: E402
-from node.engine.sequence import EngineLimits  # noqa: E402
-from node.engine.speculative import PromptLookupConfig  # noqa: E402
+from node.engine.engine import Engine, EngineConfig, GenerateRequest
+from node.engine.model import LlamaWeights, ModelConfig, random_weights
+from node.engine.runner import PagedRunner
+from node.engine.sampling import SamplingParams
+from node.engine.sequence import EngineLimits
+from node.engine.speculative import PromptLookupConfig
 
 HF_BASELINE = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "hf_baseline.py"
 SALT = b"bench-tenant-salt-0123456789abcdef"
-LARGE = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
+LARGE: dict[str, Any] = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
          "num_attention_heads": 32, "num_key_value_heads": 4, "vocab_size": 32000,
          "max_position_embeddings": 2048}  # TinyLlama-1.1B shape, random weights
 
 
-def load_hf_baseline():
+Workload = list[tuple[list[int], int]]
+
+
+def load_hf_baseline() -> ModuleType | None:
     if not HF_BASELINE.is_file():
         return None
     spec = importlib.util.spec_from_file_location("hf_baseline", HF_BASELINE)
+    if spec is None or spec.loader is None:
+        return None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def build_workload(n: int, vocab: int, seed: int):
+def build_workload(n: int, vocab: int, seed: int) -> Workload:
     """Same RNG use as hf_baseline.build_workload (used when that file is absent)."""
     len_rng, tok_rng = random.Random(seed), random.Random(seed + 1)
     lens = [(len_rng.randint(16, 512), len_rng.randint(8, 128)) for _ in range(n)]
     return [([tok_rng.randrange(3, vocab) for _ in range(p)], o) for p, o in lens]
 
 
-def repetitive_workload(n: int, vocab: int, seed: int):
+def repetitive_workload(n: int, vocab: int, seed: int) -> Workload:
     """Prompts built from a few repeated random phrases, outputs as in the main workload."""
     rng = random.Random(seed + 7)
     reqs = []
@@ -103,7 +115,7 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def workload_flops(cfg: ModelConfig, reqs) -> float:
+def workload_flops(cfg: ModelConfig, reqs: Workload) -> float:
     h, q, kv = cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
     per_tok = 2 * cfg.num_layers * (h * (q + 2 * kv) + q * h + 3 * h * cfg.intermediate_size)
     head = 2 * cfg.vocab_size * h
@@ -123,12 +135,12 @@ class NoZeroRunner:
         self.block_size, self.num_blocks = runner.block_size, runner.num_blocks
         self.forward, self.kv_pool_is_zero = runner.forward, runner.kv_pool_is_zero
 
-    def zero_blocks(self, block_ids) -> None:
+    def zero_blocks(self, block_ids: object) -> None:
         pass
 
 
-async def drive(engine: Engine, reqs) -> int:
-    async def one(ids, out) -> int:
+async def drive(engine: Engine, reqs: Workload) -> int:
+    async def one(ids: list[int], out: int) -> int:
         req = GenerateRequest(tuple(ids), SamplingParams(max_tokens=out, ignore_eos=True))
         got = 0
         async for d in engine.submit(req, SALT):
@@ -142,7 +154,11 @@ async def drive(engine: Engine, reqs) -> int:
     return toks
 
 
-def run_engine(runner, tokenizer, reqs, args, spec=None) -> tuple[int, float]:
+def run_engine(
+    runner: PagedRunner | NoZeroRunner, tokenizer: Decoder, reqs: Workload,
+    args: argparse.Namespace,
+    spec: PromptLookupConfig | None = None,
+) -> tuple[int, float]:
     limits = EngineLimits(max_model_len=2048, max_tokens_cap=1024, max_num_seqs=len(reqs),
                           max_num_batched_tokens=args.budget, max_draft_tokens=4)
     cfg = EngineConfig(limits=limits, speculative=spec)
@@ -156,13 +172,13 @@ def run_engine(runner, tokenizer, reqs, args, spec=None) -> tuple[int, float]:
     return toks, dt
 
 
-def timed_runs(fn, runs: int) -> tuple[int, float]:
+def timed_runs(fn: Callable[[], tuple[int, float]], runs: int) -> tuple[int, float]:
     res = [fn() for _ in range(runs)]
     toks = res[0][0]
     return toks, statistics.median(dt for _, dt in res)
 
 
-def bench_model(name: str, args, hf) -> None:  # noqa: C901, PLR0912, PLR0915
+def bench_model(name: str, args: argparse.Namespace, hf: ModuleType | None) -> None:  # noqa: C901, PLR0912, PLR0915
     dtype = getattr(torch, args.dtype)
     print(f"\n=== model {name}  device {args.device}  dtype {args.dtype}  "
           f"threads {torch.get_num_threads()} ===", flush=True)
@@ -209,7 +225,7 @@ def bench_model(name: str, args, hf) -> None:  # noqa: C901, PLR0912, PLR0915
         rows.append((label, toks, dt, fl))
         print(f"  {label}: {toks} tok in {dt:.2f}s = {toks / dt:.1f} tok/s", flush=True)
 
-    if hf_model is not None and args.hf_modes:
+    if hf_model is not None and hf is not None and args.hf_modes:
         fns = {"seq": lambda r: hf.run_seq(hf_model, r, args.device),
                "static32": lambda r: hf.run_static(hf_model, r, args.device, 32),
                "static8": lambda r: hf.run_static(hf_model, r, args.device, 8),
@@ -218,7 +234,7 @@ def bench_model(name: str, args, hf) -> None:  # noqa: C901, PLR0912, PLR0915
             try:
                 fns[mode](warm)
 
-                def once(mode=mode):
+                def once(mode: str = mode) -> tuple[int, float]:
                     t = time.perf_counter()
                     out = fns[mode](reqs)
                     return out if isinstance(out, tuple) else (out, time.perf_counter() - t)
@@ -228,12 +244,13 @@ def bench_model(name: str, args, hf) -> None:  # noqa: C901, PLR0912, PLR0915
                 print(f"  hf:{mode} failed: {exc!r}")
     elif hf is None:
         print("  (../shared/bench/hf_baseline.py absent: Hugging Face rows skipped)")
-    del hf_model
+    hf_model = None  # free it before our pool is allocated
 
     blocks = sum(-(-(len(i) + o) // args.block_size) for i, o in reqs) + 8
     runner = PagedRunner(weights, num_blocks=blocks, block_size=args.block_size,
                          device=args.device, dtype=dtype, max_model_len=2048)
     del weights
+    variants: list[tuple[str, PagedRunner | NoZeroRunner, PromptLookupConfig | None, Workload]]
     variants = [("hushcc engine", runner, None, reqs),
                 ("hushcc engine, zeroing off", NoZeroRunner(runner), None, reqs)]
     if args.spec:
@@ -262,25 +279,25 @@ def _cb_args() -> argparse.Namespace:
                               cb_max_requests=32)
 
 
-def _large_model(device: str, dtype: torch.dtype):
+def _large_model(device: str, dtype: torch.dtype) -> Any:  # noqa: ANN401 - HF model
     import transformers  # noqa: PLC0415
 
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(_llama_config(LARGE)).to(device=device, dtype=dtype)
-    model = model.eval()
+    model = transformers.LlamaForCausalLM(_llama_config(LARGE))
+    model = model.to(device=device, dtype=dtype).eval()  # type: ignore[call-arg]  # HF stubs
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     model.generation_config.do_sample = False
     return model
 
 
-def _llama_config(kw):
+def _llama_config(kw: dict[str, Any]) -> Any:  # noqa: ANN401 - HF config
     import transformers  # noqa: PLC0415
 
     return transformers.LlamaConfig(**kw)
 
 
-def print_table(rows, peak: float) -> None:
+def print_table(rows: list[tuple[str, int, float, float | None]], peak: float) -> None:
     hf_rows = [toks / dt for label, toks, dt, _ in rows if label.startswith("hf:")]
     best = max(hf_rows) if hf_rows else None
     on = next((t / d for label, t, d, _ in rows if label == "hushcc engine"), None)
