@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from engine_fakes import ToyTokenizer
-
 from node.engine.batch import ForwardChunk
 from node.engine.engine import Delta, Engine, EngineConfig, GenerateRequest, RequestStream
 from node.engine.runner import PagedRunner, tiny_runner
 from node.engine.sampling import SamplingParams
 from node.engine.sequence import EngineLimits
 from node.engine.speculative import PromptLookupConfig
+from tests.node.engine.engine_fakes import ToyTokenizer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

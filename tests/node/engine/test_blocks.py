@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from engine_fakes import FakePool
 
 from node.engine.blocks import BlockManager, BlockPoolExhaustedError, BlockState
 from node.engine.prefix_cache import PrefixCache
+from tests.node.engine.engine_fakes import FakePool
 
 
 def make(n: int = 4, *, cache: bool = False) -> tuple[FakePool, BlockManager]:

@@ -9,7 +9,9 @@ import random
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from engine_helpers import (
+
+from node.engine.engine import EngineError, RequestStream
+from tests.node.engine.engine_helpers import (
     SALT_A,
     collect,
     generate,
@@ -19,8 +21,6 @@ from engine_helpers import (
     text_of,
     tokens_of,
 )
-
-from node.engine.engine import EngineError, RequestStream
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -11,7 +11,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from engine_helpers import SALT_A, SALT_B, collect
 
 from node.engine.batch import ForwardChunk
 from node.engine.engine import Delta, Engine, EngineConfig, GenerateRequest
@@ -20,6 +19,7 @@ from node.engine.runner import PagedRunner
 from node.engine.sampling import SamplingParams
 from node.engine.sequence import EngineLimits
 from node.engine.tokenizer import encode_chat, load_smollm2_tokenizer
+from tests.node.engine.engine_helpers import SALT_A, SALT_B, collect
 
 pytestmark = [
     pytest.mark.slow,

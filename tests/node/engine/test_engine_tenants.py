@@ -6,10 +6,18 @@ import asyncio
 import dataclasses
 
 import pytest
-from engine_helpers import SALT_A, SALT_B, collect, make_engine, reference_greedy, req, tokens_of
 
 from hushcc.errors import ConfigError
 from node.engine.engine import GenerateRequest
+from tests.node.engine.engine_helpers import (
+    SALT_A,
+    SALT_B,
+    collect,
+    make_engine,
+    reference_greedy,
+    req,
+    tokens_of,
+)
 
 PROMPT = list(range(40, 77))  # 37 tokens: 9 full blocks of 4 are cacheable
 

@@ -16,18 +16,25 @@ from typing import TYPE_CHECKING
 
 import pytest
 import torch
-from engine_fakes import ToyTokenizer, walk_ints
-from engine_helpers import SALT_A, SALT_B, collect, make_engine, reference_greedy, req, tokens_of
 
 from node.engine.engine import Engine, EngineStats, RequestStream
 from node.engine.runner import PagedRunner
+from tests.node.engine.engine_fakes import ToyTokenizer, walk_ints
+from tests.node.engine.engine_helpers import (
+    SALT_A,
+    SALT_B,
+    collect,
+    make_engine,
+    reference_greedy,
+    req,
+    tokens_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from conftest import CanaryRegistry
-
     from node.engine.batch import ForwardChunk
+    from tests.conftest import CanaryRegistry
 
 SKIP = (PagedRunner, ToyTokenizer, torch.Tensor, torch.Generator)
 

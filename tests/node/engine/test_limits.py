@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from engine_helpers import SALT_A, collect, make_engine, req
 
 from hushcc.errors import ProtocolError
 from node.engine.engine import GenerateRequest
 from node.engine.sampling import SamplingParams
 from node.engine.sequence import EngineLimits, check_request
+from tests.node.engine.engine_helpers import SALT_A, collect, make_engine, req
 
 CANARY = 4242 % 512
 

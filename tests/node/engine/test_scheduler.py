@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-from engine_fakes import FakePool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +11,7 @@ from node.engine.blocks import BlockManager
 from node.engine.prefix_cache import PrefixCache, chain_root
 from node.engine.scheduler import Scheduler, StepPlan
 from node.engine.sequence import EngineLimits, SeqStatus, Sequence
+from tests.node.engine.engine_fakes import FakePool
 
 BS = 4
 ROOT_A = chain_root(b"A" * 16)

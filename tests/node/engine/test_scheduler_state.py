@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 
-from engine_fakes import FakePool
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -21,6 +20,7 @@ from node.engine.blocks import BlockManager, BlockState
 from node.engine.prefix_cache import PrefixCache, chain_root
 from node.engine.scheduler import Scheduler
 from node.engine.sequence import EngineLimits, SeqStatus, Sequence, blocks_for
+from tests.node.engine.engine_fakes import FakePool
 
 BS = 4
 TENANTS = [chain_root(bytes([i]) * 16) for i in range(2)]
