@@ -6,9 +6,10 @@ protocol of `batch.py`: one `forward` per engine step computes every chunk of th
 How a step runs (varlen batching): the tokens of all chunks are flattened into one `[T, hidden]`
 activation, so each linear map is a single GEMM for the whole step; K/V of the new tokens are
 written into the pool with one `index_copy_` per layer; attention reads each sequence's KV back
-through its block table (whole blocks gathered with `index_select`): single-token (decode) chunks
-are batched into one padded SDPA call, longer chunks run one SDPA each. Logits are computed only
-for the positions the chunks ask for.
+through its block table (whole blocks gathered with `index_select`): short chunks (decodes and
+speculative verification, up to `SHORT_CHUNK` tokens) are batched into one padded, masked SDPA
+call; longer chunks run one SDPA each (a chunk starting at position 0 attends to its fresh K/V
+without any gather). Logits are computed only for the positions the chunks ask for.
 
 Invariants:
 * The pool is ONE tensor `[layers, 2, num_blocks, block_size, kv_heads, head_dim]` allocated
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
     from node.engine.batch import ForwardChunk
     from node.engine.model import LlamaWeights
+
+
+SHORT_CHUNK = 8  # chunks up to this long (decodes, draft verification) share one padded SDPA
 
 
 class PagedRunner:
@@ -123,7 +127,7 @@ class PagedRunner:
         if not chunks:
             return []
         plan = _StepPlan(chunks, self._block_size, self._num_blocks, self.max_model_len,
-                         self.device)
+                         self.config.num_heads // self.config.num_kv_heads, self.device)
         c = self.config
         x = self.w.embed.index_select(0, plan.tokens)
         cos, sin = self._cos[plan.positions], self._sin[plan.positions]
@@ -160,16 +164,8 @@ class PagedRunner:
         kvh, d, group = c.num_kv_heads, c.head_dim, c.num_heads // c.num_kv_heads
         out = torch.empty(plan.total, c.num_heads, d, dtype=q.dtype, device=q.device)
         pool = self.kv_pool[layer]
-        if plan.decode_rows is not None:
-            # batched decode over whole gathered blocks, padded and masked; the query heads of
-            # one KV head ride as a query "length" of `group`, so GQA needs no K/V expansion
-            b = plan.decode_rows.numel()
-            kv = pool.index_select(1, plan.decode_blocks).view(2, b, -1, kvh, d)
-            qd = q.index_select(0, plan.decode_rows).view(b, kvh, group, d)
-            o = F.scaled_dot_product_attention(
-                qd, kv[0].transpose(1, 2), kv[1].transpose(1, 2), attn_mask=plan.decode_mask,
-                scale=self._scale)
-            out.index_copy_(0, plan.decode_rows, o.reshape(b, c.num_heads, d))
+        if plan.short is not None:
+            out.index_copy_(0, plan.short.out_rows, self._short_attention(pool, q, plan.short))
         for row0, n, blocks, length, mask in plan.long_chunks:
             if blocks is None:
                 kc, vc = k[row0:row0 + n], v[row0:row0 + n]
@@ -185,15 +181,68 @@ class PagedRunner:
         return out.view(plan.total, -1)
 
 
+    def _short_attention(self, pool: torch.Tensor, q: torch.Tensor, sb: _ShortBatch
+                         ) -> torch.Tensor:
+        """One padded SDPA for every short chunk (decodes, speculative verification).
+
+        Each chunk's KV is gathered by whole blocks and masked per query position. The query
+        heads sharing a KV head ride along the query axis (`[B, kv_heads, n * group, d]`), so
+        grouped-query attention needs no K/V expansion. Returns the valid rows `[R, heads, d]`.
+        """
+        c = self.config
+        kvh, d, group = c.num_kv_heads, c.head_dim, c.num_heads // c.num_kv_heads
+        b, width = sb.batch, sb.width
+        kv = pool.index_select(1, sb.blocks).view(2, b, -1, kvh, d)
+        qs = q.index_select(0, sb.q_rows).view(b, width, kvh, group, d)
+        qs = qs.permute(0, 2, 1, 3, 4).reshape(b, kvh, width * group, d)
+        o = F.scaled_dot_product_attention(
+            qs, kv[0].transpose(1, 2), kv[1].transpose(1, 2), attn_mask=sb.mask, scale=self._scale)
+        o = o.view(b, kvh, width, group, d).permute(0, 2, 1, 3, 4).reshape(b * width, -1, d)
+        return o if sb.valid is None else o.index_select(0, sb.valid)
+
+
+class _ShortBatch:
+    """Index tensors of the padded short-chunk attention (see `PagedRunner._short_attention`)."""
+
+    def __init__(
+        self,
+        short: list[tuple[int, int, int, list[int]]],
+        block_size: int,
+        group: int,
+        device: torch.device,
+    ) -> None:
+        """Build from (first row, length, start position, block table) per short chunk."""
+        self.batch = len(short)
+        self.width = max(n for _, n, _, _ in short)
+        nblk = max(len(t) for _, _, _, t in short)
+        blocks = [t + [t[0]] * (nblk - len(t)) for _, _, _, t in short]
+        self.blocks = torch.tensor(blocks, dtype=torch.long, device=device).view(-1)
+        # padded query slots repeat the chunk's last row (their outputs are dropped)
+        q_rows = [r + min(i, n - 1) for r, n, _, _ in short for i in range(self.width)]
+        q_pos = [s + min(i, n - 1) for _, n, s, _ in short for i in range(self.width)]
+        self.q_rows = torch.tensor(q_rows, dtype=torch.long, device=device)
+        self.out_rows = torch.tensor(
+            [r + i for r, n, _, _ in short for i in range(n)], dtype=torch.long, device=device)
+        valid = [j * self.width + i for j, (_, n, _, _) in enumerate(short) for i in range(n)]
+        self.valid = None if len(valid) == len(q_rows) else torch.tensor(valid, device=device)
+        kpos = torch.arange(nblk * block_size, device=device)
+        qpos = torch.tensor(q_pos, device=device).view(self.batch, self.width)
+        mask = kpos[None, None, :] <= qpos[:, :, None]  # [B, width, keys]
+        if self.width > 1 and group > 1:
+            mask = mask.repeat_interleave(group, dim=1)
+        self.mask = mask.unsqueeze(1)
+
+
 class _StepPlan:
     """Index tensors for one step, built once and shared by every layer."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913, PLR0917 - the pool geometry, passed positionally inside
         self,
         chunks: Sequence[ForwardChunk],
         block_size: int,
         num_blocks: int,
         max_len: int,
+        group: int,
         device: torch.device,
     ) -> None:
         tokens: list[int] = []
@@ -201,7 +250,7 @@ class _StepPlan:
         slots: list[int] = []
         logit_rows: list[int] = []
         self.num_logits: list[int] = []
-        decode: list[tuple[int, list[int], int]] = []
+        short: list[tuple[int, int, int, list[int]]] = []
         self.long_chunks: list[
             tuple[int, int, torch.Tensor | None, int, torch.Tensor | None]] = []
         for ch in chunks:
@@ -220,8 +269,8 @@ class _StepPlan:
             slots.extend(table[p // block_size] * block_size + p % block_size for p in pos)
             logit_rows.extend(range(row0 + n - ch.num_logits, row0 + n))
             self.num_logits.append(ch.num_logits)
-            if n == 1:
-                decode.append((row0, table, end))
+            if n <= SHORT_CHUNK:
+                short.append((row0, n, start, table))
                 continue
             if start == 0:  # attends only to its own new K/V: causal, nothing to gather
                 self.long_chunks.append((row0, n, None, end, None))
@@ -236,15 +285,7 @@ class _StepPlan:
         self.positions = torch.tensor(positions, dtype=torch.long, device=device)
         self.slots = torch.tensor(slots, dtype=torch.long, device=device)
         self.logit_rows = torch.tensor(logit_rows, dtype=torch.long, device=device)
-        self.decode_rows: torch.Tensor | None = None
-        if decode:
-            width = max(len(t) for _, t, _ in decode)
-            padded = [t + [t[0]] * (width - len(t)) for _, t, _ in decode]
-            self.decode_rows = torch.tensor([r for r, _, _ in decode], device=device)
-            self.decode_blocks = torch.tensor(padded, dtype=torch.long, device=device).view(-1)
-            lengths = torch.tensor([e for _, _, e in decode], device=device)
-            kpos = torch.arange(width * block_size, device=device)
-            self.decode_mask = (kpos[None, :] < lengths[:, None])[:, None, None, :]
+        self.short = _ShortBatch(short, block_size, group, device) if short else None
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

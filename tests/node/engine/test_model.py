@@ -162,3 +162,28 @@ def test_logits_match_on_cuda():
     cuda = PagedRunner(weights, num_blocks=32, block_size=4, device="cuda")
     gpu = run_chunked(cuda, ids, [10, 20])
     assert (cpu - gpu).abs().max().item() <= 1e-3
+
+
+@pytest.mark.parametrize("overrides", [pytest.param({}, id="gqa"),
+                                       pytest.param({"num_key_value_heads": 4}, id="mha")])
+def test_short_chunks_batched_match_reference(overrides):
+    """Decode and draft-verification chunks of different lengths share one padded SDPA."""
+    hf = tiny_hf_config(**overrides)
+    weights = random_weights(ModelConfig.from_hf(hf), seed=6)
+    ref = reference(hf, weights)
+    g = torch.Generator().manual_seed(2)
+    seqs = [torch.randint(0, 512, (n,), generator=g).tolist() for n in (9, 17, 30, 8, 2)]
+    tails = [1, 5, 3, 6, 2]  # the last `tail` tokens are fed in one short chunk
+    tables = [[i * 8 + j for j in range(8)][::-1] for i in range(len(seqs))]
+    runner = PagedRunner(weights, num_blocks=48, block_size=4)
+    prefill = [ForwardChunk(s[:-t], 0, tb, 0) for s, t, tb in zip(seqs, tails, tables,
+                                                                    strict=True) if len(s) > t]
+    runner.forward(prefill)
+    step = [ForwardChunk(s[-t:], len(s) - t, tb, t) for s, t, tb in zip(seqs, tails, tables,
+                                                                        strict=True)]
+    got = runner.forward(step)
+    for s, t, out in zip(seqs, tails, got, strict=True):
+        with torch.no_grad():
+            want = ref(torch.tensor([s])).logits[0, -t:]
+        assert out.shape == want.shape
+        assert (out - want).abs().max().item() <= TOL
