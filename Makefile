@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.hushcc-installed
 TORCH_VERSION ?= 2.13.0
-# Debian packages the project needs at run or test time (installed only when missing, only as root).
-APT_PACKAGES ?=
+# Debian packages the project needs at run or test time (installed only when missing, only as root):
+# Go and golang.org/x/mod, whose sumdb/tlog reads our transparency log in an interop test.
+APT_PACKAGES ?= golang-go golang-golang-x-mod-dev
 
 .PHONY: setup test demo lint typecheck bench clean
 
