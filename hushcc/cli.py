@@ -25,13 +25,11 @@ if TYPE_CHECKING:
 
 # Modules contributing subcommand groups, in the order `hushcc --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "hushcc.demo",
     "ohttp.cli",
     "transparency_log.cli",
     "attestation.cli",
+    "hushcc.demo",
 )
-
-
 
 class _Registrar(Protocol):
     def register(self, subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None: ...
