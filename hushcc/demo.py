@@ -296,6 +296,7 @@ def _stages() -> list[tuple[str, Callable[[DemoState], object]]]:
 
 def run_demo() -> int:
     """Run every built stage in a temporary directory; report what is not built yet."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # model loading's progress bars (read at import)
     with tempfile.TemporaryDirectory(prefix="hushcc-demo-") as tmp:
         state = DemoState(Path(tmp))
         _run(state, _stages())
