@@ -12,7 +12,7 @@ TORCH_VERSION ?= 2.13.0
 # Go and golang.org/x/mod, whose sumdb/tlog reads our transparency log in an interop test.
 APT_PACKAGES ?= golang-go golang-golang-x-mod-dev
 
-.PHONY: setup test demo lint typecheck bench clean
+.PHONY: setup test demo lint bench clean
 
 setup: $(STAMP)
 

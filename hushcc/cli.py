@@ -75,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hushcc: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"hushcc: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"hushcc: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

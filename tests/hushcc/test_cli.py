@@ -32,3 +32,18 @@ def test_unknown_command_is_one_line_and_exit_2() -> None:
 def test_no_command_shows_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "commands" in capsys.readouterr().err
+
+
+def test_missing_file_is_one_line_naming_it_and_exit_1(tmp_path):
+    missing = tmp_path / "no-such.pub"
+    result = run_cli("ohttp", "show-config", str(missing))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert str(missing) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_group_without_subcommand_shows_its_help_and_exits_2():
+    result = run_cli("log")
+    assert result.returncode == 2
+    assert "keygen" in result.stderr
