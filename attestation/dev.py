@@ -11,13 +11,13 @@ Not pure: key generation draws OS randomness (time is still a parameter).
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from attestation.bundle import Bundle, Evidence, Release, build_bundle
 from attestation.simulated import SimulatedTee
 from attestation.verify_bundle import MEASUREMENT_KEYS
+from transparency_log.entry import ReleaseEntry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -39,7 +39,7 @@ def release_entry(measurement: bytes, *, image_digest: str = "sha256:" + "0" * 6
     entry = {"schema": "hushcc.release/v1", "image": {"digest": image_digest},
              "measurements": {MEASUREMENT_KEYS["simulated"]: measurement.hex()},
              "model": {}, "source": {}}
-    return json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
+    return ReleaseEntry.from_value(entry).to_bytes()
 
 
 def _gpu_collector(gpus: Sequence[SimulatedGpu]) -> Callable[[bytes], list[Evidence]]:
