@@ -7,9 +7,10 @@ How a step runs (varlen batching): the tokens of all chunks are flattened into o
 activation, so each linear map is a single GEMM for the whole step; K/V of the new tokens are
 written into the pool with one `index_copy_` per layer; attention reads each sequence's KV back
 through its block table (whole blocks gathered with `index_select`): short chunks (decodes and
-speculative verification, up to `SHORT_CHUNK` tokens) are batched into one padded, masked SDPA
-call; longer chunks run one SDPA each (a chunk starting at position 0 attends to its fresh K/V
-without any gather). Logits are computed only for the positions the chunks ask for.
+speculative verification, up to `SHORT_CHUNK` tokens) are batched into padded, masked SDPA
+calls, one per length group (see `_group_by_length`); longer chunks run one SDPA each (a
+chunk starting at position 0 attends to its fresh K/V without any gather). Logits are
+computed only for the positions the chunks ask for.
 
 Invariants:
 * The pool is ONE tensor `[layers, 2, num_blocks, block_size, kv_heads, head_dim]` allocated
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from node.engine.model import LlamaWeights
 
 
-SHORT_CHUNK = 8  # chunks up to this long (decodes, draft verification) share one padded SDPA
+SHORT_CHUNK = 8  # chunks up to this long (decodes, draft verification) share padded SDPAs
 
 
 class PagedRunner:
@@ -164,8 +165,8 @@ class PagedRunner:
         kvh, d, group = c.num_kv_heads, c.head_dim, c.num_heads // c.num_kv_heads
         out = torch.empty(plan.total, c.num_heads, d, dtype=q.dtype, device=q.device)
         pool = self.kv_pool[layer]
-        if plan.short is not None:
-            out.index_copy_(0, plan.short.out_rows, self._short_attention(pool, q, plan.short))
+        for sb in plan.short:
+            out.index_copy_(0, sb.out_rows, self._short_attention(pool, q, sb))
         for row0, n, blocks, length, mask in plan.long_chunks:
             if blocks is None:
                 kc, vc = k[row0:row0 + n], v[row0:row0 + n]
@@ -183,7 +184,7 @@ class PagedRunner:
 
     def _short_attention(self, pool: torch.Tensor, q: torch.Tensor, sb: _ShortBatch
                          ) -> torch.Tensor:
-        """One padded SDPA for every short chunk (decodes, speculative verification).
+        """One padded SDPA for a length group of short chunks (decodes, speculative verification).
 
         Each chunk's KV is gathered by whole blocks and masked per query position. The query
         heads sharing a KV head ride along the query axis (`[B, kv_heads, n * group, d]`), so
@@ -285,7 +286,42 @@ class _StepPlan:
         self.positions = torch.tensor(positions, dtype=torch.long, device=device)
         self.slots = torch.tensor(slots, dtype=torch.long, device=device)
         self.logit_rows = torch.tensor(logit_rows, dtype=torch.long, device=device)
-        self.short = _ShortBatch(short, block_size, group, device) if short else None
+        self.short = [_ShortBatch(g, block_size, group, device)
+                      for g in _group_by_length(short, block_size)]
+
+
+GROUP_COST = 16  # one more padded SDPA call costs about as much as this many padded blocks
+
+
+def _group_by_length(
+    short: list[tuple[int, int, int, list[int]]], block_size: int
+) -> list[list[tuple[int, int, int, list[int]]]]:
+    """Split the short chunks into length groups that minimise padded KV blocks read.
+
+    Sorted by context length, contiguous runs are chosen by dynamic programming with cost
+    `len(run) * width * max_blocks(run) + GROUP_COST` per run, so a few long sequences do not
+    pad every short one up to their length.
+    """
+    if not short:
+        return []
+    items = sorted(short, key=lambda s: s[1] + s[2])
+    need = [-(-(n + st) // block_size) for _, n, st, _ in items]
+    m = len(items)
+    best = [0.0] + [float("inf")] * m
+    cut = [0] * (m + 1)
+    for j in range(1, m + 1):  # run items[i:j]; its longest member is items[j - 1]
+        width = 0
+        for i in range(j - 1, -1, -1):
+            width = max(width, items[i][1])
+            cost = best[i] + (j - i) * width * need[j - 1] + GROUP_COST
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups = []
+    j = m
+    while j > 0:
+        groups.append(items[cut[j]:j])
+        j = cut[j]
+    return groups
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
