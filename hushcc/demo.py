@@ -19,6 +19,7 @@ only, the decrypted answer — the one party allowed to see it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -89,8 +90,9 @@ def _start_log_server(
     return server
 
 
+@contextlib.contextmanager
 def stage_log(state: DemoState) -> Iterator[None]:
-    """(1) Start a log server and log this node's release entry."""
+    """(1) Start a log server and log this node's release entry; it serves until the demo ends."""
     from attestation.bundle import Release  # noqa: PLC0415
     from attestation.cli import SOURCE_PACKAGES, source_root  # noqa: PLC0415
     from attestation.dev import release_entry  # noqa: PLC0415
@@ -112,13 +114,13 @@ def stage_log(state: DemoState) -> Iterator[None]:
         state.measurement = measure_paths(root, files).digest
         _say(f"log server {state.log_url}, key {state.log_key.split('+')[0]}")
         _say(f"node self-measurement over {len(files)} files: {state.measurement.hex()[:32]}...")
-        signed = sign_entry(ReleaseEntry.from_bytes(release_entry(state.measurement)),
-                            release_signer)
+        entry = ReleaseEntry.from_bytes(release_entry(state.measurement))
+        signed = sign_entry(entry, release_signer)
         add = urllib.request.Request(f"{state.log_url}/add", data=signed, method="POST")  # noqa: S310 - loopback URL our own server printed
         with urllib.request.urlopen(add, timeout=30) as response:  # noqa: S310 - same
             reply = json.loads(response.read())
         state.stapled = Release(
-            release_entry(state.measurement), int(reply["index"]), str(reply["checkpoint"]),
+            entry.to_bytes(), int(reply["index"]), str(reply["checkpoint"]),
             tuple(base64.b64decode(h) for h in reply["inclusion_proof"]))
         checkpoint = state.stapled.checkpoint.splitlines()
         _say(f"release entry logged at index {state.stapled.index}; "
@@ -299,24 +301,15 @@ def run_demo() -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")  # model loading's progress bars (read at import)
     with tempfile.TemporaryDirectory(prefix="hushcc-demo-") as tmp:
         state = DemoState(Path(tmp))
-        _run(state, _stages())
+        with contextlib.ExitStack() as servers:  # stages that start a server keep it up
+            for title, stage in _stages():
+                print(f"== {title}", flush=True)
+                started = stage(state)
+                if isinstance(started, contextlib.AbstractContextManager):
+                    servers.enter_context(started)
     for title in NOT_BUILT:
         print(f"-- not built yet: {title}")
     return 0
-
-
-def _run(state: DemoState, stages: list[tuple[str, Callable[[DemoState], object]]]) -> None:
-    """Run stages in order; a generator stage stays open (its server up) for the later ones."""
-    if not stages:
-        return
-    (title, stage), rest = stages[0], stages[1:]
-    print(f"== {title}", flush=True)
-    result = stage(state)
-    if hasattr(result, "__next__"):
-        for _ in result:  # type: ignore[attr-defined]
-            _run(state, rest)
-        return
-    _run(state, rest)
 
 
 def _handle(_args: argparse.Namespace) -> int:
