@@ -78,7 +78,7 @@ class Batcher:
     async def resign(self) -> bytes:
         """Durably re-sign the current tree (an empty batch)."""
         loop = asyncio.get_running_loop()
-        return (await loop.run_in_executor(self._executor, self.storage.append_batch, []))[1]
+        return await loop.run_in_executor(self._executor, self.storage.resign)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
