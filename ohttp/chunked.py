@@ -266,9 +266,7 @@ class ChunkedResponseEncoder:
     def __init__(self, ctx: GatewayContext, *, rng: Callable[[int], bytes] = os.urandom) -> None:
         """Draw `response_nonce` from `rng` and derive the response key and base nonce."""
         keys = ctx.keys
-        nonce = rng(keys.nonce_length)
-        if len(nonce) != keys.nonce_length:
-            raise ProtocolError("entropy source returned the wrong length")
+        nonce = keys.draw_nonce(rng)
         self._aead = keys.suite.aead_id
         self._key, self._base_nonce = keys.derive(nonce)
         self._prefix: bytes | None = nonce

@@ -211,6 +211,17 @@ class ResponseKeys:
         """Length of `response_nonce`: max(Nn, Nk) (== len(secret))."""
         return len(self.secret)
 
+    def draw_nonce(self, rng: Callable[[int], bytes]) -> bytes:
+        """A fresh `response_nonce` of `nonce_length` bytes from `rng`.
+
+        Raises:
+            ProtocolError: `rng` returned the wrong length.
+        """
+        response_nonce = rng(self.nonce_length)
+        if len(response_nonce) != self.nonce_length:
+            raise ProtocolError("entropy source returned the wrong length")
+        return response_nonce
+
     def derive(self, response_nonce: bytes) -> tuple[bytes, bytes]:
         """Return (aead_key, aead_nonce) from Extract(enc || response_nonce, secret) (§4.4)."""
         kdf = self.suite.kdf_id
@@ -314,9 +325,7 @@ def encapsulate_response(
     Returns:
         response_nonce || ciphertext.
     """
-    response_nonce = rng(ctx.keys.nonce_length)
-    if len(response_nonce) != ctx.keys.nonce_length:
-        raise ProtocolError("entropy source returned the wrong length")
+    response_nonce = ctx.keys.draw_nonce(rng)
     key, nonce = ctx.keys.derive(response_nonce)
     return response_nonce + aead_seal(ctx.keys.suite.aead_id, key, nonce, b"", bhttp_response)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from hushcc.errors import DecryptError, ProtocolError
+from ohttp.encapsulation import RequestHeader
 from ohttp.suites import (
     KemId,
     SymmetricSuite,
@@ -122,12 +123,7 @@ class KeyConfig:
 
     def header(self, suite: SymmetricSuite) -> bytes:
         """The 7-byte request header `key_id || kem_id || kdf_id || aead_id` (RFC 9458 §4.3)."""
-        return (
-            bytes([self.key_id])
-            + self.kem_id.to_bytes(2, "big")
-            + suite.kdf_id.to_bytes(2, "big")
-            + suite.aead_id.to_bytes(2, "big")
-        )
+        return RequestHeader(self.key_id, self.kem_id, suite.kdf_id, suite.aead_id).to_bytes()
 
 
 def parse_key_configs(data: bytes, *, skip_unsupported: bool = False) -> tuple[KeyConfig, ...]:
