@@ -11,7 +11,6 @@ checkpoint body; timestamps above 2**63 - 1 are rejected; time is a parameter.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +23,7 @@ from transparency_log.note import (
     ALG_COSIGNATURE_V1,
     Note,
     NoteSignature,
+    format_vkey,
     is_valid_name,
     key_hash,
     parse_vkey,
@@ -56,15 +56,14 @@ class CosignatureVerifier:
         Raises:
             ProtocolError: malformed key or not a cosignature/v1 key.
         """
-        name, alg, pub = parse_vkey(vkey)
+        name, alg, hash_, pub = parse_vkey(vkey)
         if alg != ALG_COSIGNATURE_V1:
             raise ProtocolError("verifier key is not a cosignature/v1 key")
-        return cls(name, key_hash(name, alg, pub), pub)
+        return cls(name, hash_, pub)
 
     def to_string(self) -> str:
         """Return the vkey string."""
-        body = base64.b64encode(bytes([ALG_COSIGNATURE_V1]) + self.public_key).decode()
-        return f"{self.name}+{self.hash.hex()}+{body}"
+        return format_vkey(self.name, self.hash, ALG_COSIGNATURE_V1, self.public_key)
 
     def timestamp_of(self, text: bytes, sig: bytes) -> int | None:
         """Return the cosignature timestamp if `sig` verifies over `text`, else None."""

@@ -89,15 +89,14 @@ class Verifier:
         Raises:
             ProtocolError: malformed, wrong type, or key hash mismatch.
         """
-        name, alg, pub = parse_vkey(vkey)
+        name, alg, hash_, pub = parse_vkey(vkey)
         if alg != ALG_ED25519:
             raise ProtocolError("verifier key is not an Ed25519 note key")
-        return cls(name, key_hash(name, alg, pub), pub)
+        return cls(name, hash_, pub)
 
     def to_string(self) -> str:
         """Return the verifier key string."""
-        body = base64.b64encode(bytes([ALG_ED25519]) + self.public_key).decode()
-        return f"{self.name}+{self.hash.hex()}+{body}"
+        return format_vkey(self.name, self.hash, ALG_ED25519, self.public_key)
 
     def verify(self, text: bytes, sig: bytes) -> bool:
         """Return whether `sig` is a valid Ed25519 signature over `text`."""
@@ -110,8 +109,13 @@ class Verifier:
         return True
 
 
-def parse_vkey(vkey: str) -> tuple[str, int, bytes]:
-    """Split a verifier key string into (name, type, public key), checking the key hash.
+def format_vkey(name: str, hash_: bytes, alg: int, public_key: bytes) -> str:
+    """Return the verifier key string `name+hash+base64(type || public key)`."""
+    return f"{name}+{hash_.hex()}+{base64.b64encode(bytes([alg]) + public_key).decode()}"
+
+
+def parse_vkey(vkey: str) -> tuple[str, int, bytes, bytes]:
+    """Split a verifier key string into (name, type, key hash, public key), checking the hash.
 
     Raises:
         ProtocolError: malformed string or key hash mismatch.
@@ -126,9 +130,10 @@ def parse_vkey(vkey: str) -> tuple[str, int, bytes]:
     if len(raw) != 33:
         raise ProtocolError("verifier key has the wrong length")
     alg, pub = raw[0], raw[1:]
-    if key_hash(name, alg, pub).hex() != hash_hex:
+    hash_ = key_hash(name, alg, pub)
+    if hash_.hex() != hash_hex:
         raise ProtocolError("verifier key hash does not match the key")
-    return name, alg, pub
+    return name, alg, hash_, pub
 
 
 class Signer:
