@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from hushcc.errors import ProtocolError, VerificationError
 from transparency_log.note import b64decode_strict
+from transparency_log.tiles import MAX_ENTRY_SIZE  # entry bundles use 2-byte lengths
 
 if TYPE_CHECKING:
     from transparency_log.note import Signer, Verifier
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 SCHEMA = "hushcc.release/v1"
 SECTIONS = ("image", "measurements", "model", "source")
 SIGNATURE_CONTEXT = b"hushcc.release/v1 signature\n"
-MAX_ENTRY_BYTES = 0xFFFF  # tlog-tiles entry bundles use 2-byte lengths
 _MAX_INT = (1 << 53) - 1
 _HEX = frozenset("0123456789abcdef")
 
@@ -98,7 +98,7 @@ class ReleaseEntry:
             if not isinstance(digest, str) or not digest or not set(digest) <= _HEX:
                 raise ProtocolError("entry measurements must be lowercase hex strings")
         canonical = canonical_json(value)
-        if len(canonical) > MAX_ENTRY_BYTES:
+        if len(canonical) > MAX_ENTRY_SIZE:
             raise ProtocolError("entry is too large")
         return cls(canonical, image, {k: str(v) for k, v in measurements.items()}, model, source)
 
@@ -109,7 +109,7 @@ class ReleaseEntry:
         Raises:
             ProtocolError: not JSON, not canonical, or not the schema.
         """
-        if len(data) > MAX_ENTRY_BYTES:
+        if len(data) > MAX_ENTRY_SIZE:
             raise ProtocolError("entry is too large")
         try:
             value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
