@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from itertools import count
+from itertools import count, pairwise
 from typing import TYPE_CHECKING
 
 from ohttp.keyconfig import GatewayKey
@@ -26,6 +26,12 @@ def counter_rng(seed: bytes = b"seed") -> Callable[[int], bytes]:
         return out[:n]
 
     return rng
+
+
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    """`data` cut at the positions `cuts` (taken modulo len + 1, deduplicated); empty ends kept."""
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in pairwise([0, *points, len(data)])]
 
 
 def make_key(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -20,12 +19,8 @@ from ohttp.bhttp_stream import (
     encode_response_end,
     encode_response_head,
 )
+from tests.ohttp.ohttp_helpers import split_at
 from tests.ohttp.test_ohttp_bhttp import framings, responses
-
-
-def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    return [data[a:b] for a, b in pairwise([0, *points, len(data)])]
 
 
 def _assemble(events: list[Event]) -> bhttp.Response:
@@ -52,7 +47,7 @@ def test_agrees_with_whole_message_decoder(
     response: bhttp.Response, options: dict[str, Any], cuts: list[int]
 ) -> None:
     data = bhttp.encode_response(response, **options)
-    assert _assemble(_decode(_pieces(data, cuts))) == bhttp.decode_response(data) == response
+    assert _assemble(_decode(split_at(data, cuts))) == bhttp.decode_response(data) == response
 
 
 @settings(max_examples=100)
