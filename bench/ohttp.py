@@ -24,20 +24,25 @@ import platform  # noqa: E402
 import time  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import (  # noqa: E402
-    X25519PrivateKey,
-    X25519PublicKey,
-)
-from pyhpke import KEMKey  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 
 from ohttp.encapsulation import (  # noqa: E402
+    REQUEST_LABEL,
+    build_info,
     decapsulate_request,
     decapsulate_response,
     encapsulate_request,
     encapsulate_response,
 )
 from ohttp.keyconfig import GatewayKey  # noqa: E402
-from ohttp.suites import AeadId, KdfId, SymmetricSuite, hpke_suite  # noqa: E402
+from ohttp.suites import (  # noqa: E402
+    AeadId,
+    KdfId,
+    SymmetricSuite,
+    hpke_key,
+    hpke_public_key,
+    hpke_suite,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,9 +51,9 @@ SUITE = SymmetricSuite(KdfId.HKDF_SHA256, AeadId.AES_128_GCM)
 RAW_SK = X25519PrivateKey.generate()
 KEY = GatewayKey.from_private_bytes(1, (SUITE,), RAW_SK.private_bytes_raw())
 CIPHER = hpke_suite(KEY.config.kem_id, SUITE)
-PK = KEMKey.from_pyca_cryptography_key(X25519PublicKey.from_public_bytes(KEY.config.public_key))
-SK = KEMKey.from_pyca_cryptography_key(RAW_SK)
-INFO = b"message/bhttp request\x00" + KEY.config.header(SUITE)
+PK = hpke_public_key(KEY.config.kem_id, KEY.config.public_key)
+SK = hpke_key(RAW_SK)
+INFO = build_info(REQUEST_LABEL, KEY.config.header(SUITE))
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:
