@@ -136,6 +136,7 @@ class TdxQuote:
     qe_vendor_id: bytes
     report: TdReport
     pck_chain_pem: bytes
+    pck_chain: tuple[x509.Certificate, ...] = field(repr=False)  # pck_chain_pem, parsed once
     signed_region: bytes = field(repr=False, default=b"")  # header ‖ body (v5: ‖ type, size)
     signature: bytes = field(repr=False, default=b"")  # quote signature, raw P-256 r ‖ s
     attestation_key: bytes = field(repr=False, default=b"")  # raw P-256 x ‖ y
@@ -165,13 +166,14 @@ class TdxQuote:
             body_start = HEADER_SIZE + 6
         body_end = body_start + body_size
         report = TdReport.from_bytes(data[body_start:body_end])
-        sig, inner, auth, pem = _signature_data(data, body_end)
+        sig, inner, auth, pem, chain = _signature_data(data, body_end)
         return cls(
             version=version,
             tee_type=tee_type,
             qe_vendor_id=data[12:28],
             report=report,
             pck_chain_pem=pem,
+            pck_chain=chain,
             signed_region=data[:body_end],
             signature=sig[:64],
             attestation_key=sig[64:128],
@@ -181,7 +183,9 @@ class TdxQuote:
         )
 
 
-def _signature_data(data: bytes, pos: int) -> tuple[bytes, bytes, bytes, bytes]:
+def _signature_data(
+    data: bytes, pos: int
+) -> tuple[bytes, bytes, bytes, bytes, tuple[x509.Certificate, ...]]:
     """Walk signature data → certification data (type 6: QE report) → type 5 PEM chain."""
     try:
         (sig_len,) = struct.unpack_from("<I", data, pos)
@@ -200,10 +204,10 @@ def _signature_data(data: bytes, pos: int) -> tuple[bytes, bytes, bytes, bytes]:
     pem = inner[at + 6 :]
     if pck_type != CERT_PCK_CHAIN or len(pem) != pck_size:
         raise ProtocolError("tdx: no PCK certificate chain filling the certification data")
-    return sig, inner, inner[QE_REPORT_SIZE + 66 : at], _canonical_pem(pem)
+    return sig, inner, inner[QE_REPORT_SIZE + 66 : at], *_canonical_pem(pem)
 
 
-def _canonical_pem(pem: bytes) -> bytes:
+def _canonical_pem(pem: bytes) -> tuple[bytes, tuple[x509.Certificate, ...]]:
     """Accept only the chain's canonical PEM (plus one trailing NUL, as real QEs emit it).
 
     PEM text is not signed; insisting on the canonical encoding makes the quote bytes
@@ -213,7 +217,7 @@ def _canonical_pem(pem: bytes) -> bytes:
     canonical = b"".join(c.public_bytes(Encoding.PEM) for c in chain)
     if pem not in {canonical, canonical + b"\x00"}:
         raise ProtocolError("tdx: PCK chain is not canonical PEM")
-    return canonical
+    return canonical, tuple(chain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,11 +354,10 @@ def verify_quote_signatures(quote: bytes, *, now: datetime) -> VerificationRepor
         q = TdxQuote.from_bytes(quote)
         report.ok(step, f"quote v{q.version}, TD report {_td_kind(q)}")
         step = "pck chain"
-        chain = parse_pem_chain(q.pck_chain_pem)
-        verify_chain(chain, load_intel_root(), now=now)
+        verify_chain(q.pck_chain, load_intel_root(), now=now)
         report.ok(step, "PCK chain to the pinned Intel SGX Root CA, valid at this time")
         step = "qe report"
-        _p256_verify(public_key(chain[0]), q.qe_report_signature, q.qe_report)
+        _p256_verify(public_key(q.pck_chain[0]), q.qe_report_signature, q.qe_report)
         report.ok(step, "QE report signed by the PCK key")
         step = "qe binding"
         _check_qe_binding(q)
@@ -394,8 +397,7 @@ def _td_kind(parsed: TdxQuote) -> str:
 
 
 def _check_root(parsed: TdxQuote, root: x509.Certificate) -> None:
-    chain = parse_pem_chain(parsed.pck_chain_pem)
-    if chain[-1].public_bytes(Encoding.DER) != root.public_bytes(Encoding.DER):
+    if parsed.pck_chain[-1].public_bytes(Encoding.DER) != root.public_bytes(Encoding.DER):
         raise VerificationError("PCK chain does not end in the pinned Intel root")
 
 
