@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,8 +24,8 @@ from transparency_log import merkle
 from transparency_log.client import verify_stapled_inclusion
 from transparency_log.entry import ReleaseEntry, sign_entry
 from transparency_log.note import Signer
-from transparency_log.server import FULL_TILE_CACHE, LogServer
-from transparency_log.storage import LogStorage
+from transparency_log.server import FULL_TILE_CACHE, LogServer, ServerConfig
+from transparency_log.storage import FileOps, LogStorage
 from transparency_log.tiles import TileReader, decode_bundle
 
 if TYPE_CHECKING:
@@ -34,13 +35,14 @@ ORIGIN = "server.test.log"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(tmp_path: Path, body: Callable[[ClientSession, str, LogServer], Awaitable[None]]
-         ) -> None:
+def _run(tmp_path: Path, body: Callable[[ClientSession, str, LogServer], Awaitable[None]],
+         *, ops: FileOps | None = None, clock: Callable[[], float] = time.time,
+         config: ServerConfig | None = None) -> None:
     log, rel = Signer.generate(ORIGIN), Signer.generate("release.test")
 
     async def main() -> None:
-        storage = LogStorage(tmp_path, log)
-        server = LogServer(storage, rel.verifier())
+        storage = LogStorage(tmp_path, log, ops=ops, clock=clock)
+        server = LogServer(storage, rel.verifier(), config)
         test_server = TestServer(server.app(), host="127.0.0.1")
         await test_server.start_server()
         try:
@@ -251,8 +253,6 @@ def test_cli_serve_requires_keys(tmp_path: Path, missing: str) -> None:
 def test_storage_failure_is_503_and_nothing_published(tmp_path: Path) -> None:
     import errno  # noqa: PLC0415
 
-    from transparency_log.storage import FileOps  # noqa: PLC0415
-
     class FailOnce(FileOps):
         armed = False
 
@@ -263,59 +263,41 @@ def test_storage_failure_is_503_and_nothing_published(tmp_path: Path) -> None:
             super().fsync(fd)
 
     ops = FailOnce()
-    log, rel = Signer.generate(ORIGIN), Signer.generate("release.test")
 
-    async def main() -> None:
-        storage = LogStorage(tmp_path, log, ops=ops)
-        server = LogServer(storage, rel.verifier())
-        test_server = TestServer(server.app(), host="127.0.0.1")
-        await test_server.start_server()
-        url = str(test_server.make_url("/add"))
-        try:
-            async with ClientSession() as s:
-                ops.armed = True
-                async with s.post(url, data=sign_entry(release(1), rel)) as r:
-                    assert r.status == 503
-                assert storage.size == 0
-                async with s.post(url, data=sign_entry(release(2), rel)) as r:
-                    assert r.status == 200  # the twin: the log recovered and appends again
-                    assert (await r.json())["index"] == 0
-        finally:
-            await test_server.close()
-            storage.close()
+    async def body(s: ClientSession, base: str, server: LogServer) -> None:
+        rel: Signer = server.release_signer  # type: ignore[attr-defined]
+        url = base + "/add"
+        ops.armed = True
+        async with s.post(url, data=sign_entry(release(1), rel)) as r:
+            assert r.status == 503
+        assert server.storage.size == 0
+        async with s.post(url, data=sign_entry(release(2), rel)) as r:
+            assert r.status == 200  # the twin: the log recovered and appends again
+            assert (await r.json())["index"] == 0
 
-    asyncio.run(main())
+    _run(tmp_path, body, ops=ops)
 
 
 def test_idle_log_is_resigned_with_fresh_timestamp(tmp_path: Path) -> None:
     from transparency_log.client import LogTrust, verify_checkpoint  # noqa: PLC0415
-    from transparency_log.server import ServerConfig  # noqa: PLC0415
 
-    log, rel = Signer.generate(ORIGIN), Signer.generate("release.test")
     clock = [1_000_000.0]
 
-    async def main() -> None:
-        storage = LogStorage(tmp_path, log, clock=lambda: clock[0])
-        server = LogServer(storage, rel.verifier(), ServerConfig(resign_interval=0.05))
-        test_server = TestServer(server.app(), host="127.0.0.1")
-        await test_server.start_server()
-        try:
-            trust = LogTrust(log.verifier(), ORIGIN, max_age=60)
-            first = storage.checkpoint_note
-            assert verify_checkpoint(first, trust, now=1_000_030).size == 0
-            clock[0] = 1_000_100.0
-            with pytest.raises(VerificationError):
-                verify_checkpoint(first, trust, now=1_000_100)  # stale without a re-sign
-            for _ in range(100):
-                await asyncio.sleep(0.02)
-                if storage.checkpoint_note != first:
-                    break
-            assert verify_checkpoint(storage.checkpoint_note, trust, now=1_000_100).size == 0
-        finally:
-            await test_server.close()
-            storage.close()
+    async def body(_s: ClientSession, _url: str, server: LogServer) -> None:
+        storage = server.storage
+        trust = LogTrust(storage.signer.verifier(), ORIGIN, max_age=60)
+        first = storage.checkpoint_note
+        assert verify_checkpoint(first, trust, now=1_000_030).size == 0
+        clock[0] = 1_000_100.0
+        with pytest.raises(VerificationError):
+            verify_checkpoint(first, trust, now=1_000_100)  # stale without a re-sign
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if storage.checkpoint_note != first:
+                break
+        assert verify_checkpoint(storage.checkpoint_note, trust, now=1_000_100).size == 0
 
-    asyncio.run(main())
+    _run(tmp_path, body, clock=lambda: clock[0], config=ServerConfig(resign_interval=0.05))
 
 
 def test_keygen_never_prints_the_private_key(tmp_path: Path, canaries: object) -> None:
