@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from hushcc.errors import DecryptError, ProtocolError
-from ohttp.encapsulation import RequestHeader
+from ohttp.encapsulation import RequestHeader, build_info
 from ohttp.suites import (
     KemId,
     SymmetricSuite,
@@ -239,7 +239,7 @@ class GatewayKey:
             raise ProtocolError("this key only decapsulates OHTTP requests it offers")
         try:
             return hpke_suite(self.config.kem_id, suite).create_recipient_context(
-                enc, hpke_key(self._private), label + b"\x00" + header
+                enc, hpke_key(self._private), build_info(label, header)
             )
         except Exception as exc:  # pyca raises ValueError on low-order points: map at the seam
             raise DecryptError from exc
@@ -276,7 +276,4 @@ class GatewayKey:
             raise ProtocolError("malformed OHTTP gateway key file") from exc
         if file_format != KEY_FILE_FORMAT:
             raise ProtocolError("not a hushcc OHTTP gateway key file")
-        key = cls.from_private_bytes(config.key_id, config.suites, private, kem_id=config.kem_id)
-        if key.config != config:
-            raise ProtocolError("private key does not match the key configuration")
-        return key
+        return cls(config, x25519_private_key(private))  # __post_init__ checks they match
