@@ -120,7 +120,7 @@ def load_der_certificate(der: bytes) -> x509.Certificate:
             _ = (cert.issuer, cert.subject, cert.extensions, cert.signature_hash_algorithm,
                  cert.signature_algorithm_parameters, cert.not_valid_before_utc,
                  cert.not_valid_after_utc, cert.public_key(), cert.tbs_certificate_bytes)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise ProtocolError("certificate is not valid DER X.509") from exc
     require_canonical_signature(cert)
     return cert

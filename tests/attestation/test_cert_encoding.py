@@ -70,3 +70,15 @@ def test_vcek_with_unused_bits_is_rejected_and_the_original_loads():
     assert load_der_certificate(vcek).serial_number > 0
     with pytest.raises(ProtocolError):
         load_der_certificate(mutated)
+
+
+def test_vcek_loader_refuses_invalid_version_typed() -> None:
+    """An X.509 version other than v1..v3 is a ProtocolError, not a bare InvalidVersion."""
+    der = SimulatedTee.generate(now=NOW).certs()[0]
+    at = der.find(b"\xa0\x03\x02\x01\x02")  # [0] EXPLICIT version INTEGER 2 (v3)
+    assert at > 0
+    mutated = der[: at + 4] + b"\x05" + der[at + 5 :]
+    with pytest.raises(ProtocolError):
+        load_der_certificate(mutated)
+    with pytest.raises(ProtocolError):
+        parse_der_chain([mutated])
