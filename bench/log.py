@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -29,6 +30,9 @@ from transparency_log.keys import write_key_pair  # noqa: E402
 from transparency_log.note import Signer  # noqa: E402
 from transparency_log.server import Batcher  # noqa: E402
 from transparency_log.storage import LogStorage, parse_records  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def _entry(i: int) -> ReleaseEntry:
@@ -101,11 +105,11 @@ async def _http_writers(writers: int, seconds: float) -> tuple[float, int, int]:
         return done / elapsed, done, batches
 
 
-def _time_us(fn: object, reps: int) -> float:
+def _time_us(fn: Callable[[], object], reps: int) -> float:
     samples = []
     for _ in range(reps):
         t = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         samples.append((time.perf_counter() - t) * 1e6)
     return statistics.median(samples)
 
