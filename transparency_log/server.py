@@ -32,7 +32,14 @@ from hushcc.errors import ProtocolError, VerificationError
 from transparency_log import merkle
 from transparency_log.entry import verify_signed_entry
 from transparency_log.storage import StorageError
-from transparency_log.tiles import ENTRIES_LEVEL, TILE_WIDTH, Tile, encode_bundle, tile_hashes
+from transparency_log.tiles import (
+    ENTRIES_LEVEL,
+    TILE_WIDTH,
+    Tile,
+    encode_bundle,
+    level_width,
+    tile_hashes,
+)
 
 if TYPE_CHECKING:
     from transparency_log.note import Verifier
@@ -183,9 +190,7 @@ class LogServer:
             tile = Tile.from_path("tile/" + request.match_info["path"])
         except ProtocolError as exc:
             raise web.HTTPNotFound(text="no such tile") from exc
-        size = self.storage.size
-        level = max(tile.level, 0)
-        available = size >> (8 * level)
+        available = level_width(self.storage.size, max(tile.level, 0))
         if tile.index * TILE_WIDTH + tile.width > available:
             raise web.HTTPNotFound(text="tile is beyond the published tree")
         start = tile.index * TILE_WIDTH
