@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from attestation.bundle import Release
     from hushcc.cli import OneLineErrorParser
 
-SOURCE_PACKAGES = ("hushcc", "ohttp", "attestation", "transparency_log", "node", "relay", "client")
 
 
 def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None:
@@ -179,26 +178,16 @@ def _release(path: Path) -> Release:
                           "inclusion_proof}} JSON") from exc
 
 
-def source_root() -> Path:
-    """The directory holding this installation's top-level packages."""
-    return Path(__file__).resolve().parent.parent
-
-
-def _self_measurement(root: Path, files: list[str]) -> tuple[bytes, list[str]]:
-    from attestation.measure import list_files, measure_paths  # noqa: PLC0415
-
-    if not files:
-        files = list_files(root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()])
-    return measure_paths(root, files).digest, files
-
-
 def _simulate(args: argparse.Namespace) -> int:
     from attestation.dev import simulated_bundle  # noqa: PLC0415
     from attestation.gpu import SimulatedGpu  # noqa: PLC0415
 
     if not 0 <= args.gpus <= 16 or args.hours <= 0:
         raise ConfigError("--gpus must be 0..16 and --hours positive")
-    measurement, files = _self_measurement(source_root(), [])
+    from attestation.measure import measure_sources, source_root  # noqa: PLC0415
+
+    measured, files = measure_sources(source_root())
+    measurement = measured.digest
     release = _release(args.release) if args.release else None
     bundle = simulated_bundle(
         key_config=_read(args.key_config), measurement=measurement, now=datetime.now(UTC),
@@ -214,6 +203,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    digest, files = _self_measurement(args.root, list(args.files))
-    print(f"{digest.hex()}  ({len(files)} files, hushcc-measure/v1)")
+    from attestation.measure import measure_sources  # noqa: PLC0415
+
+    measured, files = measure_sources(args.root, args.files)
+    print(f"{measured.digest.hex()}  ({len(files)} files, hushcc-measure/v1)")
     return 0

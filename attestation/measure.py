@@ -139,3 +139,23 @@ def list_files(root: Path, subdirs: Iterable[str], suffixes: Iterable[str] = (".
                 continue
             out.append(rel.as_posix())
     return sorted(out)
+
+
+# The installation's own top-level packages: what the node runs, so what it measures.
+SOURCE_PACKAGES = ("hushcc", "ohttp", "attestation", "transparency_log", "node", "relay", "client")
+
+
+def source_root() -> Path:
+    """The directory holding this installation's top-level packages."""
+    return Path(__file__).resolve().parent.parent
+
+
+def measure_sources(root: Path, files: Iterable[str] = ()) -> tuple[Measurement, list[str]]:
+    """Self-measurement of the given files, or of every source package present under `root`.
+
+    Returns:
+        The measurement and the relative paths it covers.
+    """
+    chosen = list(files) or list_files(root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()])
+    return measure_paths(root, chosen), chosen
+

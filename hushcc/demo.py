@@ -94,9 +94,8 @@ def _start_log_server(
 def stage_log(state: DemoState) -> Iterator[None]:
     """(1) Start a log server and log this node's release entry; it serves until the demo ends."""
     from attestation.bundle import Release  # noqa: PLC0415
-    from attestation.cli import SOURCE_PACKAGES, source_root  # noqa: PLC0415
     from attestation.dev import release_entry  # noqa: PLC0415
-    from attestation.measure import list_files, measure_paths  # noqa: PLC0415
+    from attestation.measure import measure_sources, source_root  # noqa: PLC0415
     from transparency_log.entry import ReleaseEntry, sign_entry  # noqa: PLC0415
     from transparency_log.keys import write_key_pair  # noqa: PLC0415
     from transparency_log.note import Signer  # noqa: PLC0415
@@ -109,9 +108,8 @@ def stage_log(state: DemoState) -> Iterator[None]:
     release_pub = (state.workdir / "release.key.pub").read_text().strip()
     server = _start_log_server(state, log_key_file, release_pub)
     try:
-        root = source_root()
-        files = list_files(root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()])
-        state.measurement = measure_paths(root, files).digest
+        measured, files = measure_sources(source_root())
+        state.measurement = measured.digest
         _say(f"log server {state.log_url}, key {state.log_key.split('+')[0]}")
         _say(f"node self-measurement over {len(files)} files: {state.measurement.hex()[:32]}...")
         entry = ReleaseEntry.from_bytes(release_entry(state.measurement))
