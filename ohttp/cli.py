@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from hushcc.cli import add_group
 from hushcc.errors import ConfigError, ProtocolError
+from hushcc.files import create_exclusive
 
 if TYPE_CHECKING:
     import argparse
@@ -53,16 +54,6 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
     show.set_defaults(handler=_show_config)
 
 
-def _create_exclusive(path: Path, data: bytes, mode: int) -> None:
-    """Write a new file with `mode`; refuse to replace an existing one."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError:
-        raise ConfigError(f"refusing to overwrite existing file: {path}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
 def _keygen(args: argparse.Namespace) -> int:
     from ohttp.keyconfig import GatewayKey, serialize_key_configs  # noqa: PLC0415
     from ohttp.suites import (  # noqa: PLC0415
@@ -88,8 +79,8 @@ def _keygen(args: argparse.Namespace) -> int:
         )
     except ProtocolError as exc:
         raise ConfigError(str(exc)) from None
-    _create_exclusive(out, key.to_key_file(), 0o600)
-    _create_exclusive(pub, serialize_key_configs([key.config]), 0o644)
+    create_exclusive(out, key.to_key_file(), 0o600)
+    create_exclusive(pub, serialize_key_configs([key.config]), 0o644)
     print(f"wrote {out} (private, 0600) and {pub} (application/ohttp-keys)")
     return 0
 

@@ -8,12 +8,16 @@ Error messages name the file, never its contents.
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hushcc.errors import ConfigError, ProtocolError
+from hushcc.files import create_exclusive
 from transparency_log.note import Signer, Verifier
+
+if TYPE_CHECKING:
+    import os
 
 
 def write_key_pair(path: str | os.PathLike[str], signer: Signer) -> Path:
@@ -26,12 +30,7 @@ def write_key_pair(path: str | os.PathLike[str], signer: Signer) -> Path:
         ConfigError: `path` already exists.
     """
     out = Path(path)
-    try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as exc:
-        raise ConfigError(f"key file {out} already exists") from exc
-    with os.fdopen(fd, "w") as f:
-        f.write(signer.to_string() + "\n")
+    create_exclusive(out, (signer.to_string() + "\n").encode(), 0o600)
     pub = out.with_name(out.name + ".pub")
     pub.write_text(signer.verifier().to_string() + "\n")
     return pub
