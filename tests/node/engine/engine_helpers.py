@@ -71,16 +71,26 @@ def generate(engine: Engine, prompt: Sequence[int], salt: bytes = SALT_A,
     return asyncio.run(go())
 
 
-def reference_greedy(prompt: Sequence[int], max_tokens: int) -> list[int]:
-    """Greedy decoding with the plain runner: whole prompt, then one token at a time."""
-    runner = tiny_runner(num_blocks=64, block_size=4)
-    table = tuple(range(64))
+def greedy_decode(runner: PagedRunner, prompt: Sequence[int], max_tokens: int,
+                  eos: int | None = None) -> list[int]:
+    """Greedy decoding with the plain runner: whole prompt, then one token at a time.
+
+    Uses every block of the pool as one table; stops after `eos` (kept) when one is given.
+    """
+    table = tuple(range(runner.num_blocks))
     toks = list(prompt)
     logits = runner.forward([ForwardChunk(tuple(toks), 0, table, 1)])[0]
     out = []
     for _ in range(max_tokens):
         t = int(logits[-1].argmax())
         out.append(t)
+        if t == eos:
+            break
         logits = runner.forward([ForwardChunk((t,), len(toks), table, 1)])[0]
         toks.append(t)
     return out
+
+
+def reference_greedy(prompt: Sequence[int], max_tokens: int) -> list[int]:
+    """Greedy decoding of the tiny model with a fresh plain runner."""
+    return greedy_decode(tiny_runner(num_blocks=64, block_size=4), prompt, max_tokens)

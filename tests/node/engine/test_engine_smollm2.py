@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 
-from node.engine.batch import ForwardChunk
 from node.engine.engine import Delta, Engine, EngineConfig, GenerateRequest
 from node.engine.model import LlamaWeights, load_smollm2, smollm2_dir
 from node.engine.runner import PagedRunner
 from node.engine.sampling import SamplingParams
 from node.engine.sequence import EngineLimits
 from node.engine.tokenizer import encode_chat, load_smollm2_tokenizer
-from tests.node.engine.engine_helpers import SALT_A, SALT_B, collect
+from tests.node.engine.engine_helpers import SALT_A, SALT_B, collect, greedy_decode
 
 pytestmark = [
     pytest.mark.slow,
@@ -32,22 +31,6 @@ def smollm2() -> tuple[LlamaWeights, Any]:
     return load_smollm2(), load_smollm2_tokenizer()
 
 
-def greedy_alone(weights: LlamaWeights, prompt: list[int], n: int, eos: int) -> list[int]:
-    runner = PagedRunner(weights, num_blocks=32, block_size=16)
-    table = tuple(range(32))
-    toks = list(prompt)
-    logits = runner.forward([ForwardChunk(tuple(toks), 0, table, 1)])[0]
-    out = []
-    for _ in range(n):
-        t = int(logits[-1].argmax())
-        out.append(t)
-        if t == eos:
-            break
-        logits = runner.forward([ForwardChunk((t,), len(toks), table, 1)])[0]
-        toks.append(t)
-    return out
-
-
 def test_chat_greedy_streams_exactly_the_plain_greedy_output(
     smollm2: tuple[LlamaWeights, Any],
 ) -> None:
@@ -56,7 +39,7 @@ def test_chat_greedy_streams_exactly_the_plain_greedy_output(
     prompt = encode_chat(tok, [("user", "Écris « été » et 日本 puis un émoji 🌞, s'il te plaît.")])
     other = encode_chat(tok, [("user", "Count from one to twenty.")])
     n = 40
-    ref = greedy_alone(weights, prompt, n, eos)
+    ref = greedy_decode(PagedRunner(weights, num_blocks=32, block_size=16), prompt, n, eos)
 
     async def go() -> list[Delta]:
         runner = PagedRunner(weights, num_blocks=64, block_size=16)
