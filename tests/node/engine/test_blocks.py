@@ -20,6 +20,17 @@ def dirty(pool: FakePool, blocks: list[int]) -> None:
         pool.slots[b] = [(b"t", 1), (b"t", 2)]
 
 
+def released_cached(n: int) -> tuple[FakePool, BlockManager, list[int]]:
+    """All `n` blocks of a caching manager written, registered (hash = index) and released."""
+    pool, bm = make(n, cache=True)
+    blocks = bm.allocate(n)
+    dirty(pool, blocks)
+    for i, b in enumerate(blocks):
+        bm.register(b, bytes([i]))
+    bm.release(blocks, now=0.0)
+    return pool, bm, blocks
+
+
 def test_freed_block_is_zeroed_before_it_is_handed_out_again() -> None:
     pool, bm = make(2)
     blocks = bm.allocate(2)
@@ -78,12 +89,7 @@ def test_cached_block_is_shared_then_parked_then_zeroed_on_expiry() -> None:
 
 
 def test_allocation_evicts_cached_blocks_and_zeroes_them() -> None:
-    pool, bm = make(2, cache=True)
-    blocks = bm.allocate(2)
-    dirty(pool, blocks)
-    for i, b in enumerate(blocks):
-        bm.register(b, bytes([i]))
-    bm.release(blocks, now=0.0)
+    pool, bm, blocks = released_cached(2)
     assert bm.num_free == 0
     assert bm.num_reusable == 2
     got = bm.allocate(2)
@@ -93,12 +99,7 @@ def test_allocation_evicts_cached_blocks_and_zeroes_them() -> None:
 
 
 def test_drop_cache_zeroes_everything() -> None:
-    pool, bm = make(3, cache=True)
-    blocks = bm.allocate(3)
-    dirty(pool, blocks)
-    for i, b in enumerate(blocks):
-        bm.register(b, bytes([i]))
-    bm.release(blocks, now=0.0)
+    pool, bm, blocks = released_cached(3)
     assert not any(pool.is_zero(b) for b in blocks)
     bm.drop_cache()
     bm.flush()
