@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 
 from hushcc.errors import ConfigError, ProtocolError
+from node.engine.linear import PackedLinear, make_linears
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,6 +51,7 @@ class PagedRunner:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         max_model_len: int | None = None,
+        prepack: bool | None = None,
     ) -> None:
         """Move the weights to `device` and allocate the zeroed KV pool.
 
@@ -60,9 +62,11 @@ class PagedRunner:
             device: torch device ("cpu", "cuda", ...).
             dtype: compute and KV dtype.
             max_model_len: longest sequence served (default: the config's maximum).
+            prepack: use oneDNN prepacked linears (default: on CPU when they work; see
+                `linear.py`).
 
         Raises:
-            ConfigError: on non-positive sizes.
+            ConfigError: on non-positive sizes, or `prepack=True` where it cannot work.
         """
         if num_blocks <= 0 or block_size <= 0:
             raise ConfigError("num_blocks and block_size must be positive")
@@ -70,7 +74,19 @@ class PagedRunner:
         self.config = c
         self.device = torch.device(device)
         self.dtype = dtype
-        self.w = weights.to(self.device, dtype)
+        w = weights.to(self.device, dtype)
+        self._embed, self._final_norm = w.embed, w.norm
+        self._norms = [(lw.input_norm, lw.post_norm) for lw in w.layers]
+        per_layer = [(lw.wqkv, lw.bqkv) for lw in w.layers] + [
+            (t, None) for lw in w.layers for t in (lw.wo, lw.w_gate_up, lw.w_down)]
+        linears = make_linears(per_layer + [(w.lm_head, None)], device=self.device,
+                               dtype=dtype, prepack=prepack)
+        del w, per_layer  # with prepacking, the unpacked projections are freed here
+        n = c.num_layers
+        self._qkv = linears[:n]
+        self._o, self._gate_up, self._down = (linears[n + i:-1:3] for i in range(3))
+        self._lm_head = linears[-1]
+        self.prepacked = isinstance(self._lm_head, PackedLinear)
         self._block_size = block_size
         self._num_blocks = num_blocks
         self.max_model_len = min(max_model_len or c.max_position_embeddings,
@@ -130,12 +146,12 @@ class PagedRunner:
         plan = _StepPlan(chunks, self._block_size, self._num_blocks, self.max_model_len,
                          self.config.num_heads // self.config.num_kv_heads, self.device)
         c = self.config
-        x = self.w.embed.index_select(0, plan.tokens)
+        x = self._embed.index_select(0, plan.tokens)
         cos, sin = self._cos[plan.positions], self._sin[plan.positions]
         heads = c.num_heads + c.num_kv_heads
-        for layer, lw in enumerate(self.w.layers):
-            h = _rms_norm(x, lw.input_norm, c.rms_norm_eps)
-            qkv = F.linear(h, lw.wqkv, lw.bqkv)
+        for layer, (input_norm, post_norm) in enumerate(self._norms):
+            h = _rms_norm(x, input_norm, c.rms_norm_eps)
+            qkv = self._qkv[layer](h)
             qk = _rope(qkv[:, :self._q + self._kv].view(plan.total, heads, c.head_dim), cos, sin)
             q, k = qk[:, :c.num_heads], qk[:, c.num_heads:]
             v = qkv[:, self._q + self._kv:].view(plan.total, c.num_kv_heads, c.head_dim)
@@ -143,14 +159,15 @@ class PagedRunner:
             pool[0].index_copy_(0, plan.slots, k)
             pool[1].index_copy_(0, plan.slots, v)
             attn = self._attention(layer, q, k, v, plan)
-            x = x + F.linear(attn, lw.wo)
-            h = _rms_norm(x, lw.post_norm, c.rms_norm_eps)
-            gate, up = F.linear(h, lw.w_gate_up).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, lw.w_down)
+            x = x + self._o[layer](attn)
+            h = _rms_norm(x, post_norm, c.rms_norm_eps)
+            gate, up = self._gate_up[layer](h).chunk(2, dim=-1)
+            x = x + self._down[layer](F.silu(gate) * up)
         if plan.logit_rows.numel() == 0:
             return [torch.empty(0, self.config.vocab_size) for _ in chunks]
-        h = _rms_norm(x.index_select(0, plan.logit_rows), self.w.norm, self.config.rms_norm_eps)
-        logits = F.linear(h, self.w.lm_head).float().cpu()
+        h = _rms_norm(x.index_select(0, plan.logit_rows), self._final_norm,
+                      self.config.rms_norm_eps)
+        logits = self._lm_head(h).float().cpu()
         return list(torch.split(logits, plan.num_logits))
 
     def _attention(
