@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import ModuleType
 
+    from node.engine.batch import ForwardChunk
     from node.engine.detokenize import Decoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -154,20 +155,69 @@ class NoZeroRunner:
 
 
 class TimedZeroRunner:
-    """The runner with the time spent in `zero_blocks` (the erasure itself) accumulated."""
+    """The runner with the time in `zero_blocks` (the erasure itself) and each step's shape kept.
+
+    `steps` holds, per `forward`: (rows computed, logits rows, KV positions read, query-key
+    pairs attended), for the memory-aware bound of `step_bound`.
+    """
 
     def __init__(self, runner: PagedRunner) -> None:
         self.r = runner
         self.block_size, self.num_blocks = runner.block_size, runner.num_blocks
-        self.forward, self.kv_pool_is_zero = runner.forward, runner.kv_pool_is_zero
+        self.kv_pool_is_zero = runner.kv_pool_is_zero
         self.zero_s = 0.0
         self.zeroed = 0
+        self.steps: list[tuple[int, int, int, int]] = []
+
+    def forward(self, chunks: Sequence[ForwardChunk]) -> list[torch.Tensor]:
+        self.steps.append((sum(len(c.token_ids) for c in chunks),
+                           sum(c.num_logits for c in chunks),
+                           sum(c.start_pos + len(c.token_ids) for c in chunks),
+                           sum(len(c.token_ids) * (2 * c.start_pos + len(c.token_ids) + 1) // 2
+                               for c in chunks)))
+        return self.r.forward(chunks)
 
     def zero_blocks(self, block_ids: Sequence[int]) -> None:
         t0 = time.perf_counter()
         self.r.zero_blocks(block_ids)
         self.zero_s += time.perf_counter() - t0
         self.zeroed += len(block_ids)
+
+
+def read_gbps(device: str) -> float:
+    """Best-of-5 memory read bandwidth (GB/s): a sum over a tensor far larger than the caches."""
+    big = torch.ones(64 * 1024 * 1024, device=device)  # 256 MiB of fp32
+    best = 0.0
+    for _ in range(5):
+        sync(device)
+        t0 = time.perf_counter()
+        big.sum()
+        sync(device)
+        best = max(best, big.numel() * 4 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def step_bound(
+    cfg: ModelConfig, steps: Sequence[tuple[int, int, int, int]], peak_gflops: float, gbps: float,
+    elem_bytes: int,
+) -> tuple[float, float, float]:
+    """Seconds the traced schedule needs at best: sum over steps of max(compute, memory).
+
+    Compute: the step's matmul and attention FLOPs at the GEMM peak. Memory: every layer's
+    weights (and the LM head when a step asks for logits) plus the KV positions the step's
+    chunks attend over, each read once at `gbps`. Returns (bound, compute part, memory part).
+    """
+    h, q, kv = cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    layer_params = h * (q + 2 * kv) + q * h + 3 * h * cfg.intermediate_size
+    bound = compute = memory = 0.0
+    for rows, logit_rows, kv_read, attended in steps:
+        flops = 2 * cfg.num_layers * (rows * layer_params + 2 * q * attended)
+        flops += 2 * logit_rows * cfg.vocab_size * h
+        nbytes = elem_bytes * (cfg.num_layers * (layer_params + 2 * kv * kv_read)
+                               + (cfg.vocab_size * h if logit_rows else 0))
+        c, m = flops / peak_gflops / 1e9, nbytes / gbps / 1e9
+        bound, compute, memory = bound + max(c, m), compute + c, memory + m
+    return bound, compute, memory
 
 
 async def drive(engine: Engine, reqs: Workload) -> int:
@@ -301,6 +351,8 @@ def bench_model(name: str, args: argparse.Namespace, hf: ModuleType | None) -> N
     times: dict[int, list[float]] = {0: [], 1: []}
     toks_main = 0
     for i in order:
+        if i == 0:
+            timed.steps.clear()  # keep the schedule of the last zeroing-on run
         toks_main, dt = run_engine(variants[i][1], tokenizer, reqs, args)
         times[i].append(dt)
     add(variants[0][0], toks_main, statistics.median(times[0]), flops)
@@ -314,6 +366,12 @@ def bench_model(name: str, args: argparse.Namespace, hf: ModuleType | None) -> N
     n_on = order.count(0)
     print(f"erasure: {timed.zeroed // n_on} blocks zeroed per run, {timed.zero_s / n_on:.3f} s "
           f"in zero_blocks = {100 * timed.zero_s / sum(times[0]):.2f} % of the run time")
+    gbps = read_gbps(args.device)
+    bound, comp, mem = step_bound(mc, timed.steps, max(peak, peak_after), gbps,
+                                  torch.finfo(dtype).bits // 8)
+    print(f"memory-aware bound of this schedule ({len(timed.steps)} steps, each max(compute at "
+          f"the GEMM peak, weights + KV read at {gbps:.0f} GB/s)): {bound:.2f} s (compute "
+          f"{comp:.2f} s, memory {mem:.2f} s); the engine ran at {bound / times[0][-1]:.0%} of it")
     print_table(rows, max(peak, peak_after))
 
 
@@ -368,7 +426,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--budget", type=int, default=256, help="per-step token budget")
+    ap.add_argument("--budget", type=int, default=512, help="per-step token budget")
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--no-spec", dest="spec", action="store_false")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -16,12 +16,15 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 
 from hushcc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class Linear(Protocol):
@@ -49,18 +52,19 @@ class PackedLinear:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         """Reorder `weight [out, in]` for oneDNN; the original is not kept."""
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)  # noqa: SLF001
+        self.packed: torch.Tensor = torch.ops.mkldnn._reorder_linear_weight(weight, None)  # noqa: SLF001
         self.bias = bias
-        self.out_features = weight.shape[0]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the map."""
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")  # noqa: SLF001
+        """Apply the map (no activation fused: "none")."""
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(  # noqa: SLF001
+            x, self.packed, self.bias, "none", [], "")
+        return out
 
     @staticmethod
     def probe(dtype: torch.dtype) -> bool:
         """True when oneDNN's prepacked linear runs here and agrees with `F.linear`."""
-        if not torch.backends.mkldnn.is_available() or dtype != torch.float32:
+        if dtype != torch.float32 or not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
             return False
         gen = torch.Generator().manual_seed(0)
         w = torch.randn(48, 40, generator=gen)
@@ -78,7 +82,7 @@ class PackedLinear:
 
 
 def make_linears(
-    weights: list[tuple[torch.Tensor, torch.Tensor | None]], *, device: torch.device,
+    weights: Sequence[tuple[torch.Tensor, torch.Tensor | None]], *, device: torch.device,
     dtype: torch.dtype, prepack: bool | None = None,
 ) -> list[Linear]:
     """One `Linear` per `(weight, bias)`: packed when `prepack` (default: CPU and the probe passes).

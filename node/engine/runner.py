@@ -77,14 +77,15 @@ class PagedRunner:
         w = weights.to(self.device, dtype)
         self._embed, self._final_norm = w.embed, w.norm
         self._norms = [(lw.input_norm, lw.post_norm) for lw in w.layers]
-        per_layer = [(lw.wqkv, lw.bqkv) for lw in w.layers] + [
-            (t, None) for lw in w.layers for t in (lw.wo, lw.w_gate_up, lw.w_down)]
-        linears = make_linears(per_layer + [(w.lm_head, None)], device=self.device,
+        projections = [(lw.wqkv, lw.bqkv) for lw in w.layers]
+        for name in ("wo", "w_gate_up", "w_down"):
+            projections += [(getattr(lw, name), None) for lw in w.layers]
+        linears = make_linears([*projections, (w.lm_head, None)], device=self.device,
                                dtype=dtype, prepack=prepack)
-        del w, per_layer  # with prepacking, the unpacked projections are freed here
+        del w, projections  # with prepacking, the unpacked projections are freed here
         n = c.num_layers
-        self._qkv = linears[:n]
-        self._o, self._gate_up, self._down = (linears[n + i:-1:3] for i in range(3))
+        self._qkv, self._o, self._gate_up, self._down = (
+            linears[i * n:(i + 1) * n] for i in range(4))
         self._lm_head = linears[-1]
         self.prepacked = isinstance(self._lm_head, PackedLinear)
         self._block_size = block_size
