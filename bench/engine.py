@@ -347,7 +347,10 @@ def bench_model(name: str, args: argparse.Namespace, hf: ModuleType | None) -> N
                      ("repetitive prompts: engine", runner, None, rep),
                      ("repetitive prompts: + prompt lookup", runner, lookup, rep)]
     run_engine(runner, tokenizer, warm, args)
-    order = [0, 1, 0, 1] if args.runs > 1 else [0, 1]  # interleave zeroing on/off
+    run_engine(runner, tokenizer, reqs, args)  # one untimed full run: allocator and caches warm
+    # zeroing on/off interleaved A B B A ..., so drift and order effects fall on both alike
+    pairs = ((0, 1), (1, 0))
+    order = [i for k in range(max(2, args.runs)) for i in pairs[k % 2]]
     times: dict[int, list[float]] = {0: [], 1: []}
     toks_main = 0
     for i in order:

@@ -1,7 +1,8 @@
 """Llama-family model description and weights: config parsing, loaders, a tiny random builder.
 
 Covers the configs the runner implements (Llama, Mistral, Qwen2, SmolLM2): RMSNorm, RoPE per
-the config (`default`, `linear`, `llama3`; anything else raises ConfigError), grouped-query
+the config (`default`, `linear`, `llama3`, `yarn`, `dynamic`; anything else raises
+ConfigError), grouped-query
 attention, optional tied embeddings, Qwen2's q/k/v bias, SiLU-gated MLP.
 
 Invariants:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
-SUPPORTED_ROPE_TYPES = frozenset({"default", "linear", "llama3"})
+SUPPORTED_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn", "dynamic"})
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -102,9 +103,11 @@ class ModelConfig:
             max_pos = min(max_pos, int(window))
         eos = hf.eos_token_id
         eos_ids = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
-        params = tuple(sorted((k, float(v)) for k, v in rope.items()
-                              if k not in {"rope_type", "type", "rope_theta"}
-                              and isinstance(v, (int, float))))
+        numeric = {k: float(v) for k, v in rope.items()
+                   if k not in {"rope_type", "type", "rope_theta"} and isinstance(v, (int, float))}
+        # YaRN's ramp is placed by the pre-training length (transformers' default: the config's)
+        numeric.setdefault("original_max_position_embeddings", float(hf.max_position_embeddings))
+        params = tuple(sorted(numeric.items()))
         return cls(
             vocab_size=int(hf.vocab_size),
             hidden_size=int(hf.hidden_size),
@@ -124,15 +127,38 @@ class ModelConfig:
         )
 
     def inv_freq(self) -> torch.Tensor:
-        """RoPE inverse frequencies `[head_dim // 2]` (fp32) for this config's RoPE type."""
+        """RoPE inverse frequencies `[head_dim // 2]` (fp32) for this config's RoPE type.
+
+        `dynamic` (NTK) rescales only for positions past `max_position_embeddings`, which the
+        runner never computes (it caps `max_model_len` there), so its frequencies are the default.
+
+        Raises:
+            ConfigError: when a scaling parameter the type needs is missing.
+        """
         d = self.head_dim
         inv = 1.0 / (self.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
         p = dict(self.rope_params)
+        if self.rope_type in {"linear", "yarn"} and "factor" not in p:
+            raise ConfigError(f"{self.rope_type} rope scaling needs a factor")
         if self.rope_type == "linear":
             inv = inv / p["factor"]
         elif self.rope_type == "llama3":
             inv = _llama3_inv_freq(inv, p)
+        elif self.rope_type == "yarn":
+            inv = _yarn_inv_freq(inv, p, d, self.rope_theta)
         return inv.float()
+
+    def rope_attention_scaling(self) -> float:
+        """The factor RoPE's cos/sin are multiplied by (YaRN's attention factor; else 1)."""
+        if self.rope_type != "yarn":
+            return 1.0
+        p = dict(self.rope_params)
+        if "attention_factor" in p:
+            return p["attention_factor"]
+        factor = p["factor"]
+        if p.get("mscale") and p.get("mscale_all_dim"):
+            return _yarn_mscale(factor, p["mscale"]) / _yarn_mscale(factor, p["mscale_all_dim"])
+        return _yarn_mscale(factor)
 
     def num_params(self) -> int:
         """Parameter count (embeddings counted once when tied)."""
@@ -148,6 +174,35 @@ def _rope_dict(hf: Any) -> dict[str, Any]:  # noqa: ANN401 - transformers config
     if not isinstance(rope, dict):
         raise ConfigError("per-layer RoPE parameters are not supported")
     return dict(rope)
+
+
+def _yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def _yarn_inv_freq(inv: torch.Tensor, p: Mapping[str, float], dim: int, base: float
+                   ) -> torch.Tensor:
+    """YaRN (arXiv 2309.00071) as transformers' `_compute_yarn_parameters` computes it.
+
+    Dimensions rotating more than `beta_fast` times over the pre-training length keep their
+    frequency, those rotating fewer than `beta_slow` times are interpolated by `factor`, and a
+    linear ramp blends the ones between.
+    """
+    factor, old_len = p["factor"], p["original_max_position_embeddings"]
+    beta_fast, beta_slow = p.get("beta_fast") or 32.0, p.get("beta_slow") or 1.0
+
+    def correction_dim(rotations: float) -> float:
+        return dim * math.log(old_len / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if p.get("truncate", 1.0):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # as transformers does, to avoid dividing by zero
+    ramp = ((torch.arange(dim // 2, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)
+    keep = 1 - ramp  # 1 where the original frequency is kept (extrapolation)
+    return inv / factor * (1 - keep) + inv * keep
 
 
 def _llama3_inv_freq(inv: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:

@@ -97,8 +97,9 @@ class PagedRunner:
             dtype=dtype, device=self.device)
         pos = torch.arange(self.max_model_len, dtype=torch.float32)
         freqs = torch.outer(pos, c.inv_freq())
-        self._cos = freqs.cos().to(self.device, dtype)
-        self._sin = freqs.sin().to(self.device, dtype)
+        scale = c.rope_attention_scaling()
+        self._cos = (freqs.cos() * scale).to(self.device, dtype)
+        self._sin = (freqs.sin() * scale).to(self.device, dtype)
         self._q = c.num_heads * c.head_dim
         self._kv = c.num_kv_heads * c.head_dim
         self._scale = c.head_dim ** -0.5

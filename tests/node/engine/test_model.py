@@ -34,6 +34,14 @@ CONFIGS = [
     pytest.param({"num_key_value_heads": 1, "tie_word_embeddings": True}, id="mqa-tied"),
     pytest.param({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, id="rope-linear"),
     pytest.param({"rope_scaling": LLAMA3, "rope_theta": 500000.0}, id="rope-llama3"),
+    pytest.param({"rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                                   "original_max_position_embeddings": 128}}, id="rope-yarn"),
+    pytest.param({"rope_scaling": {"rope_type": "yarn", "factor": 8.0, "mscale": 1.0,
+                                   "mscale_all_dim": 0.5, "beta_fast": 16.0,
+                                   "original_max_position_embeddings": 64}}, id="rope-yarn-mscale"),
+    pytest.param({"model_type": "qwen2", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
+                 id="qwen2-yarn-default-original"),
+    pytest.param({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, id="rope-dynamic"),
     pytest.param({"model_type": "qwen2", "tie_word_embeddings": True}, id="qwen2-bias"),
     pytest.param({"head_dim": 32}, id="explicit-head-dim"),
 ]
@@ -100,8 +108,8 @@ def test_batched_step_equals_separate_steps():
 
 
 @pytest.mark.parametrize("bad", [
-    pytest.param({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, id="yarn"),
-    pytest.param({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, id="dynamic"),
+    pytest.param({"rope_scaling": {"rope_type": "longrope", "short_factor": [1.0] * 8,
+                                   "long_factor": [2.0] * 8}}, id="longrope"),
     pytest.param({"hidden_act": "gelu"}, id="gelu"),
     pytest.param({"num_attention_heads": 4, "num_key_value_heads": 3}, id="heads"),
 ])
@@ -187,3 +195,29 @@ def test_short_chunks_batched_match_reference(overrides):
             want = ref(torch.tensor([s])).logits[0, -t:]
         assert out.shape == want.shape
         assert (out - want).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("rope", [
+    pytest.param({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128},
+                 id="yarn"),
+    pytest.param({"rope_type": "yarn", "factor": 8.0, "mscale": 1.0, "mscale_all_dim": 0.5,
+                  "beta_fast": 16.0, "beta_slow": 2.0, "original_max_position_embeddings": 64},
+                 id="yarn-mscale"),
+    pytest.param({"rope_type": "yarn", "factor": 2.0, "attention_factor": 1.5,
+                  "original_max_position_embeddings": 256}, id="yarn-attention-factor"),
+    pytest.param({"rope_type": "llama3", **{k: v for k, v in LLAMA3.items() if k != "rope_type"}},
+                 id="llama3"),
+])
+def test_rope_frequencies_match_transformers(rope):
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: PLC0415
+
+    hf = tiny_hf_config(head_dim=64, num_attention_heads=4, hidden_size=256,
+                        rope_scaling=dict(rope), rope_theta=50000.0)
+    ours = ModelConfig.from_hf(hf)
+    want_inv, want_scale = ROPE_INIT_FUNCTIONS[rope["rope_type"]](hf, torch.device("cpu"))
+    assert torch.allclose(ours.inv_freq(), want_inv.float(), rtol=1e-5, atol=0)
+    assert ours.rope_attention_scaling() == pytest.approx(want_scale, rel=1e-9)
+    # the twin: the unscaled config has other frequencies (so the comparison can fail)
+    plain = ModelConfig.from_hf(tiny_hf_config(head_dim=64, num_attention_heads=4,
+                                               hidden_size=256, rope_theta=50000.0))
+    assert not torch.allclose(plain.inv_freq(), want_inv.float(), rtol=1e-5, atol=0)
