@@ -17,6 +17,10 @@ Roofline: GEMM GFLOP/s measured here with the same threads through torch.matmul 
 and oneDNN's prepacked linear, the faster taken as the machine's peak; workload FLOPs = per computed
 token 2 x (non-embedding matmul params) + attention (4 x layers x q_dim x context) and
 2 x vocab x hidden per logits row. Fraction = achieved FLOP/s / measured GEMM FLOP/s.
+Memory-aware bound: the engine's own schedule (steps traced) costed per step as the larger of
+its FLOPs at the GEMM peak and its weight + KV bytes at the measured read bandwidth; it says how
+much of the gap to the compute roofline is the workload's memory-bound decode tail.
+Erasure: zeroing on/off runs interleaved A B B A ... (--erasure-pairs), medians compared.
 """
 
 from __future__ import annotations
@@ -350,7 +354,7 @@ def bench_model(name: str, args: argparse.Namespace, hf: ModuleType | None) -> N
     run_engine(runner, tokenizer, reqs, args)  # one untimed full run: allocator and caches warm
     # zeroing on/off interleaved A B B A ..., so drift and order effects fall on both alike
     pairs = ((0, 1), (1, 0))
-    order = [i for k in range(max(2, args.runs)) for i in pairs[k % 2]]
+    order = [i for k in range(max(args.erasure_pairs, args.runs)) for i in pairs[k % 2]]
     times: dict[int, list[float]] = {0: [], 1: []}
     toks_main = 0
     for i in order:
@@ -358,6 +362,8 @@ def bench_model(name: str, args: argparse.Namespace, hf: ModuleType | None) -> N
             timed.steps.clear()  # keep the schedule of the last zeroing-on run
         toks_main, dt = run_engine(variants[i][1], tokenizer, reqs, args)
         times[i].append(dt)
+    print("  zeroing on / off, each run (s): "
+          + " / ".join(" ".join(f"{t:.2f}" for t in times[i]) for i in (0, 1)))
     add(variants[0][0], toks_main, statistics.median(times[0]), flops)
     add(variants[1][0], toks_main, statistics.median(times[1]), flops)
     for label, r, spec, wl in variants[2:]:
@@ -426,6 +432,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="skip hf:seq (slow)")
     ap.add_argument("--hf-modes", default=None, help="default seq,static32,cb")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--erasure-pairs", type=int, default=3,
+                    help="zeroing on/off run pairs (medians compared; one pair is mostly noise)")
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=2)

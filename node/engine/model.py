@@ -2,8 +2,8 @@
 
 Covers the configs the runner implements (Llama, Mistral, Qwen2, SmolLM2): RMSNorm, RoPE per
 the config (`default`, `linear`, `llama3`, `yarn`, `dynamic`; anything else raises
-ConfigError), grouped-query
-attention, optional tied embeddings, Qwen2's q/k/v bias, SiLU-gated MLP.
+ConfigError), grouped-query attention, optional tied embeddings, Qwen2's q/k/v bias, SiLU-gated
+MLP.
 
 Invariants:
 * `ModelConfig` is a frozen value parsed once from a Hugging Face config; unsupported features
@@ -105,9 +105,10 @@ class ModelConfig:
         eos_ids = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
         numeric = {k: float(v) for k, v in rope.items()
                    if k not in {"rope_type", "type", "rope_theta"} and isinstance(v, (int, float))}
-        # YaRN's ramp is placed by the pre-training length (transformers' default: the config's)
-        numeric.setdefault("original_max_position_embeddings", float(hf.max_position_embeddings))
-        params = tuple(sorted(numeric.items()))
+        rope_type = str(rope.get("rope_type", rope.get("type", "default")))
+        if rope_type == "yarn":  # its ramp is placed by the pre-training length (default: ours)
+            numeric.setdefault("original_max_position_embeddings",
+                               float(hf.max_position_embeddings))
         return cls(
             vocab_size=int(hf.vocab_size),
             hidden_size=int(hf.hidden_size),
@@ -118,8 +119,8 @@ class ModelConfig:
             head_dim=int(head_dim),
             rms_norm_eps=float(hf.rms_norm_eps),
             rope_theta=float(rope.get("rope_theta", getattr(hf, "rope_theta", 10000.0))),
-            rope_type=str(rope.get("rope_type", rope.get("type", "default"))),
-            rope_params=params,
+            rope_type=rope_type,
+            rope_params=tuple(sorted(numeric.items())),
             max_position_embeddings=max_pos,
             tie_word_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),
             qkv_bias=model_type == "qwen2",

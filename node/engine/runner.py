@@ -1,16 +1,18 @@
 """The model runner: a Llama-family forward pass over one pre-allocated, zeroed, paged KV pool.
 
-This is the only module of the engine that touches a device. It implements the `ModelRunner`
-protocol of `batch.py`: one `forward` per engine step computes every chunk of the step together.
+This module and `linear.py` (its matrix products) are the only parts of the engine that touch a
+device. It implements the `ModelRunner` protocol of `batch.py`: one `forward` per engine step
+computes every chunk of the step together.
 
 How a step runs (varlen batching): the tokens of all chunks are flattened into one `[T, hidden]`
-activation, so each linear map is a single GEMM for the whole step; K/V of the new tokens are
-written into the pool with one `index_copy_` per layer; attention reads each sequence's KV back
-through its block table (whole blocks gathered with `index_select`): short chunks (decodes and
-speculative verification, up to `SHORT_CHUNK` tokens) are batched into padded, masked SDPA
-calls, one per length group (see `_group_by_length`); longer chunks run one SDPA each (a
-chunk starting at position 0 attends to its fresh K/V without any gather). Logits are
-computed only for the positions the chunks ask for.
+activation, so each linear map is a single GEMM for the whole step (on CPU through oneDNN with
+weights prepacked once, see `linear.py`); K/V of the new tokens are written into the pool with
+one `index_copy_` per layer; attention reads each sequence's KV back through its block table
+(whole blocks gathered with `index_select`): short chunks (decodes and speculative
+verification, up to `SHORT_CHUNK` tokens) are batched into padded, masked SDPA calls, one per
+length group (see `_group_by_length`); longer chunks run one SDPA each (a chunk starting at
+position 0 attends to its fresh K/V without any gather). Logits are computed only for the
+positions the chunks ask for.
 
 Invariants:
 * The pool is ONE tensor `[layers, 2, num_blocks, block_size, kv_heads, head_dim]` allocated
