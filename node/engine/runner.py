@@ -7,18 +7,15 @@ computes every chunk of the step together.
 How a step runs (varlen batching): the tokens of all chunks are flattened into one `[T, hidden]`
 activation, so each linear map is a single GEMM for the whole step (on CPU through oneDNN with
 weights prepacked once, see `linear.py`); K/V of the new tokens are written into the pool with
-one `index_copy_` per layer; attention reads each sequence's KV back through its block table,
-gathering whole per-head blocks into one buffer reused by every layer of the step. Short chunks
-(decodes and speculative verification, up to `SHORT_CHUNK` tokens) are batched into padded,
-masked attentions, one per length group (see `_group_by_length`); longer chunks run one SDPA
-each (a chunk starting at position 0 attends to its fresh K/V without any gather). Logits are
-computed only for the positions the chunks ask for.
-
-The pool is head-major (`kv_heads` before blocks) so that a gather lands each (head, sequence)
-slice contiguously, the layout batched matmuls and SDPA read fastest.
+one `index_copy_` per layer; attention reads each sequence's KV back through its block table
+(whole blocks gathered with `index_select`): short chunks (decodes and speculative
+verification, up to `SHORT_CHUNK` tokens) are batched into padded, masked SDPA calls, one per
+length group (see `_group_by_length`); longer chunks run one SDPA each (a chunk starting at
+position 0 attends to its fresh K/V without any gather). Logits are computed only for the
+positions the chunks ask for.
 
 Invariants:
-* The pool is ONE tensor `[layers, 2, kv_heads, num_blocks, block_size, head_dim]` allocated
+* The pool is ONE tensor `[layers, 2, num_blocks, block_size, kv_heads, head_dim]` allocated
   with `torch.zeros`; it is never reallocated, copied to the host, or written anywhere else.
 * `zero_blocks` zeroes whole blocks, in every layer, K and V, in one `index_fill_`.
 * Nothing about a request survives a `forward` call except what it wrote into its own blocks.
@@ -26,7 +23,6 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -42,20 +38,7 @@ if TYPE_CHECKING:
     from node.engine.model import LlamaWeights
 
 
-SHORT_CHUNK = 8  # chunks up to this long (decodes, draft verification) share padded attentions
-
-
-@dataclass(frozen=True, slots=True)
-class _Geometry:
-    """The pool's shape and placement, as the step plans need it."""
-
-    block_size: int
-    num_blocks: int
-    kv_heads: int
-    group: int  # query heads per KV head
-    max_len: int
-    dtype: torch.dtype
-    device: torch.device
+SHORT_CHUNK = 8  # chunks up to this long (decodes, draft verification) share padded SDPAs
 
 
 class PagedRunner:
@@ -112,7 +95,7 @@ class PagedRunner:
         self.max_model_len = min(max_model_len or c.max_position_embeddings,
                                  c.max_position_embeddings)
         self.kv_pool = torch.zeros(
-            (c.num_layers, 2, c.num_kv_heads, num_blocks, block_size, c.head_dim),
+            (c.num_layers, 2, num_blocks, block_size, c.num_kv_heads, c.head_dim),
             dtype=dtype, device=self.device)
         pos = torch.arange(self.max_model_len, dtype=torch.float32)
         freqs = torch.outer(pos, c.inv_freq())
@@ -122,9 +105,6 @@ class PagedRunner:
         self._q = c.num_heads * c.head_dim
         self._kv = c.num_kv_heads * c.head_dim
         self._scale = c.head_dim ** -0.5
-        self._geometry = _Geometry(block_size, num_blocks, c.num_kv_heads,
-                                   c.num_heads // c.num_kv_heads, self.max_model_len, dtype,
-                                   self.device)
 
     @property
     def block_size(self) -> int:
@@ -141,7 +121,7 @@ class PagedRunner:
         if not block_ids:
             return
         idx = torch.as_tensor(list(block_ids), dtype=torch.long, device=self.device)
-        self.kv_pool.index_fill_(3, idx, 0)
+        self.kv_pool.index_fill_(2, idx, 0)
 
     def kv_pool_is_zero(self, block_ids: Sequence[int] | None = None) -> bool:
         """True when the given blocks (default: the whole pool) hold only zeros."""
@@ -150,7 +130,7 @@ class PagedRunner:
         if not block_ids:
             return True
         idx = torch.as_tensor(list(block_ids), dtype=torch.long, device=self.device)
-        return not bool(self.kv_pool.index_select(3, idx).any())
+        return not bool(self.kv_pool.index_select(2, idx).any())
 
     @torch.inference_mode()
     def forward(self, chunks: Sequence[ForwardChunk]) -> list[torch.Tensor]:
@@ -167,24 +147,22 @@ class PagedRunner:
         """
         if not chunks:
             return []
-        plan = _StepPlan(chunks, self._geometry)
+        plan = _StepPlan(chunks, self._block_size, self._num_blocks, self.max_model_len,
+                         self.config.num_heads // self.config.num_kv_heads, self.device)
         c = self.config
         x = self._embed.index_select(0, plan.tokens)
         cos, sin = self._cos[plan.positions], self._sin[plan.positions]
         heads = c.num_heads + c.num_kv_heads
-        # one buffer for every KV gather of the step, reused by each layer (no per-layer malloc)
-        gather_buf = torch.empty((plan.max_kv_rows, self._block_size * c.head_dim),
-                                 dtype=self.dtype, device=self.device)
         for layer, (input_norm, post_norm) in enumerate(self._norms):
             h = _rms_norm(x, input_norm, c.rms_norm_eps)
             qkv = self._qkv[layer](h)
             qk = _rope(qkv[:, :self._q + self._kv].view(plan.total, heads, c.head_dim), cos, sin)
             q, k = qk[:, :c.num_heads], qk[:, c.num_heads:]
             v = qkv[:, self._q + self._kv:].view(plan.total, c.num_kv_heads, c.head_dim)
-            pool = self.kv_pool[layer].view(2, c.num_kv_heads, -1, c.head_dim)
-            pool[0].index_copy_(1, plan.slots, k.transpose(0, 1))
-            pool[1].index_copy_(1, plan.slots, v.transpose(0, 1))
-            attn = self._attention(layer, q, k, v, plan, gather_buf=gather_buf)
+            pool = self.kv_pool[layer].view(2, -1, c.num_kv_heads, c.head_dim)
+            pool[0].index_copy_(0, plan.slots, k)
+            pool[1].index_copy_(0, plan.slots, v)
+            attn = self._attention(layer, q, k, v, plan)
             x = x + self._o[layer](attn)
             h = _rms_norm(x, post_norm, c.rms_norm_eps)
             gate, up = self._gate_up[layer](h).chunk(2, dim=-1)
@@ -196,9 +174,8 @@ class PagedRunner:
         logits = self._lm_head(h).float().cpu()
         return list(torch.split(logits, plan.num_logits))
 
-    def _attention(  # noqa: PLR0913 - the step's tensors, passed from `forward` only
-        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: _StepPlan,
-        *, gather_buf: torch.Tensor,
+    def _attention(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: _StepPlan
     ) -> torch.Tensor:
         """Attention of every query row over its sequence's cached KV; returns `[T, heads*d]`.
 
@@ -208,64 +185,60 @@ class PagedRunner:
         c = self.config
         kvh, d, group = c.num_kv_heads, c.head_dim, c.num_heads // c.num_kv_heads
         out = torch.empty(plan.total, c.num_heads, d, dtype=q.dtype, device=q.device)
-        # row (kv * kv_heads + head) * num_blocks + block of this view is one head's block
-        pool_rows = self.kv_pool[layer].view(2 * kvh * self._num_blocks, -1)
+        pool = self.kv_pool[layer]
         for sb in plan.short:
-            kv = _gather(pool_rows, sb.kv_rows, gather_buf)
-            out.index_copy_(0, sb.out_rows, self._short_attention(kv, q, sb))
-        for row0, n, kv_rows, length, mask in plan.long_chunks:
-            if kv_rows is None:
-                kc, vc = k[row0:row0 + n].transpose(0, 1), v[row0:row0 + n].transpose(0, 1)
+            out.index_copy_(0, sb.out_rows, self._short_attention(pool, q, sb))
+        for row0, n, blocks, length, mask in plan.long_chunks:
+            if blocks is None:
+                kc, vc = k[row0:row0 + n], v[row0:row0 + n]
             else:
-                kv = _gather(pool_rows, kv_rows, gather_buf).view(2, kvh, -1, d)
-                kc, vc = kv[0, :, :length], kv[1, :, :length]  # [kv_heads, length, d]
+                kv = pool.index_select(1, blocks).view(2, -1, kvh, d)
+                kc, vc = kv[0, :length], kv[1, :length]
             qc = q[row0:row0 + n].transpose(0, 1).unsqueeze(0)  # [1, h, n, d]
             o = F.scaled_dot_product_attention(
-                qc, kc.unsqueeze(0), vc.unsqueeze(0),
+                qc, kc.transpose(0, 1).unsqueeze(0), vc.transpose(0, 1).unsqueeze(0),
                 attn_mask=mask, is_causal=mask is None, scale=self._scale,
                 enable_gqa=group > 1)
             out[row0:row0 + n] = o.squeeze(0).transpose(0, 1)
         return out.view(plan.total, -1)
 
 
-    def _short_attention(self, kv: torch.Tensor, q: torch.Tensor, sb: _ShortBatch
+    def _short_attention(self, pool: torch.Tensor, q: torch.Tensor, sb: _ShortBatch
                          ) -> torch.Tensor:
-        """One padded attention for a length group of short chunks (decodes, draft verification).
+        """One padded SDPA for a length group of short chunks (decodes, speculative verification).
 
-        `kv` holds each chunk's KV gathered by whole blocks, `[2, kv_heads, chunks, keys, d]`,
-        so each (head, chunk) slice is contiguous; padding is masked per query position. The
-        query heads sharing a KV head ride along the query axis (`[kv_heads, B, n * group, d]`),
-        so grouped-query attention needs no K/V expansion. On CPU two batched matmuls and a
-        softmax beat SDPA's flash kernel here (a handful of queries against long keys); other
-        devices use SDPA. Returns the valid rows `[R, heads, d]`.
+        Each chunk's KV is gathered by whole blocks and masked per query position. The query
+        heads sharing a KV head ride along the query axis (`[B, kv_heads, n * group, d]`), so
+        grouped-query attention needs no K/V expansion. Returns the valid rows `[R, heads, d]`.
         """
         c = self.config
         kvh, d, group = c.num_kv_heads, c.head_dim, c.num_heads // c.num_kv_heads
         b, width = sb.batch, sb.width
-        kv = kv.view(2, kvh, b, -1, d)
+        kv = pool.index_select(1, sb.blocks).view(2, b, -1, kvh, d)
         qs = q.index_select(0, sb.q_rows).view(b, width, kvh, group, d)
-        qs = qs.permute(2, 0, 1, 3, 4).reshape(kvh, b, width * group, d)
-        if self.device.type == "cpu":
-            scores = torch.matmul(qs, kv[0].transpose(-1, -2)).mul_(self._scale)
-            o = torch.matmul(torch.softmax(scores.add_(sb.mask), dim=-1), kv[1])
-        else:
-            o = F.scaled_dot_product_attention(qs, kv[0], kv[1], attn_mask=sb.mask,
-                                               scale=self._scale)
-        o = o.view(kvh, b, width, group, d).permute(1, 2, 0, 3, 4).reshape(b * width, -1, d)
+        qs = qs.permute(0, 2, 1, 3, 4).reshape(b, kvh, width * group, d)
+        o = F.scaled_dot_product_attention(
+            qs, kv[0].transpose(1, 2), kv[1].transpose(1, 2), attn_mask=sb.mask, scale=self._scale)
+        o = o.view(b, kvh, width, group, d).permute(0, 2, 1, 3, 4).reshape(b * width, -1, d)
         return o if sb.valid is None else o.index_select(0, sb.valid)
 
 
 class _ShortBatch:
     """Index tensors of the padded short-chunk attention (see `PagedRunner._short_attention`)."""
 
-    def __init__(self, short: list[tuple[int, int, int, list[int]]], geo: _Geometry) -> None:
+    def __init__(
+        self,
+        short: list[tuple[int, int, int, list[int]]],
+        block_size: int,
+        group: int,
+        device: torch.device,
+    ) -> None:
         """Build from (first row, length, start position, block table) per short chunk."""
-        device = geo.device
         self.batch = len(short)
         self.width = max(n for _, n, _, _ in short)
         nblk = max(len(t) for _, _, _, t in short)
         blocks = [t + [t[0]] * (nblk - len(t)) for _, _, _, t in short]
-        self.kv_rows = _kv_rows(blocks, geo)
+        self.blocks = torch.tensor(blocks, dtype=torch.long, device=device).view(-1)
         # padded query slots repeat the chunk's last row (their outputs are dropped)
         q_rows = [r + min(i, n - 1) for r, n, _, _ in short for i in range(self.width)]
         q_pos = [s + min(i, n - 1) for _, n, s, _ in short for i in range(self.width)]
@@ -274,26 +247,26 @@ class _ShortBatch:
             [r + i for r, n, _, _ in short for i in range(n)], dtype=torch.long, device=device)
         valid = [j * self.width + i for j, (_, n, _, _) in enumerate(short) for i in range(n)]
         self.valid = None if len(valid) == len(q_rows) else torch.tensor(valid, device=device)
-        kpos = torch.arange(nblk * geo.block_size, device=device)
+        kpos = torch.arange(nblk * block_size, device=device)
         qpos = torch.tensor(q_pos, device=device).view(self.batch, self.width)
         mask = kpos[None, None, :] <= qpos[:, :, None]  # [B, width, keys]
-        if self.width > 1 and geo.group > 1:
-            mask = mask.repeat_interleave(geo.group, dim=1)
-        # additive: 0 where a query may attend, -inf on padding and future positions
-        self.mask = torch.zeros(mask.shape, dtype=geo.dtype, device=device).masked_fill_(
-            ~mask, float("-inf"))
+        if self.width > 1 and group > 1:
+            mask = mask.repeat_interleave(group, dim=1)
+        self.mask = mask.unsqueeze(1)
 
 
 class _StepPlan:
     """Index tensors for one step, built once and shared by every layer."""
 
-    def __init__(self, chunks: Sequence[ForwardChunk], geo: _Geometry) -> None:
-        """Validate the chunks against the pool and build the step's index tensors.
-
-        Raises:
-            ProtocolError: when a chunk is empty, too long, or its block table is too short.
-        """
-        block_size, device = geo.block_size, geo.device
+    def __init__(  # noqa: PLR0913, PLR0917 - the pool geometry, passed positionally inside
+        self,
+        chunks: Sequence[ForwardChunk],
+        block_size: int,
+        num_blocks: int,
+        max_len: int,
+        group: int,
+        device: torch.device,
+    ) -> None:
         tokens: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
@@ -306,10 +279,10 @@ class _StepPlan:
             n, start = len(ch.token_ids), ch.start_pos
             end = start + n
             nblk = -(-end // block_size)
-            if n == 0 or start < 0 or end > geo.max_len or not 0 <= ch.num_logits <= n:
+            if n == 0 or start < 0 or end > max_len or not 0 <= ch.num_logits <= n:
                 raise ProtocolError("bad forward chunk")
             table = list(ch.block_table[:nblk])
-            if len(table) < nblk or min(table) < 0 or max(table) >= geo.num_blocks:
+            if len(table) < nblk or min(table) < 0 or max(table) >= num_blocks:
                 raise ProtocolError("block table does not cover the chunk")
             row0 = len(tokens)
             tokens.extend(ch.token_ids)
@@ -327,37 +300,15 @@ class _StepPlan:
             # queries sit at the bottom-right of the key range
             kpos = torch.arange(end, device=device)
             mask = kpos[None, :] <= torch.arange(start, end, device=device)[:, None]
-            self.long_chunks.append((row0, n, _kv_rows([table], geo), end, mask))
+            blocks = torch.tensor(table, dtype=torch.long, device=device)
+            self.long_chunks.append((row0, n, blocks, end, mask))
         self.total = len(tokens)
         self.tokens = torch.tensor(tokens, dtype=torch.long, device=device)
         self.positions = torch.tensor(positions, dtype=torch.long, device=device)
         self.slots = torch.tensor(slots, dtype=torch.long, device=device)
         self.logit_rows = torch.tensor(logit_rows, dtype=torch.long, device=device)
-        self.short = [_ShortBatch(g, geo) for g in _group_by_length(short, block_size)]
-        gathers = [sb.kv_rows for sb in self.short]
-        gathers += [rows for _, _, rows, _, _ in self.long_chunks if rows is not None]
-        self.max_kv_rows = max((len(rows) for rows in gathers), default=0)
-
-
-def _kv_rows(tables: list[list[int]], geo: _Geometry) -> torch.Tensor:
-    """Rows of a layer's `[2 * kv_heads * num_blocks, block]` pool view, for `tables`' blocks.
-
-    In the order `[K/V, head, table, block]`: gathered, they view as
-    `[2, kv_heads, tables, keys, d]`, each (head, table) slice contiguous.
-    """
-    blocks = torch.tensor(tables, dtype=torch.long, device=geo.device).view(1, -1)
-    heads = torch.arange(2 * geo.kv_heads, dtype=torch.long, device=geo.device).view(-1, 1)
-    return (heads * geo.num_blocks + blocks).view(-1)
-
-
-def _gather(pool_rows: torch.Tensor, rows: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
-    """`pool_rows[rows]` written into the front of the step's reusable buffer.
-
-    Gathering along dim 0 of a 2-D view copies whole contiguous blocks (about 5x faster here
-    than `index_select` on the pool's block dimension), and the reused buffer saves a fresh
-    multi-megabyte allocation, with its page faults, per layer.
-    """
-    return torch.index_select(pool_rows, 0, rows, out=buf[:len(rows)])
+        self.short = [_ShortBatch(g, block_size, group, device)
+                      for g in _group_by_length(short, block_size)]
 
 
 GROUP_COST = 16  # one more padded SDPA call costs about as much as this many padded blocks

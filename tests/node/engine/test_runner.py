@@ -14,7 +14,7 @@ from node.engine.runner import PagedRunner, tiny_runner
 def test_pool_allocated_zero_and_shaped():
     r = tiny_runner(num_blocks=8, block_size=4)
     assert r.kv_pool_is_zero()
-    assert r.kv_pool.shape == (2, 2, 2, 8, 4, 16)  # layers, K/V, kv heads, blocks, slots, d
+    assert r.kv_pool.shape == (2, 2, 8, 4, 2, 16)
     assert (r.block_size, r.num_blocks) == (4, 8)
 
 
