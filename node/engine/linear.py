@@ -90,11 +90,9 @@ def make_linears(
     Raises:
         ConfigError: when `prepack=True` is asked for where oneDNN's linear does not work.
     """
-    usable = device.type == "cpu" and PackedLinear.probe(dtype)
-    if prepack is None:
-        prepack = usable
+    usable = prepack is not False and device.type == "cpu" and PackedLinear.probe(dtype)
     if prepack and not usable:
         raise ConfigError("oneDNN prepacked linear is not usable on this device/dtype")
-    if prepack:
+    if usable:
         return [PackedLinear(w, b) for w, b in weights]
     return [PlainLinear(w, b) for w, b in weights]
