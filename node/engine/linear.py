@@ -70,9 +70,10 @@ class PackedLinear:
         w = torch.randn(48, 40, generator=gen)
         b = torch.randn(48, generator=gen)
         try:
+            linear = PackedLinear(w, b)
             for rows in (1, 7, 33):
                 x = torch.randn(rows, 40, generator=gen)
-                got = PackedLinear(w, b)(x)
+                got = linear(x)
                 if got.shape != (rows, 48) or not torch.allclose(got, F.linear(x, w, b),
                                                                  rtol=1e-4, atol=1e-4):
                     return False
