@@ -318,12 +318,15 @@ def _verify_sim(
     *,
     policy: GpuPolicy | None = None,
     allow_simulated: bool = True,
+    expected_nonce: bytes | None = None,
+    cert_chain: list[bytes] | None = None,
 ) -> VerificationReport:
+    """Verify `gpu`'s evidence for `nonce`; the verifier side can be given other values."""
     evidence, certs = gpu.attest(nonce)
     return verify_gpu_evidence(
         evidence,
-        certs,
-        expected_nonce=nonce,
+        cert_chain if cert_chain is not None else certs,
+        expected_nonce=nonce if expected_nonce is None else expected_nonce,
         policy=policy or GpuPolicy(reference_measurements=gpu.reference_measurements()),
         now=SIM_NOW,
         allow_simulated=allow_simulated,
@@ -352,31 +355,14 @@ def test_simulated_not_in_cc_mode_rejected(sim: SimulatedGpu) -> None:
 
 
 def test_simulated_nonce_bound(sim: SimulatedGpu) -> None:
-    evidence, certs = sim.attest(b"\x01" * 32)
     with pytest.raises(AttestationError) as err:
-        verify_gpu_evidence(
-            evidence,
-            certs,
-            expected_nonce=b"\x02" * 32,
-            policy=GpuPolicy(reference_measurements=sim.reference_measurements()),
-            now=SIM_NOW,
-            allow_simulated=True,
-        )
+        _verify_sim(sim, b"\x01" * 32, expected_nonce=b"\x02" * 32)
     assert _failure(err).name == "nonce"
 
 
 def test_simulated_other_device_key_rejected(sim: SimulatedGpu) -> None:
-    other = SimulatedGpu()
-    evidence, _ = sim.attest(b"\x07" * 32)
     with pytest.raises(AttestationError) as err:
-        verify_gpu_evidence(
-            evidence,
-            other.cert_chain,
-            expected_nonce=b"\x07" * 32,
-            policy=GpuPolicy(reference_measurements=sim.reference_measurements()),
-            now=SIM_NOW,
-            allow_simulated=True,
-        )
+        _verify_sim(sim, cert_chain=SimulatedGpu().cert_chain)
     assert _failure(err).name == "signature"
 
 
