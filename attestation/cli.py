@@ -16,14 +16,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hushcc.cli import add_group
+from hushcc.cliparse import add_group
 from hushcc.errors import ConfigError, ProtocolError
 
 if TYPE_CHECKING:
     import argparse
 
     from attestation.bundle import Release
-    from hushcc.cli import OneLineErrorParser
+    from hushcc.cliparse import OneLineErrorParser
 
 
 

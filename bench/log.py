@@ -75,7 +75,7 @@ async def _http_writers(writers: int, seconds: float) -> tuple[float, int, int]:
         write_key_pair(Path(d) / "log.key", log)
         write_key_pair(Path(d) / "rel.key", release)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hushcc.cli", "log", "serve", "--port", "0",
+            sys.executable, "-m", "app", "log", "serve", "--port", "0",
             "--state-dir", str(Path(d) / "state"), "--log-key", str(Path(d) / "log.key"),
             "--release-key", str(Path(d) / "rel.key.pub"),
             stdout=asyncio.subprocess.PIPE, cwd=str(REPO))

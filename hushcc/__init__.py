@@ -1,9 +1,10 @@
-"""hushcc: an open Private Cloud Compute for LLM inference.
+"""hushcc's leaf package: what every component shares, importing nothing of the project.
 
-This package holds what every component shares: the error hierarchy (`hushcc.errors`) and the
-one command-line entry point (`hushcc.cli`). The components themselves are the sibling import
-packages named in DESIGN.md (`ohttp`, `attestation`, `transparency_log`, `image`, `node`,
-`relay`, `client`).
+`hushcc.errors` (the error hierarchy), `hushcc.files` (secret-file creation) and
+`hushcc.cliparse` (the argument-parser helpers each component's command group uses). The
+components are the sibling import packages named in DESIGN.md (`ohttp`, `attestation`,
+`transparency_log`, `image`, `node`, `relay`, `client`); the application on top of them all (the
+one `hushcc` command and the demo) is `app`.
 """
 
 from __future__ import annotations

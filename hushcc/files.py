@@ -1,7 +1,9 @@
-"""Creating secret files: new, with the given mode, never replacing an existing one.
+"""Reading input files with one-line errors, and creating secret files (never replacing one).
 
-Not pure (it writes files). The mode is applied at creation (`O_CREAT | O_EXCL`), so a private
-key is never, even briefly, readable by others, and an existing key is never overwritten.
+Not pure (it reads and writes files). Readers raise `ConfigError` naming what the file is for
+(missing, a directory, empty, not UTF-8), never a traceback. Secret files get their mode at
+creation (`O_CREAT | O_EXCL`), so a private key is never, even briefly, readable by others, and an
+existing key is never overwritten.
 """
 
 from __future__ import annotations
@@ -27,3 +29,34 @@ def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> None:
         raise ConfigError(f"refusing to overwrite existing file: {path}") from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def read_bytes(path: Path, what: str) -> bytes:
+    """Read a whole input file, naming `what` it is for in every error.
+
+    Raises:
+        ConfigError: missing, a directory, unreadable, or empty.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} is a directory, not a file: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if not data:
+        raise ConfigError(f"{what} is empty: {path}")
+    return data
+
+
+def read_text(path: Path, what: str) -> str:
+    """Read a whole UTF-8 input file, naming `what` it is for in every error.
+
+    Raises:
+        ConfigError: as `read_bytes`, or the file is not UTF-8 text.
+    """
+    try:
+        return read_bytes(path, what).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} is not UTF-8 text: {path}") from None

@@ -11,14 +11,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hushcc.cli import add_group
+from hushcc.cliparse import add_group
 from hushcc.errors import ConfigError, ProtocolError
 from hushcc.files import create_exclusive
 
 if TYPE_CHECKING:
     import argparse
 
-    from hushcc.cli import OneLineErrorParser
+    from hushcc.cliparse import OneLineErrorParser
 
 AEAD_NAMES = {"aes128gcm": 0x0001, "aes256gcm": 0x0002, "chacha20poly1305": 0x0003}
 KDF_NAMES = {"sha256": 0x0001, "sha384": 0x0002, "sha512": 0x0003}

@@ -25,13 +25,13 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hushcc.cli import add_group
+from hushcc.cliparse import add_group
 from hushcc.errors import ConfigError, HushError, ProtocolError
 
 if TYPE_CHECKING:
     import argparse
 
-    from hushcc.cli import OneLineErrorParser
+    from hushcc.cliparse import OneLineErrorParser
 
 
 def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from app.cli import main
 from attestation.bundle import Bundle
 from attestation.dev import release_entry
-from hushcc.cli import main
 from transparency_log import merkle
 from transparency_log.checkpoint import Checkpoint, sign_checkpoint
 from transparency_log.cosignature import Cosigner

@@ -21,7 +21,7 @@ pytestmark = [
 
 def test_demo_runs_every_stage_and_refuses_the_modified_node():
     result = subprocess.run(
-        [sys.executable, "-m", "hushcc.cli", "demo"],
+        [sys.executable, "-m", "app", "demo"],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""`hushcc ohttp keygen` / `show-config` through `hushcc.cli.main`."""
+"""`hushcc ohttp keygen` / `show-config` through `app.cli.main`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hushcc.cli import main
+from app.cli import main
 from ohttp.encapsulation import decapsulate_request, encapsulate_request
 from ohttp.keyconfig import GatewayKey, parse_key_configs
 from ohttp.suites import AeadId

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from hushcc.cli import main
+from app.cli import main
 from hushcc.errors import VerificationError
 from tests.transparency_log.tlog_helpers import release
 from transparency_log import merkle
@@ -164,7 +164,7 @@ def test_tiles_api_and_proofs_from_tiles_alone(tmp_path: Path) -> None:
 
 def test_cli_serve_subprocess_add_verify_and_sigterm(tmp_path: Path) -> None:  # noqa: PLR0915
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    hushcc = [sys.executable, "-m", "hushcc.cli"]
+    hushcc = [sys.executable, "-m", "app"]
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*hushcc, *args], capture_output=True, text=True, env=env,

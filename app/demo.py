@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from attestation.bundle import Release
     from attestation.verify_bundle import VerifiedBundle
-    from hushcc.cli import OneLineErrorParser
+    from hushcc.cliparse import OneLineErrorParser
     from ohttp.keyconfig import GatewayKey
 
 NOT_BUILT = (
@@ -78,7 +78,7 @@ def _say(text: str) -> None:
 def _start_log_server(
     state: DemoState, log_key_file: Path, release_pub: str
 ) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "hushcc.cli", "log", "serve", "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "app", "log", "serve", "--host", "127.0.0.1",
                "--port", "0", "--state-dir", str(state.workdir / "log"),
                "--log-key", str(log_key_file), "--release-key", release_pub]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603

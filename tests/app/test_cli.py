@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from hushcc.cli import main
+from app.cli import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hushcc.cli", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "app", *args], capture_output=True, text=True, check=False
     )
 
 

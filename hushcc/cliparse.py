@@ -1,0 +1,86 @@
+"""Argument-parser helpers every component's command group uses.
+
+Part of the leaf package: it imports nothing of the project outside `hushcc`.
+`OneLineErrorParser` makes a usage error one line and exit code 2; `add_group` adds a
+`hushcc NAME ...` group that shows its own help when named alone; the argument types (`port_number`,
+`http_url`, `bounded_float`) raise `ConfigError`, which the one `hushcc` command (`app.cli`) prints
+as `hushcc: error: ...` with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import urllib.parse
+from typing import TYPE_CHECKING, NoReturn
+
+from hushcc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+MAX_PORT = 65535
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `PROG: error: MESSAGE (see --help)` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_group(
+    subparsers: argparse._SubParsersAction[OneLineErrorParser], name: str, help_text: str
+) -> argparse._SubParsersAction[OneLineErrorParser]:
+    """Add a command group (`hushcc NAME ...`) and return its own subparsers.
+
+    Components call this from their `register` so every group shows its help when named alone.
+    """
+    group_parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    group_parser.set_defaults(group_parser=group_parser)
+    return group_parser.add_subparsers(
+        title="subcommands", metavar="SUBCOMMAND", parser_class=OneLineErrorParser
+    )
+
+
+# Argument types. Each raises `ConfigError` (not argparse's own errors), so a bad value is the
+# one-line `hushcc: error: ...` with exit status 1 that every other bad input gets.
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (pick a free one) to 65535."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise ConfigError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= MAX_PORT:
+        raise ConfigError(f"port out of range 0-{MAX_PORT}: {value}")
+    return value
+
+
+def http_url(text: str) -> str:
+    """An argparse type: an absolute `http://` or `https://` URL with a host, no trailing `/`."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"not an http(s) URL with a host: {text[:200]!r}")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(f"URL has an invalid port: {text[:200]!r}") from None
+    return text.rstrip("/")
+
+
+def bounded_float(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type factory: a finite float in [low, high] (never nan or inf)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"not a number: {text[:50]!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ConfigError(f"{text[:50]} is not a finite number in [{low:g}, {high:g}]")
+        return value
+
+    return parse
