@@ -9,8 +9,11 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.hushcc-installed
 TORCH_VERSION ?= 2.13.0
 # Debian packages the project needs at run or test time (installed only when missing, only as root):
-# Go and golang.org/x/mod, whose sumdb/tlog reads our transparency log in an interop test.
-APT_PACKAGES ?= golang-go golang-golang-x-mod-dev
+# Go and golang.org/x/mod, whose sumdb/tlog reads our transparency log in an interop test;
+# redis-server (shared spent-token and replay stores, started by the tests on loopback);
+# squashfs-tools and cryptsetup-bin (the reproducible node image and its dm-verity tree);
+# libseccomp2 (the node's seccomp filter, through pyseccomp).
+APT_PACKAGES ?= golang-go golang-golang-x-mod-dev redis-server squashfs-tools cryptsetup-bin libseccomp2
 
 .PHONY: setup test demo lint bench clean
 

@@ -68,3 +68,6 @@ def canaries(
     for value in registry.values:
         for text in texts:
             assert value not in text, "a registered canary leaked into logs or output"
+
+
+pytest_plugins = ["tests.redis_server"]
