@@ -169,7 +169,7 @@ def _add(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from transparency_log.client import (  # noqa: PLC0415
         FileCheckpointStore,
-        ForkDetected,
+        ForkDetectedError,
         LogClient,
         LogTrust,
     )
@@ -191,7 +191,7 @@ def _verify(args: argparse.Namespace) -> int:
         proof = [base64.b64decode(h) for h in answer["hashes"]]
     try:
         new = client.update(note, proof, now=int(time.time()))
-    except ForkDetected as exc:
+    except ForkDetectedError as exc:
         print("FORK DETECTED: the log showed two inconsistent views")
         print("--- last seen checkpoint ---")
         print(exc.old_note.decode(errors="replace"), end="")

@@ -10,7 +10,7 @@ Invariants (SECURITY.md L1-L5, L8):
   a checkpoint with neither is rejected when a maximum age is set.
 * A newer checkpoint replaces the persisted one only if it is at least as large and provably
   consistent; an equal-size different root or a failing consistency proof raises
-  `ForkDetected` carrying both signed notes as evidence; a smaller tree raises `RollbackError`.
+  `ForkDetectedError` carrying both signed notes as evidence; a smaller tree raises `RollbackError`.
 * Time is a parameter (`now`, Unix seconds).
 """
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 MAX_FUTURE_SKEW = 300
 
 
-class ForkDetected(VerificationError):  # noqa: N818 - the name the SDK contract uses
+class ForkDetectedError(VerificationError):
     """The log showed two views that cannot both be honest; both notes are the evidence."""
 
     def __init__(self, reason: str, old_note: bytes, new_note: bytes) -> None:
@@ -165,20 +165,20 @@ def check_consistency(
 
     Raises:
         RollbackError: the new tree is smaller.
-        ForkDetected: same size different root, or the consistency proof fails.
+        ForkDetectedError: same size different root, or the consistency proof fails.
     """
     if new.size < old.size:
         raise RollbackError("log offered a smaller tree than the one last seen")
     if new.size == old.size:
         if new.root != old.root:
-            raise ForkDetected("same tree size with different roots", old_note, new_note)
+            raise ForkDetectedError("same tree size with different roots", old_note, new_note)
         return
     if old.size == 0:
         return  # every tree extends the empty tree
     try:
         merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
     except VerificationError as exc:
-        raise ForkDetected("new checkpoint is not consistent with the last seen one",
+        raise ForkDetectedError("new checkpoint is not consistent with the last seen one",
                            old_note, new_note) from exc
 
 
@@ -194,7 +194,7 @@ def cross_check(trust: LogTrust, note_a: bytes, note_b: bytes, proof: Sequence[b
         now: current Unix time (for a maximum age).
 
     Raises:
-        ForkDetected: the two views cannot both come from one append-only log.
+        ForkDetectedError: the two views cannot both come from one append-only log.
         VerificationError: either checkpoint does not verify.
     """
     a = verify_checkpoint(note_a, trust, now=now)
@@ -294,7 +294,7 @@ class LogClient:
             The accepted checkpoint.
 
         Raises:
-            VerificationError: signature/age/witness failure, RollbackError or ForkDetected.
+            VerificationError: signature/age/witness failure, RollbackError or ForkDetectedError.
         """
         new = verify_checkpoint(note, self.trust, now=now)
         old_note = self.store.load()

@@ -13,7 +13,7 @@ from tests.transparency_log.tlog_helpers import ORIGIN, release, signed_tree
 from transparency_log import merkle
 from transparency_log.client import (
     FileCheckpointStore,
-    ForkDetected,
+    ForkDetectedError,
     LogClient,
     LogTrust,
     MemoryCheckpointStore,
@@ -130,13 +130,13 @@ def test_log_client_accepts_growth_and_detects_forks_l2_l3(log: Signer, tmp_path
     # Split view: a second tree of the same size with a different entry.
     forked_entries = [*entries[:9], release(999).to_bytes(), *entries[10:]]
     ftree, fnote12 = signed_tree(log, forked_entries, 12)
-    with pytest.raises(ForkDetected) as info:
+    with pytest.raises(ForkDetectedError) as info:
         client.update(fnote12, [])
     assert info.value.old_note == note12
     assert info.value.new_note == fnote12
     # A larger forked tree whose proof cannot link to the persisted view.
     _, fnote15 = signed_tree(log, forked_entries, 15)
-    with pytest.raises(ForkDetected):
+    with pytest.raises(ForkDetectedError):
         client.update(fnote15, merkle.consistency_proof(ftree, 12, 15))
     # Rollback to a smaller tree.
     with pytest.raises(RollbackError):
@@ -215,10 +215,10 @@ def test_gossip_cross_check_detects_split_view_l3(log: Signer) -> None:
     cross_check(trust, note_a, note_b, proof)  # the honest twin, in either order
     cross_check(trust, note_b, note_a, proof)
     _, split = signed_tree(log, [*entries[:5], release(77).to_bytes()], 6)
-    with pytest.raises(ForkDetected) as info:
+    with pytest.raises(ForkDetectedError) as info:
         cross_check(trust, note_a, split, [])
     assert {info.value.old_note, info.value.new_note} == {note_a, split}
-    with pytest.raises(ForkDetected):
+    with pytest.raises(ForkDetectedError):
         cross_check(trust, split, note_b, proof)
 
 
