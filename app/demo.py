@@ -144,7 +144,7 @@ def stage_attest(state: DemoState) -> None:
     state.bundle = bundle.to_json()
     _say(f"OHTTP key id {state.gateway_key.config.key_id} ({len(key_config)}-byte key config)")
     _say(f"attestation bundle: simulated SEV-SNP report + 1 simulated H100, "
-         f"{len(state.bundle)} bytes, node {bundle.node_id[:16]}...")
+         f"{len(state.bundle)} bytes, node {bundle.node_id.hex()[:16]}...")
 
 
 def _verify(state: DemoState, bundle: bytes) -> VerifiedBundle:

@@ -2,7 +2,7 @@
 
 Wire format, JSON (`to_json` writes it canonically: sorted keys, no whitespace, UTF-8):
 
-    {"version": 1, "node_id": hex, "key_config": b64, "not_before": T, "not_after": T,
+    {"version": 2, "node_id": hex, "key_config": b64, "not_before": T, "not_after": T,
      "cpu": {"type": "sev-snp" | "tdx" | "simulated", "evidence": b64, "certs": [b64 DER, ...]},
      "gpu": [{"type": "nvidia-h100" | "simulated", "evidence": b64, "certs": [b64, ...]}, ...],
      "release": {"entry": b64, "index": int, "checkpoint": text, "inclusion_proof": [b64, ...]},
@@ -11,21 +11,29 @@ Wire format, JSON (`to_json` writes it canonically: sorted keys, no whitespace, 
 * b64 is standard base64 with padding (RFC 4648 §4), checked strictly; hex is lowercase.
 * T is RFC 3339 in exactly one form, `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds), so the bytes
   bound below are unambiguous: `not_after_bytes` is those 20 ASCII characters.
-* `node_id` is 64 hex digits (SHA-256 of the node's long-term identity key, DESIGN.md).
+* `node_id` is 64 hex digits in JSON, 32 bytes in `Bundle`: the SHA-256 of the node's long-term
+  identity public key (DESIGN.md).
 * `nonce` (extension, per-request freshness): 32 bytes chosen by the client, 64 hex digits.
 
 Binding (DESIGN.md), with H = SHA-256 and `||` concatenation:
 
-    report_data (64 bytes) = SHA-512("hushcc/attest/v1" || H(key_config) || H(canonical_gpu)
-                                     || not_after_bytes [|| nonce])
-    gpu nonce   (32 bytes) = H("hushcc/gpu/v1" || H(key_config) || not_after_bytes [|| nonce])
+    report_data (64 bytes) = SHA-512("hushcc/attest/v2" || H(key_config) || H(canonical_gpu)
+                                     || node_id || not_before_bytes || not_after_bytes [|| nonce])
+    gpu nonce   (32 bytes) = H("hushcc/gpu/v2" || H(key_config) || node_id
+                               || not_before_bytes || not_after_bytes [|| nonce])
 
-where `[|| nonce]` is present only when the bundle carries a nonce (so a per-request bundle is
-bound to the client's nonce in both the CPU and every GPU report), and `canonical_gpu` is the
-GPU list in bundle order, each field length-prefixed (u32 big-endian):
+where node_id is the 32 raw bytes, the timestamps are their exact 20 RFC 3339 bytes as they
+appear in the JSON, `[|| nonce]` is present only when the bundle carries a nonce (so a
+per-request bundle is bound to the client's nonce in both the CPU and every GPU report), and
+`canonical_gpu` is the GPU list in bundle order, each field length-prefixed (u32 big-endian):
 
     canonical_gpu = u32(n) || for each entry: lp(type ASCII) || lp(evidence)
                                               || u32(len(certs)) || lp(cert) for each cert
+
+Every field a verifier decides on is bound (v1 bound neither `not_before` nor `node_id`, so a
+rewritten `not_before` defeated the age checks): `Binding` holds exactly those fields, and both
+the node's builder and the client's verifier derive the two values from it. Version 1 bundles are
+refused at parse.
 
 Invariants: pure; malformed input raises `ProtocolError`; sizes are bounded by `Limits`.
 """
@@ -46,8 +54,10 @@ from hushcc.errors import ProtocolError
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-ATTEST_LABEL = b"hushcc/attest/v1"
-GPU_LABEL = b"hushcc/gpu/v1"
+ATTEST_LABEL = b"hushcc/attest/v2"
+GPU_LABEL = b"hushcc/gpu/v2"
+VERSION = 2
+NODE_ID_SIZE = 32
 CPU_TYPES = frozenset({"sev-snp", "tdx", "simulated"})
 GPU_TYPES = frozenset({"nvidia-h100", "simulated"})
 NONCE_SIZE = 32
@@ -89,7 +99,7 @@ class Release:
 class Bundle:
     """A parsed attestation bundle."""
 
-    node_id: str
+    node_id: bytes
     key_config: bytes
     not_before: datetime
     not_after: datetime
@@ -97,7 +107,12 @@ class Bundle:
     gpu: tuple[Evidence, ...]
     release: Release
     nonce: bytes | None = None
-    version: int = field(default=1)
+    version: int = field(default=VERSION)
+
+    @property
+    def binding(self) -> Binding:
+        """The bound fields of this bundle."""
+        return Binding(self.key_config, self.node_id, self.not_before, self.not_after, self.nonce)
 
     @classmethod
     def from_json(cls, data: bytes, limits: Limits = Limits()) -> Bundle:
@@ -120,7 +135,7 @@ class Bundle:
         except (ValueError, RecursionError) as exc:
             raise ProtocolError("attestation bundle is not JSON") from exc
         obj = _object(doc, "bundle", _KEYS, frozenset({"nonce"}))
-        if obj["version"] != 1 or isinstance(obj["version"], bool):
+        if obj["version"] != VERSION or isinstance(obj["version"], bool):
             raise ProtocolError("unsupported attestation bundle version")
         node_id = obj["node_id"]
         if not isinstance(node_id, str) or not _HEX64.fullmatch(node_id):
@@ -134,7 +149,7 @@ class Bundle:
         if not isinstance(gpus, list) or len(gpus) > limits.max_gpus:
             raise ProtocolError("gpu must be a list of at most max_gpus entries")
         return cls(
-            node_id=node_id, key_config=_b64(obj["key_config"], "key_config"),
+            node_id=bytes.fromhex(node_id), key_config=_b64(obj["key_config"], "key_config"),
             not_before=parse_time(obj["not_before"]), not_after=parse_time(obj["not_after"]),
             cpu=_evidence(obj["cpu"], CPU_TYPES, limits),
             gpu=tuple(_evidence(g, GPU_TYPES, limits) for g in gpus),
@@ -144,7 +159,7 @@ class Bundle:
     def to_json(self) -> bytes:
         """Serialize canonically (sorted keys, no whitespace); `from_json` inverts it."""
         doc: dict[str, Any] = {
-            "version": self.version, "node_id": self.node_id,
+            "version": self.version, "node_id": self.node_id.hex(),
             "key_config": _e64(self.key_config), "not_before": format_time(self.not_before),
             "not_after": format_time(self.not_after), "cpu": _evidence_doc(self.cpu),
             "gpu": [_evidence_doc(g) for g in self.gpu],
@@ -248,54 +263,68 @@ def canonical_gpu_evidence(gpus: Sequence[Evidence]) -> bytes:
     return b"".join(out)
 
 
-def _optional_nonce(nonce: bytes | None) -> bytes:
-    if nonce is not None and len(nonce) != NONCE_SIZE:
-        raise ProtocolError("nonce must be 32 bytes")
-    return nonce or b""
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """The fields the evidence binds (module docstring): what a verifier's decisions rest on.
+
+    Construction checks the sizes (node_id 32 bytes, nonce 32 bytes or None) and truncates the
+    times to whole seconds, so the bound bytes are the ones the JSON carries.
+    """
+
+    key_config: bytes
+    node_id: bytes
+    not_before: datetime
+    not_after: datetime
+    nonce: bytes | None = None
+
+    def __post_init__(self) -> None:
+        """Check the sizes and normalise the times.
+
+        Raises:
+            ProtocolError: node_id is not 32 bytes or nonce is not 32 bytes.
+        """
+        if len(self.node_id) != NODE_ID_SIZE:
+            raise ProtocolError("node_id must be 32 bytes")
+        if self.nonce is not None and len(self.nonce) != NONCE_SIZE:
+            raise ProtocolError("nonce must be 32 bytes")
+        for name in ("not_before", "not_after"):
+            object.__setattr__(self, name, parse_time(format_time(getattr(self, name))))
+
+    def _tail(self) -> bytes:
+        return (self.node_id + format_time(self.not_before).encode("ascii")
+                + format_time(self.not_after).encode("ascii") + (self.nonce or b""))
+
+    def gpu_nonce(self) -> bytes:
+        """The 32-byte nonce every GPU report must carry (module docstring)."""
+        return hashlib.sha256(GPU_LABEL + hashlib.sha256(self.key_config).digest()
+                              + self._tail()).digest()
+
+    def report_data(self, gpus: Sequence[Evidence]) -> bytes:
+        """The 64-byte report_data the CPU evidence must carry (module docstring)."""
+        return hashlib.sha512(ATTEST_LABEL + hashlib.sha256(self.key_config).digest()
+                              + hashlib.sha256(canonical_gpu_evidence(gpus)).digest()
+                              + self._tail()).digest()
 
 
-def gpu_nonce(key_config: bytes, not_after: datetime, nonce: bytes | None = None) -> bytes:
-    """The 32-byte nonce every GPU report must carry (module docstring)."""
-    return hashlib.sha256(GPU_LABEL + hashlib.sha256(key_config).digest()
-                          + format_time(not_after).encode("ascii")
-                          + _optional_nonce(nonce)).digest()
-
-
-def report_data(key_config: bytes, gpus: Sequence[Evidence], not_after: datetime,
-                nonce: bytes | None = None) -> bytes:
-    """The 64-byte report_data the CPU evidence must carry (module docstring)."""
-    return hashlib.sha512(
-        ATTEST_LABEL + hashlib.sha256(key_config).digest()
-        + hashlib.sha256(canonical_gpu_evidence(gpus)).digest()
-        + format_time(not_after).encode("ascii") + _optional_nonce(nonce)).digest()
-
-
-def build_bundle(  # noqa: PLR0913 - the parts of a bundle, all named
-    *, node_id: str, key_config: bytes, not_before: datetime, not_after: datetime,
-    cpu: Callable[[bytes], Evidence], gpus: Callable[[bytes], Sequence[Evidence]] | None,
-    release: Release, nonce: bytes | None = None,
+def build_bundle(
+    binding: Binding, *, cpu: Callable[[bytes], Evidence],
+    gpus: Callable[[bytes], Sequence[Evidence]] | None, release: Release,
 ) -> Bundle:
     """Collect evidence in binding order and assemble a bundle (node side).
 
     The GPUs attest the GPU nonce first; then the CPU attests the report_data that binds the
-    key config, those GPU reports, `not_after` and the optional client nonce.
+    key config, those GPU reports, the node id, the validity window and the optional nonce.
 
     Args:
-        node_id: Hex SHA-256 of the node's identity key.
-        key_config: The `application/ohttp-keys` config (opaque bytes here).
-        not_before: Start of validity (whole seconds are kept).
-        not_after: End of validity (whole seconds are kept).
+        binding: The bound fields (node id, key config, validity, optional client nonce).
         cpu: Maps report_data (64 bytes) to CPU evidence (configfs-tsm or simulated).
         gpus: Maps the GPU nonce (32 bytes) to every GPU's evidence (None: no GPU).
         release: The stapled log proof of this node's release.
-        nonce: Per-request client nonce (32 bytes), or None.
 
     Returns:
         The bundle.
     """
-    not_before, not_after = parse_time(format_time(not_before)), parse_time(format_time(not_after))
-    g_nonce = gpu_nonce(key_config, not_after, nonce)
-    gpu_evidence = tuple(gpus(g_nonce)) if gpus is not None else ()
-    cpu_evidence = cpu(report_data(key_config, gpu_evidence, not_after, nonce))
-    return Bundle(node_id, key_config, not_before, not_after, cpu_evidence, gpu_evidence,
-                  release, nonce)
+    gpu_evidence = tuple(gpus(binding.gpu_nonce())) if gpus is not None else ()
+    cpu_evidence = cpu(binding.report_data(gpu_evidence))
+    return Bundle(binding.node_id, binding.key_config, binding.not_before, binding.not_after,
+                  cpu_evidence, gpu_evidence, release, binding.nonce)

@@ -66,7 +66,7 @@ def _show(args: argparse.Namespace) -> int:
     from attestation.sevsnp import SnpReport  # noqa: PLC0415
 
     b = Bundle.from_json(_read(args.bundle))
-    print(f"node_id:     {b.node_id}")
+    print(f"node_id:     {b.node_id.hex()}")
     print(f"key_config:  {len(b.key_config)} bytes, sha256 {_sha256(b.key_config)}")
     print(f"valid:       {b.not_before.isoformat()} .. {b.not_after.isoformat()}")
     if b.nonce is not None:

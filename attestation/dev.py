@@ -14,7 +14,7 @@ import hashlib
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from attestation.bundle import Bundle, Evidence, Release, build_bundle
+from attestation.bundle import Binding, Bundle, Evidence, Release, build_bundle
 from attestation.simulated import SimulatedTee
 from attestation.verify_bundle import MEASUREMENT_KEYS
 from transparency_log.entry import ReleaseEntry
@@ -56,7 +56,7 @@ def simulated_bundle(  # noqa: PLR0913 - the parts of a development bundle, all 
     *, key_config: bytes, measurement: bytes, now: datetime, tee: SimulatedTee | None = None,
     gpus: Sequence[SimulatedGpu] = (), release: Release | None = None,
     lifetime: timedelta = timedelta(hours=12), nonce: bytes | None = None,
-    node_id: str | None = None,
+    node_id: bytes | None = None,
 ) -> Bundle:
     """Build a bundle from the simulated TEE (and simulated GPUs).
 
@@ -70,7 +70,8 @@ def simulated_bundle(  # noqa: PLR0913 - the parts of a development bundle, all 
             (index 0, empty checkpoint and proof: step (5) fails until it is logged).
         lifetime: Validity period.
         nonce: Optional 32-byte per-request nonce.
-        node_id: Hex SHA-256 identity; defaults to the SHA-256 of the simulated VCEK.
+        node_id: SHA-256 of the node's identity public key (32 bytes); defaults to the
+            SHA-256 of the simulated VCEK.
 
     Returns:
         The bundle.
@@ -81,8 +82,7 @@ def simulated_bundle(  # noqa: PLR0913 - the parts of a development bundle, all 
     def cpu(report_data: bytes) -> Evidence:
         return Evidence("simulated", platform.report(report_data, measurement), certs)
 
-    return build_bundle(
-        node_id=node_id or hashlib.sha256(certs[0]).hexdigest(), key_config=key_config,
-        not_before=now, not_after=now + lifetime, cpu=cpu,
-        gpus=_gpu_collector(gpus),
-        release=release or Release(release_entry(measurement), 0, "", ()), nonce=nonce)
+    binding = Binding(key_config, node_id or hashlib.sha256(certs[0]).digest(), now,
+                      now + lifetime, nonce)
+    return build_bundle(binding, cpu=cpu, gpus=_gpu_collector(gpus),
+                        release=release or Release(release_entry(measurement), 0, "", ()))

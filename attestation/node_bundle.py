@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from attestation.bundle import Bundle, Evidence, Release, build_bundle
+from attestation.bundle import Binding, Bundle, Evidence, Release, build_bundle
 from attestation.configfs_tsm import DEFAULT_ROOT, TsmFileSystem, collect_cpu_evidence
 from attestation.gpu.nvml import collect_gpu_evidence
 
@@ -36,7 +36,7 @@ def nvml_gpus(nvml: Any = None) -> Callable[[bytes], list[Evidence]]:  # noqa: A
 
 
 def collect_bundle(  # noqa: PLR0913 - the parts of a bundle, all named
-    *, node_id: str, key_config: bytes, not_before: datetime, not_after: datetime,
+    *, node_id: bytes, key_config: bytes, not_before: datetime, not_after: datetime,
     release: Release, nonce: bytes | None = None,
     gpus: Callable[[bytes], Sequence[Evidence]] | None = None, tsm_root: Path = DEFAULT_ROOT,
     tsm_fs: TsmFileSystem | None = None,
@@ -44,7 +44,7 @@ def collect_bundle(  # noqa: PLR0913 - the parts of a bundle, all named
     """Collect this node's bundle from the hardware.
 
     Args:
-        node_id: Hex SHA-256 of the node's identity key.
+        node_id: SHA-256 of the node's long-term identity public key (32 bytes).
         key_config: The current OHTTP key config.
         not_before: Start of validity.
         not_after: End of validity (keys rotate before it).
@@ -66,6 +66,5 @@ def collect_bundle(  # noqa: PLR0913 - the parts of a bundle, all named
     def cpu(report_data: bytes) -> Evidence:
         return collect_cpu_evidence(report_data, root=tsm_root, fs=tsm_fs)
 
-    return build_bundle(node_id=node_id, key_config=key_config, not_before=not_before,
-                        not_after=not_after, cpu=cpu, gpus=gpus or nvml_gpus(),
-                        release=release, nonce=nonce)
+    binding = Binding(key_config, node_id, not_before, not_after, nonce)
+    return build_bundle(binding, cpu=cpu, gpus=gpus or nvml_gpus(), release=release)

@@ -8,8 +8,11 @@ Steps, all recorded in one `VerificationReport` (sub-verifiers' steps are prefix
       (`DcapTdxVerifier`: dcap-qvl with the caller's cached collateral; measurement = MRTD).
   (2) GPU evidence: at least one GPU unless the policy waives it; each one through
       `attestation.gpu.verify_gpu_evidence` with the nonce the binding prescribes.
-  (3) binding: report_data == SHA-512("hushcc/attest/v1" || ...) (see `attestation.bundle`),
-      and the bundle's nonce equals the client's when the client asked for one.
+  (3) binding: report_data == SHA-512("hushcc/attest/v2" || ...) over every field a step
+      decides on (key config, GPU evidence, node id, not_before, not_after, nonce; see
+      `attestation.bundle`), and the bundle's nonce equals the client's when it asked for one.
+      Each GPU's nonce binds the same fields, so with GPUs a rewritten field already fails at
+      "(2) GPU i: nonce".
   (4) measurement equals the one the release entry lists for this CPU type (and is in the
       policy's allow-list when it has one).
   (5) the entry is included in a checkpoint the pinned log key signed: an injected `LogVerifier`
@@ -70,7 +73,7 @@ class TdxVerifier(Protocol):
 class VerifiedBundle:
     """What a client may use after verification: only ever built when every step passed."""
 
-    node_id: str
+    node_id: bytes
     key_config: bytes
     not_after: datetime
     measurement: bytes
@@ -188,7 +191,7 @@ def _cpu(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> tuple[byte
 def _gpus(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> None:
     report.check(bool(b.gpu) or not opt.policy.require_gpu, "(2) GPU present",
                  f"{len(b.gpu)} GPU(s)", "no GPU evidence and the policy requires a GPU")
-    nonce = fmt.gpu_nonce(b.key_config, b.not_after, b.nonce)
+    nonce = b.binding.gpu_nonce()
     for i, gpu in enumerate(b.gpu):
         simulated = gpu.type == "simulated"
         report.check(not simulated or opt.policy.allow_simulated, f"(2) GPU {i} type",
@@ -251,13 +254,14 @@ def verify_bundle(  # noqa: PLR0913 - the inputs of a verification, all named
         b = fmt.Bundle.from_json(data)
     except ProtocolError as exc:
         raise report.fail("(0) parse", str(exc)) from exc
-    report.ok("(0) parse", f"node {b.node_id[:16]}..., cpu {b.cpu.type}, {len(b.gpu)} GPU(s)")
+    report.ok("(0) parse", f"node {b.node_id.hex()[:16]}..., cpu {b.cpu.type}, {len(b.gpu)} GPU(s)")
     bound, measurement = _cpu(report, b, opt)
     _gpus(report, b, opt)
-    expected = fmt.report_data(b.key_config, b.gpu, b.not_after, b.nonce)
+    expected = b.binding.report_data(b.gpu)
     report.check(hmac.compare_digest(bound, expected), "(3) binding",
-                 "report_data binds the key config, the GPU evidence and not_after",
-                 "report_data does not bind this key config, GPU evidence and not_after")
+                 "report_data binds the key config, GPU evidence, node id, validity and nonce",
+                 "report_data does not bind this bundle's key config, GPU evidence, node id, "
+                 "validity or nonce")
     if expected_nonce is not None:
         report.check(b.nonce is not None and hmac.compare_digest(b.nonce, expected_nonce),
                      "(3) nonce", "the bundle is bound to the client's nonce",

@@ -20,8 +20,6 @@ from attestation.bundle import (
     Evidence,
     Release,
     canonical_gpu_evidence,
-    gpu_nonce,
-    report_data,
 )
 from attestation.dev import release_entry
 from attestation.gpu import GpuPolicy, SimulatedGpu
@@ -85,58 +83,73 @@ def test_round_trip_and_canonical(good: bytes) -> None:
     assert Bundle.from_json(bundle.to_json()) == bundle
 
 
-def test_binding_matches_design_formula(node: Node, good: bytes) -> None:
-    bundle = Bundle.from_json(good)
+def test_binding_matches_design_formula(node: Node) -> None:
+    nonce = b"\x44" * 32
+    bundle = node.bundle(nonce=nonce)
     report = SnpReport.from_bytes(bundle.cpu.evidence)
-    na = bundle.not_after.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
-    expected = hashlib.sha512(b"hushcc/attest/v1" + hashlib.sha256(KEY_CONFIG).digest()
+    times = b"2026-11-23T20:00:00Z" + b"2026-11-24T08:00:00Z"
+    tail = bundle.node_id + times + nonce
+    expected = hashlib.sha512(b"hushcc/attest/v2" + hashlib.sha256(KEY_CONFIG).digest()
                               + hashlib.sha256(canonical_gpu_evidence(bundle.gpu)).digest()
-                              + na).digest()
-    assert report.report_data == expected == report_data(KEY_CONFIG, bundle.gpu, bundle.not_after)
-    assert gpu_nonce(KEY_CONFIG, bundle.not_after) == hashlib.sha256(
-        b"hushcc/gpu/v1" + hashlib.sha256(KEY_CONFIG).digest() + na).digest()
+                              + tail).digest()
+    assert report.report_data == expected == bundle.binding.report_data(bundle.gpu)
+    assert bundle.binding.gpu_nonce() == hashlib.sha256(
+        b"hushcc/gpu/v2" + hashlib.sha256(KEY_CONFIG).digest() + tail).digest()
+    assert b'"version":2' in bundle.to_json()
 
 
-# A1: stale or unbound. Each mutation names the step that must catch it.
+def test_v1_bundle_refused(node: Node, good: bytes) -> None:
+    assert rejected_at(node, edit(good, lambda d: d.update(version=1))) == "(0) parse"
+
+
+# A1 (issue 9 item 4): every field a step decides on is bound. Each rewrite fails at the binding:
+# with GPUs the GPU nonce catches it first, without GPUs report_data does.
 def _other_key(doc: dict[str, Any]) -> None:
     doc["key_config"] = base64.b64encode(b"\x02" + KEY_CONFIG[1:]).decode()
 
 
-def _later(doc: dict[str, Any]) -> None:
-    doc["not_after"] = "2026-11-24T09:00:00Z"
+_REWRITES: dict[str, Callable[[dict[str, Any]], object]] = {
+    "key_config": _other_key,
+    "node_id": lambda d: d.update(node_id="ee" * 32),
+    "not_before": lambda d: d.update(not_before="2026-11-23T20:01:00Z"),
+    "not_after": lambda d: d.update(not_after="2026-11-24T09:00:00Z"),
+    "nonce": lambda d: d.update(nonce="22" * 32),
+}
+_NOGPU = Policy(allow_simulated=True, require_gpu=False)
 
 
-@pytest.mark.parametrize(("change", "step"), [
-    pytest.param(_other_key, "(2) GPU 0: nonce", id="other-key-config"),
-    pytest.param(_later, "(2) GPU 0: nonce", id="other-not-after"),
+@pytest.fixture(scope="module")
+def with_nonce(node: Node) -> dict[str, bytes]:
+    nonce = b"\x11" * 32
+    return {"gpu": node.bundle(nonce=nonce).to_json(),
+            "no-gpu": node.bundle(nonce=nonce, gpus=[]).to_json()}
+
+
+@pytest.mark.parametrize("field", sorted(_REWRITES))
+@pytest.mark.parametrize(("kind", "step", "policy"), [
+    pytest.param("gpu", "(2) GPU 0: nonce", SIM_POLICY, id="gpu"),
+    pytest.param("no-gpu", "(3) binding", _NOGPU, id="no-gpu"),
 ])
-def test_unbound_bundle_rejected(
-    node: Node, good: bytes, change: Callable[[Any], object], step: str,
+def test_rewritten_field_fails_binding(
+    *, node: Node, with_nonce: dict[str, bytes], field: str, kind: str, step: str, policy: Policy,
 ) -> None:
-    assert rejected_at(node, edit(good, change)) == step
-
-
-def test_binding_step_itself(node: Node) -> None:
-    nogpu = SIM_POLICY.__class__(allow_simulated=True, require_gpu=False)
-    data = node.bundle(gpus=[]).to_json()
-    assert verify(node, data, policy=nogpu).report.passed
-    assert rejected_at(node, edit(data, _other_key), policy=nogpu) == "(3) binding"
-    assert rejected_at(node, edit(data, _later), policy=nogpu) == "(3) binding"
+    data = with_nonce[kind]
+    assert verify(node, data, policy=policy).report.passed  # positive twin
+    assert rejected_at(node, edit(data, _REWRITES[field]), policy=policy) == step
 
 
 def test_swapped_gpu_evidence_breaks_binding(node: Node, good: bytes) -> None:
     other = SimulatedGpu()
-    bundle = Bundle.from_json(good)
-    ev, certs = other.attest(gpu_nonce(KEY_CONFIG, bundle.not_after))
+    ev, certs = other.attest(Bundle.from_json(good).binding.gpu_nonce())
     swapped = edit(good, lambda d: d["gpu"][0].update(
         evidence=base64.b64encode(ev).decode(),
         certs=[base64.b64encode(c).decode() for c in certs]))
     assert rejected_at(node, swapped) == "(3) binding"
 
 
-def test_per_request_nonce(node: Node) -> None:
+def test_per_request_nonce(node: Node, with_nonce: dict[str, bytes]) -> None:
     nonce, other = b"\x11" * 32, b"\x22" * 32
-    data = node.bundle(nonce=nonce).to_json()
+    data = with_nonce["gpu"]
     assert verify(node, data, expected_nonce=nonce).report.passed
     assert rejected_at(node, data, expected_nonce=other) == "(3) nonce"
     assert rejected_at(node, node.bundle().to_json(), expected_nonce=nonce) == "(3) nonce"
@@ -232,7 +245,7 @@ def test_debug_guest_refused(node: Node) -> None:
 
 @pytest.mark.parametrize("bad", [
     pytest.param(b"", id="empty"), pytest.param(b"[]", id="list"),
-    pytest.param(b'{"version": 1}', id="missing-keys"),
+    pytest.param(b'{"version": 2}', id="missing-keys"),
 ])
 def test_parse_failures(node: Node, bad: bytes) -> None:
     assert rejected_at(node, bad) == "(0) parse"
@@ -240,7 +253,7 @@ def test_parse_failures(node: Node, bad: bytes) -> None:
 
 def test_duplicate_keys_and_strict_base64(good: bytes) -> None:
     with pytest.raises(ProtocolError):
-        Bundle.from_json(good[:-1] + b',"version":1}')
+        Bundle.from_json(good[:-1] + b',"version":2}')
     with pytest.raises(ProtocolError):
         Bundle.from_json(edit(good, lambda d: d.update(key_config=d["key_config"] + "!")))
     with pytest.raises(ProtocolError):
@@ -279,7 +292,7 @@ def test_bundle_round_trip(
     nonce: bytes | None, seconds: int,
 ) -> None:
     start = datetime.fromtimestamp(seconds, tz=UTC)
-    bundle = Bundle("0f" * 32, key_config, start, start + timedelta(hours=1), ev,
+    bundle = Bundle(b"\x0f" * 32, key_config, start, start + timedelta(hours=1), ev,
                     tuple(Evidence("nvidia-h100", g, (g,)) for g in gpus),
                     Release(b"{}", index, checkpoint, (b"\x00" * 32,)), nonce)
     data = bundle.to_json()
@@ -293,7 +306,7 @@ def test_real_milan_report_through_the_bundle_path(shared_vectors: Path) -> None
     base = shared_vectors / "attestation" / "sev_snp"
     report = (base / "attestation.bin").read_bytes()
     at = datetime(2023, 6, 1, tzinfo=UTC)
-    bundle = Bundle("ab" * 32, KEY_CONFIG, at, at + timedelta(hours=1),
+    bundle = Bundle(b"\xab" * 32, KEY_CONFIG, at, at + timedelta(hours=1),
                     Evidence("sev-snp", report, ((base / "vcek.der").read_bytes(),)), (),
                     Release(release_entry(SnpReport.from_bytes(report).measurement), 0, "", ()))
     policy = dataclasses.replace(SIM_POLICY, allow_simulated=False, allow_debug=True,

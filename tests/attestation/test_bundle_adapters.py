@@ -105,7 +105,7 @@ def test_tdx_route(shared_vectors: Path) -> None:
     assert (report_data, mr_td) == (parsed.report_data, parsed.mr_td)
     entry = json.loads(release_entry(MEASUREMENT))
     entry["measurements"] = {"tdx": mr_td.hex()}
-    bundle = Bundle("ab" * 32, KEY_CONFIG, TDX_AT - timedelta(hours=1),
+    bundle = Bundle(b"\xab" * 32, KEY_CONFIG, TDX_AT - timedelta(hours=1),
                     TDX_AT + timedelta(hours=1), Evidence("tdx", quote), (),
                     Release(json.dumps(entry, sort_keys=True, separators=(",", ":")).encode(),
                             0, "", ()))

@@ -10,7 +10,7 @@ from typing import Any
 import pynvml
 import pytest
 
-from attestation.bundle import Release, gpu_nonce, report_data
+from attestation.bundle import Release
 from attestation.dev import release_entry
 from attestation.gpu import GpuPolicy, SimulatedGpu, verify_gpu_evidence
 from attestation.node_bundle import collect_bundle, nvml_gpus
@@ -85,14 +85,14 @@ def test_collect_bundle_binds_both_collectors(
     tee, gpus = hardware
     nonce = b"\x33" * 32
     bundle = collect_bundle(
-        node_id="cd" * 32, key_config=KEY_CONFIG, not_before=NOW,
+        node_id=b"\xcd" * 32, key_config=KEY_CONFIG, not_before=NOW,
         not_after=NOW + timedelta(hours=6), release=Release(release_entry(MEAS), 0, "", ()),
         nonce=nonce, gpus=nvml_gpus(TinyNvml(gpus)), tsm_root=tmp_path, tsm_fs=FakeKernel(tee))
     assert bundle.cpu.type == "sev-snp"
     assert [g.type for g in bundle.gpu] == ["nvidia-h100", "nvidia-h100"]
     report = SnpReport.from_bytes(bundle.cpu.evidence)
-    assert report.report_data == report_data(KEY_CONFIG, bundle.gpu, bundle.not_after, nonce)
-    g_nonce = gpu_nonce(KEY_CONFIG, bundle.not_after, nonce)
+    assert report.report_data == bundle.binding.report_data(bundle.gpu)
+    g_nonce = bundle.binding.gpu_nonce()
     policy = GpuPolicy(reference_measurements=gpus[0].reference_measurements())
     for entry in bundle.gpu:
         assert verify_gpu_evidence(entry.evidence, entry.certs, expected_nonce=g_nonce,
