@@ -112,9 +112,8 @@ class ReleaseEntry:
         if len(data) > MAX_ENTRY_SIZE:
             raise ProtocolError("entry is too large")
         try:
-            value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                               parse_constant=_reject_constant)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            value = _loads(data, parse_constant=_reject_constant)
+        except ValueError as exc:
             raise ProtocolError("entry is not valid JSON") from exc
         entry = cls.from_value(value)
         if entry.canonical != data:
@@ -128,6 +127,19 @@ class ReleaseEntry:
     def has_measurement(self, measurement: str) -> bool:
         """Return whether `measurement` (lowercase hex) is one of this release's measurements."""
         return measurement.lower() in self.measurements.values()
+
+
+def _loads(data: bytes, **kw: Any) -> object:
+    """`json.loads` of untrusted UTF-8 with every failure a `ValueError`.
+
+    Besides malformed JSON and bad UTF-8 (both `ValueError`s already), `json` raises
+    `RecursionError` for nesting deeper than the interpreter's recursion limit (its C scanner
+    checks depth and unwinds cleanly) and `ValueError` from `int` for more than 4,300 digits.
+    """
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, **kw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _reject_constant(name: str) -> object:
@@ -156,8 +168,8 @@ def verify_signed_entry(body: bytes, release_key: Verifier) -> ReleaseEntry:
         VerificationError: wrong key or invalid signature.
     """
     try:
-        value = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = _loads(body)
+    except ValueError as exc:
         raise ProtocolError("signed entry is not valid JSON") from exc
     if not isinstance(value, dict) or set(value) != {"entry", "key", "signature"}:
         raise ProtocolError("signed entry must have exactly entry, key and signature")

@@ -8,8 +8,9 @@ Invariants:
   The in-memory `MerkleTree`, the storage layer and a tiles client all provide one, so every
   proof can be computed from any of them.
 * Verification follows RFC 9162 §2.1.3.2 and §2.1.4.2 step by step, with the transparency-dev
-  edge rules (hashes must be 32 bytes; a consistency proof from size 0 is an error); `verify_*`
-  returns `None` or raises `VerificationError`.
+  edge rules (a consistency proof from size 0 is an error); `verify_*` returns `None` or raises
+  `VerificationError`. Every verifier checks that every hash it is given (leaf, roots, proof
+  hashes) is exactly 32 bytes before any other rule, on every path (equal sizes, index 0 ...).
 """
 
 from __future__ import annotations
@@ -200,10 +201,10 @@ def root_from_inclusion_proof(
     Raises:
         VerificationError: the proof is malformed for this index and size.
     """
+    _check_hashes(leaf, *proof)
     # (1) leaf_index must be below tree_size.
     if not 0 <= index < size:
         raise VerificationError("leaf index is not below the tree size")
-    _check_hashes(leaf, *proof)
     # (2) fn = leaf_index, sn = tree_size - 1, r = hash.
     fn, sn, r = index, size - 1, leaf
     # (3) for each p in inclusion_path:
@@ -235,9 +236,9 @@ def verify_inclusion(
     """Verify that `leaf` (a leaf hash) is at `index` in the tree of `size` with `root`.
 
     Raises:
-        VerificationError: the proof does not verify.
+        VerificationError: the proof does not verify (or a hash is not 32 bytes).
     """
-    _check_hashes(root)
+    _check_hashes(leaf, root, *proof)
     if root_from_inclusion_proof(index, size, leaf, proof) != root:
         raise VerificationError("inclusion proof does not match the root")
 
@@ -250,6 +251,7 @@ def verify_consistency(  # noqa: C901, PLR0912 - the RFC 9162 §2.1.4.2 steps, k
     Raises:
         VerificationError: the proof does not verify (including size2 < size1 and size1 = 0).
     """
+    _check_hashes(old_root, new_root, *proof)  # every branch below, equal sizes included
     if old_size < 0 or new_size < old_size:
         raise VerificationError("new tree is smaller than the old tree")
     if old_size == 0:
@@ -263,7 +265,6 @@ def verify_consistency(  # noqa: C901, PLR0912 - the RFC 9162 §2.1.4.2 steps, k
     # (1) an empty proof cannot link two different sizes.
     if not proof:
         raise VerificationError("empty consistency proof")
-    _check_hashes(old_root, new_root, *proof)
     # (2) if first is an exact power of 2, prepend first_hash to the path.
     path = list(proof)
     if old_size & (old_size - 1) == 0:

@@ -27,6 +27,9 @@ TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
 MAX_ENTRY_SIZE = 0xFFFF
 ENTRIES_LEVEL = -1
+# Tile indices stay below 2**63 / 256 (a tree has fewer than 2**63 leaves): 17 decimal digits,
+# 6 groups of 3; a path with more groups is not a tile of any tree.
+MAX_INDEX_GROUPS = 6
 
 
 def encode_index(n: int) -> str:
@@ -53,7 +56,7 @@ class Tile:
 
     def __post_init__(self) -> None:
         """Validate ranges."""
-        if self.level < ENTRIES_LEVEL or self.level > 63 or self.index < 0:
+        if self.level < ENTRIES_LEVEL or self.level > 63 or not 0 <= self.index < 1 << 55:
             raise ProtocolError("tile level or index out of range")
         if not 1 <= self.width <= TILE_WIDTH:
             raise ProtocolError("tile width out of range")
@@ -86,6 +89,8 @@ class Tile:
             if width >= TILE_WIDTH:
                 raise ProtocolError("partial tile width must be below 256")
             rest = [*rest[:-2], rest[-2][:-2]]
+        if len(rest) > MAX_INDEX_GROUPS:  # bounded before any int(): no 4,300-digit parse
+            raise ProtocolError("tile index out of range")
         if any(len(g) != 4 or g[0] != "x" for g in rest[:-1]) or len(rest[-1]) != 3:
             raise ProtocolError("malformed tile index")
         digits = "".join(g.removeprefix("x") for g in rest)

@@ -81,8 +81,21 @@ def test_non_canonical_tile_paths_rejected(path: str) -> None:
     assert Tile.from_path("tile/0/x001/002.p/7") == Tile(0, 1002, 7)  # positive twin
 
 
+def test_tile_path_with_thousands_of_groups_is_refused_before_any_int_parse() -> None:
+    """1,434 `x999` groups once reached `int()` past its 4,300-digit limit (a ValueError)."""
+    for groups in (7, 1_434, 5_000):
+        with pytest.raises(ProtocolError):
+            Tile.from_path("tile/0/" + "x999/" * groups + "999")
+    with pytest.raises(ProtocolError):
+        Tile(0, 1 << 55)
+    largest = Tile(0, (1 << 55) - 1)  # positive twin: the largest index any tree can have
+    assert largest.path().count("/") == 2 + 5
+    assert Tile.from_path(largest.path()) == largest
+
+
 @settings(max_examples=200)
-@given(level=st.integers(-1, 63), index=st.integers(0, 10**15), width=st.integers(1, 256))
+@given(level=st.integers(-1, 63), index=st.integers(0, (1 << 55) - 1),
+       width=st.integers(1, 256))
 def test_tile_path_roundtrip(level: int, index: int, width: int) -> None:
     tile = Tile(level, index, width)
     assert Tile.from_path(tile.path()) == tile
