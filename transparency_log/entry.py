@@ -30,6 +30,8 @@ from transparency_log.note import b64decode_strict
 from transparency_log.tiles import MAX_ENTRY_SIZE  # entry bundles use 2-byte lengths
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from transparency_log.note import Signer, Verifier
 
 SCHEMA = "hushcc.release/v1"
@@ -129,7 +131,7 @@ class ReleaseEntry:
         return measurement.lower() in self.measurements.values()
 
 
-def _loads(data: bytes, **kw: Any) -> object:
+def _loads(data: bytes, parse_constant: Callable[[str], object] | None = None) -> object:
     """`json.loads` of untrusted UTF-8 with every failure a `ValueError`.
 
     Besides malformed JSON and bad UTF-8 (both `ValueError`s already), `json` raises
@@ -137,7 +139,8 @@ def _loads(data: bytes, **kw: Any) -> object:
     checks depth and unwinds cleanly) and `ValueError` from `int` for more than 4,300 digits.
     """
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, **kw)
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                          parse_constant=parse_constant)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 ALG_ED25519 = 0x01
 ALG_COSIGNATURE_V1 = 0x04
 MAX_SIGNATURES = 100
+MAX_NEW_NAME_BYTES = 255
 SIG_PREFIX = "\u2014 "
 
 
@@ -49,6 +50,35 @@ def is_valid_name(name: str) -> bool:
     return bool(name) and "+" not in name and not any(c.isspace() for c in name) and all(
         c.isprintable() for c in name
     )
+
+
+def check_new_key_name(name: str) -> None:
+    """Check a name for a key about to be created: the C2SP rules plus a length bound.
+
+    c2sp.org/signed-note: a key name is non-empty UTF-8 with no Unicode space and no '+'. It
+    sets no maximum, so parsing others' notes (`is_valid_name`) sets none either; a key this
+    project creates is also a checkpoint origin, printed in every note, so it is kept to
+    `MAX_NEW_NAME_BYTES` bytes of printable characters.
+
+    Raises:
+        ProtocolError: the name breaks a rule (the message says which, not the name).
+    """
+    if not name:
+        raise ProtocolError("key name is empty")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NEW_NAME_BYTES:
+        raise ProtocolError(f"key name is longer than {MAX_NEW_NAME_BYTES} bytes")
+    if "+" in name or any(c.isspace() for c in name):
+        raise ProtocolError("key name contains '+' or a space (c2sp.org/signed-note)")
+    if not all(c.isprintable() for c in name) or not _is_utf8(name):
+        raise ProtocolError("key name contains a control or non-UTF-8 character")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def key_hash(name: str, alg: int, public_key: bytes) -> bytes:

@@ -23,14 +23,15 @@ import asyncio
 import base64
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from hushcc.errors import ProtocolError, VerificationError
 from transparency_log import merkle
+from transparency_log.config import ServerConfig
 from transparency_log.entry import verify_signed_entry
+from transparency_log.http_guard import ConnectionGuard
 from transparency_log.storage import StorageError
 from transparency_log.tiles import (
     ENTRIES_LEVEL,
@@ -48,25 +49,27 @@ if TYPE_CHECKING:
 FULL_TILE_CACHE = "public, max-age=31536000, immutable"
 PARTIAL_TILE_CACHE = "public, max-age=5"
 MAX_ADD_BODY = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """Server limits and policy."""
-
-    max_batch: int = 4096
-    resign_interval: float = 300.0  # seconds; re-sign a tree whose checkpoint is this old
+DRAIN_TIMEOUT = 30.0  # seconds a shutdown waits for queued appends to become durable
+SHUTDOWN_TIMEOUT = 30.0  # seconds a shutdown waits for requests in progress
 
 
 class Batcher:
-    """Group concurrent appends into one durable batch each (one fsync, one checkpoint)."""
+    """Group concurrent appends into one durable batch each (one fsync, one checkpoint).
+
+    An entry already in the log, or twice in one batch, is not appended again: its waiters get
+    the index it already has and the checkpoint published now (so a retried add is harmless).
+    """
 
     def __init__(self, storage: LogStorage, max_batch: int = 4096) -> None:
-        """Append to `storage`, at most `max_batch` entries per batch."""
+        """Append to `storage`, at most `max_batch` (>= 1) entries per batch."""
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         self.storage = storage
         self.max_batch = max_batch
         self._pending: list[tuple[bytes, asyncio.Future[tuple[int, bytes]]]] = []
         self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlog-writer")
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -79,6 +82,7 @@ class Batcher:
         """Queue `entry`; return its index and the checkpoint of the batch that made it durable."""
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._pending.append((entry, future))
+        self._idle.clear()
         self._wakeup.set()
         return await future
 
@@ -86,6 +90,19 @@ class Batcher:
         """Durably re-sign the current tree (an empty batch)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.storage.resign)
+
+    def _dedupe(self, batch: list[tuple[bytes, asyncio.Future[tuple[int, bytes]]]]
+                ) -> dict[bytes, list[asyncio.Future[tuple[int, bytes]]]]:
+        """Answer entries already logged; group the rest by entry, in arrival order."""
+        waiters: dict[bytes, list[asyncio.Future[tuple[int, bytes]]]] = {}
+        for entry, fut in batch:
+            index = self.storage.index_of(entry)
+            if index is not None:
+                if not fut.done():
+                    fut.set_result((index, self.storage.checkpoint_note))
+            else:
+                waiters.setdefault(entry, []).append(fut)
+        return waiters
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -95,29 +112,49 @@ class Batcher:
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
+                waiters = self._dedupe(batch)
+                if not waiters:
+                    continue
+                entries = list(waiters)
                 try:
                     first, note = await loop.run_in_executor(
-                        self._executor, self.storage.append_batch, [e for e, _ in batch])
+                        self._executor, self.storage.append_batch, entries)
+                except asyncio.CancelledError:
+                    _fail([f for fs in waiters.values() for f in fs],
+                          StorageError("the log is shutting down"))
+                    raise
                 except Exception as exc:  # noqa: BLE001 - every waiter must hear of any failure
                     error = exc if isinstance(exc, StorageError) else StorageError("append failed")
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(error)
+                    _fail([f for fs in waiters.values() for f in fs], error)
                     continue
                 self.batches += 1
-                for i, (_, fut) in enumerate(batch):
-                    if not fut.done():
-                        fut.set_result((first + i, note))
+                for i, entry in enumerate(entries):
+                    for fut in waiters[entry]:
+                        if not fut.done():
+                            fut.set_result((first + i, note))
+            self._idle.set()
 
-    async def close(self) -> None:
-        """Finish pending batches, then stop the writer."""
-        while self._pending:  # noqa: ASYNC110 - futures resolve in the writer task
-            await asyncio.sleep(0.01)
+    async def close(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        """Finish pending batches (for at most `drain_timeout` seconds), then stop the writer.
+
+        Whatever is still queued after the timeout fails with `StorageError`, so closing always
+        ends, whatever state storage is in.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), drain_timeout)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        pending, self._pending = self._pending, []
+        _fail([f for _, f in pending], StorageError("the log is shutting down"))
         self._executor.shutdown(wait=True)
+
+
+def _fail(futures: list[asyncio.Future[tuple[int, bytes]]], error: StorageError) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(error)
 
 
 def _int_param(request: web.Request, name: str) -> int:
@@ -141,12 +178,15 @@ class LogServer:
         self.storage = storage
         self.release_key = release_key
         self.config = config or ServerConfig()
+        self.guard = ConnectionGuard(receipt_timeout=self.config.receipt_timeout,
+                                     max_connections=self.config.max_connections)
         self.batcher: Batcher | None = None
         self._resigner: asyncio.Task[None] | None = None
 
     def app(self) -> web.Application:
         """Build the aiohttp application."""
         app = web.Application(client_max_size=MAX_ADD_BODY)
+        self.guard.install(app)
         app.router.add_get("/checkpoint", self.get_checkpoint)
         app.router.add_get("/tile/{path:.+}", self.get_tile)
         app.router.add_get("/proof/inclusion", self.get_inclusion)
@@ -253,15 +293,23 @@ class LogServer:
 
 
 async def serve(server: LogServer, host: str, port: int, stop: asyncio.Event) -> None:
-    """Run `server` on host:port, print the ready line, and drain when `stop` is set."""
-    runner = web.AppRunner(server.app(), access_log=None)
+    """Run `server` on host:port, print the ready line, and drain when `stop` is set.
+
+    Connections go through the server's `ConnectionGuard` (cap and receipt deadline); aiohttp's
+    keep-alive timeout closes idle connections after the same number of seconds.
+    """
+    timeout = server.config.receipt_timeout
+    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                           keepalive_timeout=timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    addresses = runner.addresses
-    bound = addresses[0][1] if addresses else port
-    print(f"listening on http://{host}:{bound}", flush=True)  # noqa: T201 - the ready line
+    assert runner.server is not None
+    listener = await asyncio.get_running_loop().create_server(
+        server.guard.protocol_factory(runner.server), host, port, backlog=1024)
     try:
+        bound = listener.sockets[0].getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"listening on http://{shown}:{bound}", flush=True)  # noqa: T201 - the ready line
         await stop.wait()
     finally:
+        listener.close()
         await runner.cleanup()

@@ -16,6 +16,10 @@ end (and fsynced) before the next append.
 
 The log file is locked (`flock`) so only one process appends.
 
+`index_of` finds a published entry by its leaf hash (an in-memory map rebuilt on open), so the
+server answers a repeated add with the entry's existing index instead of appending it again.
+`append_batch` itself appends what it is given (deduplication is the caller's policy).
+
 Recovery on open: parse records from the start and stop at the first torn or corrupt one (a
 crash mid-write leaves at most the unpublished last batch torn); take the last complete
 checkpoint record, require that it verifies under the log key, covers exactly the entry records
@@ -129,6 +133,7 @@ class LogStorage:
         self.clock = clock
         self.tree = merkle.MerkleTree()
         self.positions = array("Q")  # file offset of each entry record
+        self._index: dict[bytes, int] = {}  # leaf hash -> index, published entries only
         self._end = 0  # end of the published part of the file
         self._note = b""
         self._checkpoint = Checkpoint(signer.name, 0, merkle.EMPTY_ROOT)
@@ -160,6 +165,10 @@ class LogStorage:
     def checkpoint(self) -> Checkpoint:
         """The published checkpoint body."""
         return self._checkpoint
+
+    def index_of(self, entry: bytes) -> int | None:
+        """Return the index of `entry` in the published tree, or None if it is not there."""
+        return self._index.get(merkle.leaf_hash(entry))
 
     def entry(self, index: int) -> bytes:
         """Return the entry at `index` (< size)."""
@@ -211,6 +220,8 @@ class LogStorage:
             self.tree.truncate(first)
             raise StorageError("append failed; nothing was published") from exc
         self.positions.extend(positions)
+        for i in range(first, self.tree.size):
+            self._index.setdefault(self.tree.node(0, i), i)
         self._end = start + len(buf)
         self._checkpoint, self._note = checkpoint, note
         self._write_copy(note)
@@ -288,6 +299,9 @@ class LogStorage:
             self.ops.truncate(self._fd, end)  # drop the torn, unpublished tail
             self.ops.fsync(self._fd)
         self.tree, self.positions, self._end = tree, positions, end
+        self._index = {}
+        for i in range(count):
+            self._index.setdefault(tree.node(0, i), i)  # the first copy of an entry counts
         self._checkpoint, self._note = checkpoint, note
         self._write_copy(note)
 
@@ -306,6 +320,7 @@ class LogStorage:
         if os.fstat(self._fd).st_size:
             self.ops.truncate(self._fd, 0)
         self.tree, self.positions, self._end = merkle.MerkleTree(), array("Q"), 0
+        self._index = {}
         self.append_batch([])
 
     def close(self) -> None:

@@ -22,9 +22,10 @@ from hushcc.errors import VerificationError
 from tests.transparency_log.tlog_helpers import release
 from transparency_log import merkle
 from transparency_log.client import verify_stapled_inclusion
+from transparency_log.config import ServerConfig
 from transparency_log.entry import ReleaseEntry, sign_entry
 from transparency_log.note import Signer
-from transparency_log.server import FULL_TILE_CACHE, LogServer, ServerConfig
+from transparency_log.server import FULL_TILE_CACHE, LogServer
 from transparency_log.storage import FileOps, LogStorage
 from transparency_log.tiles import TileReader, decode_bundle
 
@@ -197,13 +198,17 @@ def test_cli_serve_subprocess_add_verify_and_sigterm(tmp_path: Path) -> None:  #
         added = cli("log", "add", str(entry), "--url", url, "--release-key",
                     str(tmp_path / "rel.key"), "--log-key", str(tmp_path / "log.key.pub"))
         assert added.returncode == 0, added.stderr
-        assert "inclusion proof verified" in added.stdout
+        assert "inclusion proof verified" in added.stderr
+        assert json.loads(added.stdout)["index"] == 0  # the stapled release JSON
         state = tmp_path / "seen"
         first = cli("log", "verify", "--url", url, "--log-key", str(tmp_path / "log.key.pub"),
                     "--state", str(state))
         assert first.returncode == 0, first.stderr
         assert "tree size 1" in first.stdout
-        cli("log", "add", str(entry), "--url", url, "--release-key", str(tmp_path / "rel.key"))
+        other_entry = tmp_path / "entry7.json"
+        other_entry.write_text(release(7).to_bytes().decode())
+        cli("log", "add", str(other_entry), "--url", url, "--release-key",
+            str(tmp_path / "rel.key"))
         second = cli("log", "verify", "--url", url, "--log-key", str(tmp_path / "log.key.pub"),
                      "--state", str(state))
         assert "consistent with the last seen tree of size 1" in second.stdout
@@ -225,8 +230,8 @@ def test_cli_serve_subprocess_add_verify_and_sigterm(tmp_path: Path) -> None:  #
         assert forked.stdout is not None
         url = forked.stdout.readline().split()[-1]
         other = tmp_path / "other.json"
-        other.write_text(release(6).to_bytes().decode())
-        for _ in range(2):
+        for n in (6, 8):
+            other.write_text(release(n).to_bytes().decode())
             cli("log", "add", str(other), "--url", url, "--release-key", str(tmp_path / "rel.key"))
         report = cli("log", "verify", "--url", url, "--log-key", str(tmp_path / "log.key.pub"),
                      "--state", str(tmp_path / "seen"))
@@ -291,13 +296,13 @@ def test_idle_log_is_resigned_with_fresh_timestamp(tmp_path: Path) -> None:
         clock[0] = 1_000_100.0
         with pytest.raises(VerificationError):
             verify_checkpoint(first, trust, now=1_000_100)  # stale without a re-sign
-        for _ in range(100):
+        for _ in range(200):
             await asyncio.sleep(0.02)
             if storage.checkpoint_note != first:
                 break
         assert verify_checkpoint(storage.checkpoint_note, trust, now=1_000_100).size == 0
 
-    _run(tmp_path, body, clock=lambda: clock[0], config=ServerConfig(resign_interval=0.05))
+    _run(tmp_path, body, clock=lambda: clock[0], config=ServerConfig(resign_interval=1.0))
 
 
 def test_keygen_never_prints_the_private_key(tmp_path: Path, canaries: object) -> None:
