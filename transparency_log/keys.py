@@ -51,13 +51,13 @@ def read_signer(path: str | os.PathLike[str], what: str = "private key file") ->
         mode = p.stat().st_mode
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {p}") from None
-    if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
-        raise ConfigError(f"{what} {p} is group or world accessible (chmod 600 it)")
     text = read_text(p, what).strip()
     if not text.startswith(PRIVATE_PREFIX):
         if _parses_as_verifier(text):
             raise ConfigError(f"{what} {p} is a public verifier key; give the private key file")
         raise ConfigError(f"{what} {p} is not a note signer key")
+    if stat.S_IMODE(mode) & 0o077:
+        raise ConfigError(f"{what} {p} is group or world accessible (chmod 600 it)")
     try:
         return Signer.from_string(text)
     except (ProtocolError, ValueError) as exc:

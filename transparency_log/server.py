@@ -140,15 +140,19 @@ class Batcher:
         Whatever is still queued after the timeout fails with `StorageError`, so closing always
         ends, whatever state storage is in.
         """
-        with contextlib.suppress(TimeoutError):
+        drained = True
+        try:
             await asyncio.wait_for(self._idle.wait(), drain_timeout)
+        except TimeoutError:
+            drained = False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         pending, self._pending = self._pending, []
         _fail([f for _, f in pending], StorageError("the log is shutting down"))
-        self._executor.shutdown(wait=True)
+        # A write stuck in the kernel must not hold the process: wait only for one that ended.
+        self._executor.shutdown(wait=drained, cancel_futures=True)
 
 
 def _fail(futures: list[asyncio.Future[tuple[int, bytes]]], error: StorageError) -> None:
