@@ -94,8 +94,8 @@ def _start_log_server(
 def stage_log(state: DemoState) -> Iterator[None]:
     """(1) Start a log server and log this node's release entry; it serves until the demo ends."""
     from attestation.bundle import Release  # noqa: PLC0415
-    from attestation.dev import release_entry  # noqa: PLC0415
     from attestation.measure import measure_sources, source_root  # noqa: PLC0415
+    from attestation.simulated_node import release_entry  # noqa: PLC0415
     from transparency_log.entry import ReleaseEntry, sign_entry  # noqa: PLC0415
     from transparency_log.keys import write_key_pair  # noqa: PLC0415
     from transparency_log.note import Signer  # noqa: PLC0415
@@ -131,8 +131,8 @@ def stage_log(state: DemoState) -> Iterator[None]:
 
 def stage_attest(state: DemoState) -> None:
     """(2) The node makes an OHTTP key and a simulated-TEE attestation bundle."""
-    from attestation.dev import simulated_bundle  # noqa: PLC0415
-    from attestation.gpu import SimulatedGpu  # noqa: PLC0415
+    from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
+    from attestation.simulated_node import simulated_bundle  # noqa: PLC0415
     from ohttp.keyconfig import GatewayKey, serialize_key_configs  # noqa: PLC0415
     from ohttp.suites import AeadId, KdfId, SymmetricSuite  # noqa: PLC0415
 
@@ -148,7 +148,8 @@ def stage_attest(state: DemoState) -> None:
 
 
 def _verify(state: DemoState, bundle: bytes) -> VerifiedBundle:
-    from attestation.gpu import GpuPolicy, SimulatedGpu  # noqa: PLC0415
+    from attestation.gpu import GpuPolicy  # noqa: PLC0415
+    from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
     from attestation.policy import Policy  # noqa: PLC0415
     from attestation.verify_bundle import StapledLogVerifier, verify_bundle  # noqa: PLC0415
 
@@ -161,9 +162,9 @@ def _verify(state: DemoState, bundle: bytes) -> VerifiedBundle:
 
 def stage_verify(state: DemoState) -> None:
     """(3) The client verifies the bundle, then sees a node with modified code refused."""
-    from attestation.dev import simulated_bundle  # noqa: PLC0415
-    from attestation.gpu import SimulatedGpu  # noqa: PLC0415
+    from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
     from attestation.report import AttestationError  # noqa: PLC0415
+    from attestation.simulated_node import simulated_bundle  # noqa: PLC0415
 
     state.verified = _verify(state, state.bundle)
     for line in state.verified.report.render().splitlines():

@@ -111,7 +111,8 @@ def _time(text: str | None) -> datetime:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from attestation.gpu import GpuPolicy, SimulatedGpu  # noqa: PLC0415
+    from attestation.gpu import GpuPolicy  # noqa: PLC0415
+    from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
     from attestation.policy import load_policy  # noqa: PLC0415
     from attestation.tdx import TdxPolicy  # noqa: PLC0415
     from attestation.verify_bundle import (  # noqa: PLC0415
@@ -179,8 +180,8 @@ def _release(path: Path) -> Release:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from attestation.dev import simulated_bundle  # noqa: PLC0415
-    from attestation.gpu import SimulatedGpu  # noqa: PLC0415
+    from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
+    from attestation.simulated_node import simulated_bundle  # noqa: PLC0415
 
     if not 0 <= args.gpus <= 16 or args.hours <= 0:
         raise ConfigError("--gpus must be 0..16 and --hours positive")

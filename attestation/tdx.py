@@ -46,8 +46,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from attestation.gpu.chain import parse_pem_chain, public_key, verify_chain
 from attestation.report import VerificationReport
+from attestation.x509chain import parse_pem_chain, public_key, verify_chain
 from hushcc.errors import ProtocolError, VerificationError
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
-from attestation.gpu.chain import require_canonical_signature
+from attestation.x509chain import require_canonical_signature
 from hushcc.errors import ProtocolError
 
 _AMD = "1.3.6.1.4.1.3704.1"

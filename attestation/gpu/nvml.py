@@ -29,8 +29,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from attestation.gpu.chain import load_root, parse_der_chain, parse_pem_chain
+from attestation.gpu.anchors import load_root
 from attestation.gpu.spdm import NONCE_SIZE
+from attestation.x509chain import parse_der_chain, parse_pem_chain
 from hushcc.errors import ConfigError, ProtocolError, VerificationError
 
 MAX_GPUS = 16

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from attestation.gpu.chain import RevocationStatus
+from attestation.x509chain import RevocationStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from attestation.gpu.chain import check_revocation, load_root, verify_chain
+from attestation.gpu.anchors import load_root
 from attestation.gpu.xmldsig import parse_xml, verify_enveloped
+from attestation.x509chain import check_revocation, verify_chain
 from hushcc.errors import ProtocolError, VerificationError
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
     from cryptography import x509
 
-    from attestation.gpu.chain import RevocationSource
+    from attestation.x509chain import RevocationSource
 
 SWID = "http://standards.iso.org/iso/19770/-2/2015/schema.xsd"
 MAX_ALTERNATIVES = 16

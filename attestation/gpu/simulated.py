@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from attestation.gpu.anchors import DICE_TCB_INFO, SIMULATED_ROOT_CN
 from attestation.gpu.spdm import (
     DMTF_MEASUREMENT_SPEC,
     OPAQUE_DRIVER_VERSION,
@@ -36,7 +37,6 @@ from attestation.gpu.spdm import (
     MeasurementBlock,
     build_evidence,
 )
-from attestation.gpu.verify import DICE_TCB_INFO, SIMULATED_ROOT_CN
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

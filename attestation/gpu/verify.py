@@ -35,25 +35,23 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attestation.gpu.chain import (
+from attestation.gpu.anchors import DICE_TCB_INFO, SIMULATED_ROOT_CN, load_root
+from attestation.gpu.rim import Rim, compare_measurements, merge_references, verify_rim
+from attestation.gpu.spdm import NONCE_SIZE, OPAQUE_FWID, GpuEvidence, verify_signature
+from attestation.report import VerificationReport
+from attestation.x509chain import (
     RevocationSource,
     check_revocation,
-    load_root,
     parse_der_chain,
     public_key,
     verify_chain,
 )
-from attestation.gpu.rim import Rim, compare_measurements, merge_references, verify_rim
-from attestation.gpu.spdm import NONCE_SIZE, OPAQUE_FWID, GpuEvidence, verify_signature
-from attestation.report import VerificationReport
 from hushcc.errors import ProtocolError, VerificationError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
 
-DICE_TCB_INFO = x509.ObjectIdentifier("2.23.133.5.4.1")  # TCG DICE TcbInfo (carries the FWID)
-SIMULATED_ROOT_CN = "hushcc SIMULATED GPU Device Identity CA (not NVIDIA)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 
-from attestation.gpu.chain import parse_der_chain, public_key
+from attestation.x509chain import parse_der_chain, public_key
 from hushcc.errors import ProtocolError, VerificationError
 
 DS = "http://www.w3.org/2000/09/xmldsig#"

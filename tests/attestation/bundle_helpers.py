@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from attestation.bundle import Bundle
-from attestation.dev import release_entry, simulated_bundle
-from attestation.gpu import GpuPolicy, SimulatedGpu
+from attestation.gpu import GpuPolicy
+from attestation.gpu.simulated import SimulatedGpu
 from attestation.measure import manifest_digest
 from attestation.policy import Policy
 from attestation.simulated import SimulatedTee
+from attestation.simulated_node import release_entry, simulated_bundle
 from hushcc.errors import VerificationError
 
 NOW = datetime(2026, 11, 23, 20, 0, 0, tzinfo=UTC)

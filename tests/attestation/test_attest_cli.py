@@ -10,7 +10,7 @@ import pytest
 
 from app.cli import main
 from attestation.bundle import Bundle
-from attestation.dev import release_entry
+from attestation.simulated_node import release_entry
 from transparency_log import merkle
 from transparency_log.checkpoint import Checkpoint, sign_checkpoint
 from transparency_log.cosignature import Cosigner

@@ -21,11 +21,12 @@ from attestation.bundle import (
     Release,
     canonical_gpu_evidence,
 )
-from attestation.dev import release_entry
-from attestation.gpu import GpuPolicy, SimulatedGpu
+from attestation.gpu import GpuPolicy
+from attestation.gpu.simulated import SimulatedGpu
 from attestation.policy import Policy
 from attestation.report import AttestationError
 from attestation.sevsnp import SnpReport
+from attestation.simulated_node import release_entry
 from attestation.verify_bundle import VerifiedBundle, verify_bundle
 from hushcc.errors import ProtocolError, VerificationError
 from tests.attestation.bundle_helpers import (

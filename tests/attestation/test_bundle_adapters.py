@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from attestation.bundle import Bundle, Evidence, Release
-from attestation.dev import release_entry
 from attestation.report import AttestationError
+from attestation.simulated_node import release_entry
 from attestation.tdx import TdxPolicy, TdxQuote
 from attestation.verify_bundle import (
     DcapTdxVerifier,

@@ -13,11 +13,12 @@ import datetime as dt
 import pytest
 from cryptography import x509
 
-from attestation.gpu import GpuPolicy, SimulatedGpu, verify_gpu_evidence
-from attestation.gpu.chain import parse_der_chain
+from attestation.gpu import GpuPolicy, verify_gpu_evidence
+from attestation.gpu.simulated import SimulatedGpu
 from attestation.report import AttestationError
 from attestation.simulated import SimulatedTee
 from attestation.vcek import load_der_certificate
+from attestation.x509chain import parse_der_chain
 from hushcc.errors import ProtocolError
 
 NONCE = b"\x22" * 32

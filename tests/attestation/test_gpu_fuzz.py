@@ -22,9 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attestation.gpu import GpuPolicy, SimulatedGpu, verify_gpu_evidence
+from attestation.gpu import GpuPolicy, verify_gpu_evidence
 from attestation.gpu.nvml import chain_to_der
 from attestation.gpu.rim import Rim
+from attestation.gpu.simulated import SimulatedGpu
 from attestation.gpu.spdm import GpuEvidence, MeasurementBlock, build_evidence
 from attestation.gpu.xmldsig import verify_enveloped
 from attestation.report import AttestationError
@@ -182,9 +183,8 @@ def _atheris_main() -> None:
 
     # re-import our parsers instrumented (only them: instrumenting everything takes a minute)
     with atheris.instrument_imports(include=["attestation"]):
-        for mod in ("spdm", "chain", "xmldsig", "rim", "nvml"):
-            importlib.reload(sys.modules[f"attestation.gpu.{mod}"])
-        importlib.reload(sys.modules["attestation.tdx"])
+        for mod in ("gpu.spdm", "x509chain", "gpu.xmldsig", "gpu.rim", "gpu.nvml", "tdx"):
+            importlib.reload(sys.modules[f"attestation.{mod}"])
     gpu = sys.modules
     PARSERS.update(
         spdm=gpu["attestation.gpu.spdm"].GpuEvidence.from_bytes,

@@ -16,9 +16,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from attestation.gpu import GpuPolicy, SimulatedGpu, verify_gpu_evidence
-from attestation.gpu.chain import load_root, parse_pem_chain
+from attestation.gpu import GpuPolicy, verify_gpu_evidence
+from attestation.gpu.anchors import load_root
 from attestation.gpu.nvml import chain_to_der, collect_gpu_evidence
+from attestation.gpu.simulated import SimulatedGpu
+from attestation.x509chain import parse_pem_chain
 from hushcc.errors import ConfigError, ProtocolError, VerificationError
 
 if TYPE_CHECKING:

@@ -26,11 +26,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from attestation.gpu import GpuPolicy, SimulatedGpu, verify_gpu_evidence
-from attestation.gpu.chain import parse_pem_chain
+from attestation.gpu import GpuPolicy, verify_gpu_evidence
 from attestation.gpu.rim import verify_rim
+from attestation.gpu.simulated import SimulatedGpu
 from attestation.gpu.spdm import GpuEvidence
 from attestation.report import AttestationError
+from attestation.x509chain import parse_pem_chain
 
 # Runs inside the nv-local-gpu-verifier environment: one JSON list of jobs on stdin, one
 # result line per job (nvtrust logs to stdout, so results carry a marker).

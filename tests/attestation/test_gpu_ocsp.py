@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from attestation.gpu import GpuPolicy, RevocationStatus, SimulatedGpu, verify_gpu_evidence
+from attestation.gpu import GpuPolicy, RevocationStatus, verify_gpu_evidence
 from attestation.gpu.ocsp import NVIDIA_OCSP_URL, OcspRevocationSource
+from attestation.gpu.simulated import SimulatedGpu
 from attestation.report import AttestationError
 
 NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)

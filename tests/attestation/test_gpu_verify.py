@@ -19,18 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from attestation.gpu import (
-    GpuPolicy,
-    RevocationStatus,
-    SimulatedGpu,
-    verify_gpu_evidence,
-)
-from attestation.gpu.chain import load_root, parse_pem_chain, verify_chain
+from attestation.gpu import GpuPolicy, RevocationStatus, verify_gpu_evidence
+from attestation.gpu.anchors import load_root
 from attestation.gpu.rim import merge_references, verify_rim
-from attestation.gpu.simulated import SIM_CC_MODE_INDEX
+from attestation.gpu.simulated import SIM_CC_MODE_INDEX, SimulatedGpu
 from attestation.gpu.spdm import OPAQUE_FWID, GpuEvidence, build_evidence, verify_signature
 from attestation.gpu.verify import _check_fwid
 from attestation.report import AttestationError, Step, VerificationReport
+from attestation.x509chain import parse_pem_chain, verify_chain
 from hushcc.errors import ProtocolError, VerificationError
 
 if TYPE_CHECKING:

@@ -11,13 +11,14 @@ import pynvml
 import pytest
 
 from attestation.bundle import Release
-from attestation.dev import release_entry
-from attestation.gpu import GpuPolicy, SimulatedGpu, verify_gpu_evidence
+from attestation.gpu import GpuPolicy, verify_gpu_evidence
+from attestation.gpu.simulated import SimulatedGpu
 from attestation.node_bundle import collect_bundle, nvml_gpus
 from attestation.policy import Policy
 from attestation.report import AttestationError
 from attestation.sevsnp import SnpReport
 from attestation.simulated import SimulatedTee
+from attestation.simulated_node import release_entry
 from attestation.snp_verify import verify_snp_report
 from attestation.verify_bundle import verify_bundle
 from tests.attestation.tsm_fake import MEAS, FakeKernel

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attestation import tdx
-from attestation.gpu.chain import load_root
+from attestation.gpu.anchors import load_root
 from attestation.report import AttestationError, Step
 from attestation.tdx import TdReport, TdxPolicy, TdxQuote, verify_tdx_quote
 from hushcc.errors import ProtocolError

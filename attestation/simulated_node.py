@@ -1,8 +1,8 @@
-"""Development bundles: a simulated node's attestation bundle (simulated CPU TEE and GPUs).
+"""A simulated node for the demo and tests: its release entry and its attestation bundle.
 
 Used by `hushcc attest simulate`, the demo and tests. The CPU evidence is a real-format SEV-SNP
 report from `SimulatedTee` whose MEASUREMENT is the node's self-measurement; the GPU evidence
-comes from `attestation.gpu.SimulatedGpu`. The verifier accepts such a bundle only with
+comes from `attestation.gpu.simulated.SimulatedGpu`. The verifier accepts such a bundle only with
 `allow_simulated`.
 
 Not pure: key generation draws OS randomness (time is still a parameter).
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from datetime import datetime
 
-    from attestation.gpu import SimulatedGpu
+    from attestation.gpu.simulated import SimulatedGpu
 
 
 def release_entry(measurement: bytes, *, image_digest: str = "sha256:" + "0" * 64) -> bytes:

@@ -1,8 +1,9 @@
-"""X.509 chains: leaf → ... → pinned root, checked at a given time (one loader for all).
+"""X.509 chains: leaf → ... → pinned root, checked at a given time (the one module for all).
 
 Used for GPU device chains (leaf = attestation key, root = NVIDIA Device Identity CA), RIM
-signing chains (root = NVIDIA CoRIM signing Root CA) and, by `attestation.tdx`, Intel PCK
-chains. NVIDIA's pinned roots ship as package data in `attestation/nvidia_roots/`.
+signing chains (root = NVIDIA CoRIM signing Root CA), Intel PCK chains (`attestation.tdx`) and
+the canonical-signature rule of AMD's VCEK chain (`attestation.vcek`). The pinned roots ship as
+package data (`attestation/nvidia_roots/`, `amd_roots/`, `intel_roots/`), loaded by their users.
 
 Invariants:
 * Pure: time is a parameter; revocation is an injected `RevocationSource` (OCSP in production).
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import enum
 import warnings
-from importlib import resources
 from itertools import pairwise
 from typing import TYPE_CHECKING, Protocol
 
@@ -51,19 +51,6 @@ class RevocationSource(Protocol):
     ) -> RevocationStatus:
         """Return the status of `cert` (issued by `issuer`) at `now`."""
         ...
-
-
-def load_root(name: str) -> x509.Certificate:
-    """Load a pinned NVIDIA root from package data (`device_identity_root.pem`, `rim_root.pem`).
-
-    Args:
-        name: File name inside `attestation/nvidia_roots/`.
-
-    Returns:
-        The certificate.
-    """
-    data = resources.files("attestation.nvidia_roots").joinpath(name).read_bytes()
-    return x509.load_pem_x509_certificate(data)
 
 
 def _der_length(length: int) -> bytes:
