@@ -151,13 +151,15 @@ def _verify(state: DemoState, bundle: bytes) -> VerifiedBundle:
     from attestation.gpu import GpuPolicy  # noqa: PLC0415
     from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
     from attestation.policy import Policy  # noqa: PLC0415
+    from attestation.simulated import WITH_SIMULATED  # noqa: PLC0415
     from attestation.verify_bundle import StapledLogVerifier, verify_bundle  # noqa: PLC0415
 
     now = datetime.now(UTC)
     policy = Policy(allow_simulated=True, log_key=state.log_key)
     return verify_bundle(
         bundle, policy=policy, now=now, log=StapledLogVerifier(state.log_key, now),
-        gpu_policy=GpuPolicy(reference_measurements=SimulatedGpu().reference_measurements()))
+        gpu_policy=GpuPolicy(reference_measurements=SimulatedGpu().reference_measurements()),
+        cpu_trust=WITH_SIMULATED)
 
 
 def stage_verify(state: DemoState) -> None:

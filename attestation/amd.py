@@ -5,23 +5,24 @@ Invariants:
   fingerprints written here; a mismatch is a broken install (`ConfigError`), never a fallback.
 * Only AMD's roots are in `amd_trust()`; the simulated TEE's root is a separate `SnpTrust`
   (attestation.simulated) that a verifier uses only when told `allow_simulated`.
+* A bundle verifier is handed its CPU trust anchors as a `CpuTrust` map (CPU evidence type →
+  anchors for that evidence's chain): `AMD_TRUST` by default; the simulator's side adds its own
+  entry (`attestation.simulated.WITH_SIMULATED`), so the verifier never imports the simulator.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TypeAlias
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from hushcc.errors import ConfigError
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 # SHA-256 of the DER of each pinned certificate (checked on load).
 PINNED_FINGERPRINTS: Mapping[str, str] = MappingProxyType({
@@ -67,3 +68,14 @@ def amd_trust() -> SnpTrust:
     """
     arks = {p: _load(f"ark_{p.lower()}") for p in PRODUCTS}
     return SnpTrust("AMD", MappingProxyType(arks), MappingProxyType({"Milan": _load("ask_milan")}))
+
+
+def pinned_amd_trust(certs: Sequence[bytes]) -> SnpTrust:
+    """AMD's pinned roots whatever chain a bundle carries (`CpuTrust` entry for `sev-snp`)."""
+    del certs
+    return amd_trust()
+
+
+# CPU evidence type -> the trust anchors for that evidence's certificates (DER, bundle order).
+CpuTrust: TypeAlias = Mapping[str, Callable[[Sequence[bytes]], SnpTrust]]
+AMD_TRUST: CpuTrust = MappingProxyType({"sev-snp": pinned_amd_trust})

@@ -111,9 +111,11 @@ def _time(text: str | None) -> datetime:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from attestation.amd import AMD_TRUST  # noqa: PLC0415
     from attestation.gpu import GpuPolicy  # noqa: PLC0415
     from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
     from attestation.policy import load_policy  # noqa: PLC0415
+    from attestation.simulated import WITH_SIMULATED  # noqa: PLC0415
     from attestation.tdx import TdxPolicy  # noqa: PLC0415
     from attestation.verify_bundle import (  # noqa: PLC0415
         DcapTdxVerifier,
@@ -148,7 +150,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     try:
         verified = verify_bundle(_read(args.bundle), policy=policy, now=now, log=log,
-                                 gpu_policy=gpu_policy, expected_nonce=nonce, tdx=tdx)
+                                 gpu_policy=gpu_policy, expected_nonce=nonce, tdx=tdx,
+                                 cpu_trust=WITH_SIMULATED if policy.allow_simulated else AMD_TRUST)
     except AttestationError as exc:
         print(exc.report.render())
         raise

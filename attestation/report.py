@@ -5,14 +5,26 @@ Invariants:
   read; reasons name what was compared, never secret or request data.
 * `VerificationReport.require()` raises `AttestationError` (a `VerificationError`) naming the
   first failed step, carrying the whole report; a caller gets nothing usable on failure.
+* One way to name a step: `with report.step("chain") as step: ...; step.passed("reason")`
+  (or `report.check(...)` for a single condition). A `ProtocolError` / `VerificationError`
+  raised inside the block fails exactly that step with the error's message; a block that ends
+  without `passed` fails too (fail closed). Sub-verifiers' steps come in through
+  `report.include`, which returns the sub-verifier's result.
 * Pure: no I/O, no clock (time is a parameter of the verifiers, not of the report).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
-from hushcc.errors import VerificationError
+from hushcc.errors import ProtocolError, VerificationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +38,17 @@ class Step:
     def line(self) -> str:
         """Render as one report line: `[PASS] name: reason`."""
         return f"[{'PASS' if self.passed else 'FAIL'}] {self.name}: {self.reason}"
+
+
+@dataclass(slots=True)
+class StepOutcome:
+    """What a `report.step` block says when it succeeds (`passed(reason)`)."""
+
+    reason: str | None = None
+
+    def passed(self, reason: str) -> None:
+        """Mark the step as passed with a reason a person can read."""
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -49,6 +72,39 @@ class VerificationReport:
         if not condition:
             raise self.fail(name, failed)
         self.ok(name, passed)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[StepOutcome]:
+        """Run one named step (module docstring): its errors fail it, `passed` records it.
+
+        Raises:
+            AttestationError: The block raised `ProtocolError` / `VerificationError`, or ended
+                without calling `passed`.
+        """
+        outcome = StepOutcome()
+        try:
+            yield outcome
+        except AttestationError:
+            raise
+        except (ProtocolError, VerificationError) as exc:
+            raise self.fail(name, str(exc)) from exc
+        if outcome.reason is None:
+            raise self.fail(name, "the step recorded no outcome")
+        self.ok(name, outcome.reason)
+
+    def include(self, subject: str, verify: Callable[[], tuple[T, VerificationReport]]) -> T:
+        """Run a sub-verifier and take its steps, prefixed with `subject`; return its result.
+
+        Raises:
+            AttestationError: The sub-verifier failed (this report then holds its steps too).
+        """
+        try:
+            result, sub = verify()
+        except AttestationError as exc:
+            self.extend(VerificationReport(subject, exc.report.steps))
+            raise AttestationError(self) from exc
+        self.extend(VerificationReport(subject, sub.steps))
+        return result
 
     def extend(self, other: VerificationReport) -> None:
         """Append another report's steps, prefixed with its subject."""

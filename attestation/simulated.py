@@ -8,8 +8,10 @@ code path). The VCEK carries AMD's extensions (productName `Milan-B0`, TCB SPLs,
 TCB and chip-id checks run unchanged.
 
 Invariants:
-* The simulated root is never trusted by default: `amd_trust()` does not contain it and a
-  bundle verifier uses `simulated_trust_from_certs` only when the policy allows simulated TEEs.
+* The simulated root is never trusted by default: `amd_trust()` does not contain it, and a
+  bundle verifier uses `simulated_trust_from_certs` only when its caller injects
+  `WITH_SIMULATED` (tests, the demo, `attest verify` with a policy allowing simulated TEEs) and
+  the policy allows simulated TEEs.
 * It proves nothing about isolation: its keys live in ordinary process memory.
 * Pure apart from key generation (OS randomness, through pyca); time is a parameter.
 """
@@ -29,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from attestation import vcek as ext
-from attestation.amd import SnpTrust
+from attestation.amd import AMD_TRUST, CpuTrust, SnpTrust
 from attestation.sevsnp import (
     POLICY_DEBUG_BIT,
     POLICY_RESERVED_ONE_BIT,
@@ -206,3 +208,7 @@ def simulated_trust_from_certs(certs: Sequence[bytes]) -> SnpTrust:
     if ark.subject != _name(ARK_CN):
         raise ProtocolError("the simulated chain's root is not a hushcc simulated ARK")
     return SnpTrust("simulated", MappingProxyType({PRODUCT: ark}), simulated=True)
+
+
+# CPU trust anchors for a verifier that may see simulated evidence (AMD's stay pinned).
+WITH_SIMULATED: CpuTrust = MappingProxyType({**AMD_TRUST, "simulated": simulated_trust_from_certs})

@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 from attestation.report import VerificationReport
 from attestation.sevsnp import SnpReport
 from attestation.vcek import TcbVersion, VcekInfo, load_der_certificate, parse_vcek
-from hushcc.errors import ProtocolError
+from hushcc.errors import ProtocolError, VerificationError
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -95,39 +95,36 @@ def _check_cert(report: VerificationReport, step: str, cert: x509.Certificate,
 
 def _parse(report: VerificationReport, evidence: bytes, certs: Sequence[bytes]
            ) -> tuple[SnpReport, VcekInfo]:
-    try:
+    with report.step("parse report") as step:
         snp = SnpReport.from_bytes(evidence)
-    except ProtocolError as exc:
-        raise report.fail("parse report", str(exc)) from exc
-    report.ok("parse report", f"version {snp.version}, {len(evidence)} bytes")
-    if not certs:
-        raise report.fail("parse VCEK", "no VCEK certificate given")
-    try:
+        step.passed(f"version {snp.version}, {len(evidence)} bytes")
+    with report.step("parse VCEK") as step:
+        if not certs:
+            raise ProtocolError("no VCEK certificate given")
         vcek = parse_vcek(certs[0])
-    except ProtocolError as exc:
-        raise report.fail("parse VCEK", str(exc)) from exc
-    report.ok("parse VCEK", f"product {vcek.product_name}, TCB {vcek.tcb}")
+        step.passed(f"product {vcek.product_name}, TCB {vcek.tcb}")
     return snp, vcek
 
 
 def _chain(report: VerificationReport, vcek: VcekInfo, certs: Sequence[bytes],
            trust: SnpTrust, now: datetime) -> None:
-    ark = trust.arks.get(vcek.product)
-    if ark is None:
-        raise report.fail("trust anchor", f"no {trust.name} root for product {vcek.product!r}")
-    report.ok("trust anchor", f"{trust.name} ARK for {vcek.product}: {_name(ark)}")
-    try:
+    with report.step("trust anchor") as step:
+        ark = trust.arks.get(vcek.product)
+        if ark is None:
+            raise VerificationError(f"no {trust.name} root for product {vcek.product!r}")
+        step.passed(f"{trust.name} ARK for {vcek.product}: {_name(ark)}")
+    with report.step("parse chain") as step:
         given = [load_der_certificate(c) for c in certs[1:3]]
-    except ProtocolError as exc:
-        raise report.fail("parse chain", str(exc)) from exc
-    if len(certs) > 3:
-        raise report.fail("parse chain", "more than VCEK, ASK and ARK given")
+        if len(certs) > 3:
+            raise ProtocolError("more than VCEK, ASK and ARK given")
+        ask = given[0] if given else trust.asks.get(vcek.product)
+        if ask is None:
+            raise ProtocolError("no ASK given and none pinned for this product")
+        step.passed(f"{'ASK given' if given else 'pinned ASK'}, ARK "
+                    f"{'given' if len(given) == 2 else 'pinned'}")
     if len(given) == 2:
         report.check(given[1] == ark, "ARK pinned", "the ARK given is the pinned one",
                      f"the ARK given ({_name(given[1])}) is not the pinned {trust.name} root")
-    ask = given[0] if given else trust.asks.get(vcek.product)
-    if ask is None:
-        raise report.fail("parse chain", "no ASK given and none pinned for this product")
     _check_cert(report, "ARK", ark, ark, now)
     _check_cert(report, "ASK", ask, ark, now)
     _check_cert(report, "VCEK", vcek.certificate, ask, now)

@@ -3,9 +3,11 @@
 Steps, all recorded in one `VerificationReport` (sub-verifiers' steps are prefixed):
   (0) parse the bundle (`attestation.bundle`)
   (1) CPU evidence: type allowed (`simulated` only with `policy.allow_simulated`), then
-      `verify_snp_report` against AMD's pinned roots, or against the bundle's simulated root
-      for `simulated`: the same code path. TDX goes to an injected `TdxVerifier`
-      (`DcapTdxVerifier`: dcap-qvl with the caller's cached collateral; measurement = MRTD).
+      `verify_snp_report` against the injected trust anchors for that type (`cpu_trust`:
+      AMD's pinned roots by default; a caller that may see simulated evidence injects
+      `attestation.simulated.WITH_SIMULATED`): the same code path for both. TDX goes to an
+      injected `TdxVerifier` (`DcapTdxVerifier`: dcap-qvl with the caller's cached collateral;
+      measurement = MRTD).
   (2) GPU evidence: at least one GPU unless the policy waives it; each one through
       `attestation.gpu.verify_gpu_evidence` with the nonce the binding prescribes.
   (3) binding: report_data == SHA-512("hushcc/attest/v2" || ...) over every field a step
@@ -33,20 +35,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from attestation import bundle as fmt
-from attestation.amd import amd_trust
+from attestation.amd import AMD_TRUST
 from attestation.gpu import GpuPolicy, RevocationSource, verify_gpu_evidence
-from attestation.report import AttestationError, VerificationReport
-from attestation.simulated import simulated_trust_from_certs
+from attestation.report import VerificationReport
 from attestation.snp_verify import verify_snp_report
-from attestation.tdx import TdxPolicy, TdxQuote, verify_tdx_quote
+from attestation.tdx import TdxPolicy, verify_tdx_quote
+from attestation.tdx_quote import TdxQuote
 from hushcc.errors import ProtocolError, VerificationError
 from transparency_log.client import verify_stapled_inclusion
 from transparency_log.entry import ReleaseEntry
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from datetime import datetime
 
+    from attestation.amd import CpuTrust
     from attestation.policy import Policy
     from transparency_log.cosignature import WitnessPolicy
 
@@ -61,11 +64,19 @@ class LogVerifier(Protocol):
         """Verify that `entry` is leaf `index` of a checkpoint the pinned log key signed."""
 
 
+@dataclass(frozen=True, slots=True)
+class CpuClaims:
+    """What verified CPU evidence states: the bound report_data and the launch measurement."""
+
+    report_data: bytes
+    measurement: bytes
+
+
 class TdxVerifier(Protocol):
-    """Verifies a TDX quote; returns (report_data, measurement, steps) or raises."""
+    """Verifies a TDX quote; returns its claims and the steps, or raises `AttestationError`."""
 
     def __call__(self, quote: bytes, certs: Sequence[bytes], *, now: datetime
-                 ) -> tuple[bytes, bytes, VerificationReport]:
+                 ) -> tuple[CpuClaims, VerificationReport]:
         """Verify and return the quote's report_data and MRTD-based measurement."""
 
 
@@ -130,12 +141,12 @@ class DcapTdxVerifier:
     policy: TdxPolicy
 
     def __call__(self, quote: bytes, certs: Sequence[bytes], *, now: datetime
-                 ) -> tuple[bytes, bytes, VerificationReport]:
+                 ) -> tuple[CpuClaims, VerificationReport]:
         """Verify the quote; return its report_data and MRTD (the TDX launch measurement)."""
         del certs  # the quote carries its own PCK chain
         report = verify_tdx_quote(quote, self.collateral, now=now, policy=self.policy)
         parsed = TdxQuote.from_bytes(quote).report
-        return parsed.report_data, parsed.mr_td, report
+        return CpuClaims(parsed.report_data, parsed.mr_td), report
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,47 +156,30 @@ class _Options:
     gpu_policy: GpuPolicy | None
     revocation: RevocationSource | None
     tdx: TdxVerifier | None
+    cpu_trust: CpuTrust
 
 
-def _sub(report: VerificationReport, subject: str,
-         run: Callable[[], VerificationReport]) -> None:
-    try:
-        sub = run()
-    except AttestationError as exc:
-        report.extend(VerificationReport(subject, exc.report.steps))
-        raise AttestationError(report) from exc
-    report.extend(VerificationReport(subject, sub.steps))
-
-
-def _cpu(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> tuple[bytes, bytes]:
+def _cpu(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> CpuClaims:
     kind = b.cpu.type
     report.check(kind != "simulated" or opt.policy.allow_simulated, "(1) CPU type",
                  f"{kind} evidence", "simulated CPU evidence and the policy refuses simulated TEEs")
     if kind == "tdx":
-        if opt.tdx is None:
-            raise report.fail("(1) CPU evidence", "no TDX verifier configured")
         tdx = opt.tdx
-        out: list[bytes] = []
+        if tdx is None:
+            raise report.fail("(1) CPU evidence", "no TDX verifier configured")
+        return report.include("(1) tdx", lambda: tdx(b.cpu.evidence, b.cpu.certs, now=opt.now))
+    with report.step("(1) CPU trust anchor") as step:
+        anchors = opt.cpu_trust.get(kind)
+        if anchors is None:
+            raise VerificationError(f"no trust anchors configured for {kind} evidence")
+        trust = anchors(b.cpu.certs)
+        step.passed(f"{trust.name} roots for {kind} evidence")
 
-        def run_tdx() -> VerificationReport:
-            data, measurement, sub = tdx(b.cpu.evidence, b.cpu.certs, now=opt.now)
-            out.extend((data, measurement))
-            return sub
-        _sub(report, "(1) tdx", run_tdx)
-        return out[0], out[1]
-    try:
-        trust = amd_trust() if kind == "sev-snp" else simulated_trust_from_certs(b.cpu.certs)
-    except ProtocolError as exc:
-        raise report.fail("(1) CPU trust anchor", str(exc)) from exc
-    result: list[bytes] = []
-
-    def run_snp() -> VerificationReport:
+    def run_snp() -> tuple[CpuClaims, VerificationReport]:
         snp, sub = verify_snp_report(b.cpu.evidence, b.cpu.certs, trust=trust,
                                      policy=opt.policy, now=opt.now)
-        result.extend((snp.report_data, snp.measurement))
-        return sub
-    _sub(report, f"(1) {kind}", run_snp)
-    return result[0], result[1]
+        return CpuClaims(snp.report_data, snp.measurement), sub
+    return report.include(f"(1) {kind}", run_snp)
 
 
 def _gpus(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> None:
@@ -199,15 +193,15 @@ def _gpus(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> None:
                      "simulated GPU evidence and the policy refuses simulated TEEs")
         if opt.gpu_policy is None:
             raise report.fail(f"(2) GPU {i}", "no GPU reference values (RIMs) configured")
-        _sub(report, f"(2) GPU {i}", functools.partial(
+        report.include(f"(2) GPU {i}", functools.partial(
             _gpu_sub, gpu, policy=opt.gpu_policy, nonce=nonce, opt=opt))
 
 
 def _gpu_sub(gpu: fmt.Evidence, *, policy: GpuPolicy, nonce: bytes,
-             opt: _Options) -> VerificationReport:
-    return verify_gpu_evidence(gpu.evidence, gpu.certs, expected_nonce=nonce, policy=policy,
-                               now=opt.now, allow_simulated=gpu.type == "simulated",
-                               revocation=opt.revocation)
+             opt: _Options) -> tuple[None, VerificationReport]:
+    return None, verify_gpu_evidence(
+        gpu.evidence, gpu.certs, expected_nonce=nonce, policy=policy, now=opt.now,
+        allow_simulated=gpu.type == "simulated", revocation=opt.revocation)
 
 
 def _window(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> None:
@@ -229,6 +223,7 @@ def verify_bundle(  # noqa: PLR0913 - the inputs of a verification, all named
     data: bytes, *, policy: Policy, now: datetime, log: LogVerifier | None,
     gpu_policy: GpuPolicy | None = None, expected_nonce: bytes | None = None,
     revocation: RevocationSource | None = None, tdx: TdxVerifier | None = None,
+    cpu_trust: CpuTrust = AMD_TRUST,
 ) -> VerifiedBundle:
     """Verify a bundle's evidence, binding, log inclusion and validity (module docstring).
 
@@ -241,6 +236,7 @@ def verify_bundle(  # noqa: PLR0913 - the inputs of a verification, all named
         expected_nonce: The client's per-request nonce, when it asked for one.
         revocation: Revocation source for GPU certificates (None: offline, reported).
         tdx: TDX quote verifier.
+        cpu_trust: Trust anchors per CPU evidence type (AMD's pinned roots by default).
 
     Returns:
         The verified key config and node identity, with the full report.
@@ -249,13 +245,12 @@ def verify_bundle(  # noqa: PLR0913 - the inputs of a verification, all named
         AttestationError: At the first failed step, with every step that ran.
     """
     report = VerificationReport("attestation bundle")
-    opt = _Options(policy, now, gpu_policy, revocation, tdx)
-    try:
+    opt = _Options(policy, now, gpu_policy, revocation, tdx, cpu_trust)
+    with report.step("(0) parse") as step:
         b = fmt.Bundle.from_json(data)
-    except ProtocolError as exc:
-        raise report.fail("(0) parse", str(exc)) from exc
-    report.ok("(0) parse", f"node {b.node_id.hex()[:16]}..., cpu {b.cpu.type}, {len(b.gpu)} GPU(s)")
-    bound, measurement = _cpu(report, b, opt)
+        step.passed(f"node {b.node_id.hex()[:16]}..., cpu {b.cpu.type}, {len(b.gpu)} GPU(s)")
+    claims = _cpu(report, b, opt)
+    bound, measurement = claims.report_data, claims.measurement
     _gpus(report, b, opt)
     expected = b.binding.report_data(b.gpu)
     report.check(hmac.compare_digest(bound, expected), "(3) binding",
@@ -274,14 +269,12 @@ def verify_bundle(  # noqa: PLR0913 - the inputs of a verification, all named
 
 def _measurement(report: VerificationReport, b: fmt.Bundle, measurement: bytes,
                  policy: Policy) -> None:
-    try:
+    with report.step("(4) measurement") as step:
         logged = entry_measurement(b.release.entry, b.cpu.type)
-    except ProtocolError as exc:
-        raise report.fail("(4) measurement", str(exc)) from exc
-    report.check(hmac.compare_digest(measurement, logged), "(4) measurement",
-                 f"measurement {measurement.hex()[:24]}... equals the logged release's",
-                 f"measurement {measurement.hex()[:24]}... is not the logged release's "
-                 f"{logged.hex()[:24]}...")
+        if not hmac.compare_digest(measurement, logged):
+            raise VerificationError(f"measurement {measurement.hex()[:24]}... is not the logged "
+                                    f"release's {logged.hex()[:24]}...")
+        step.passed(f"measurement {measurement.hex()[:24]}... equals the logged release's")
     if policy.allowed_measurements:
         report.check(measurement in policy.allowed_measurements, "(4) allowed measurement",
                      "measurement is in the policy's allow-list",
@@ -292,8 +285,6 @@ def _log(report: VerificationReport, b: fmt.Bundle, log: LogVerifier | None) -> 
     if log is None:
         raise report.fail("(5) log inclusion", "no transparency-log verifier configured")
     r = b.release
-    try:
+    with report.step("(5) log inclusion") as step:
         log.verify(r.entry, r.index, r.checkpoint, r.inclusion_proof)
-    except (VerificationError, ProtocolError) as exc:
-        raise report.fail("(5) log inclusion", str(exc)) from exc
-    report.ok("(5) log inclusion", f"entry {r.index} is included in a checkpoint the log signed")
+        step.passed(f"entry {r.index} is included in a checkpoint the log signed")

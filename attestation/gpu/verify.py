@@ -2,8 +2,9 @@
 
 Steps (each recorded in the `VerificationReport`; the first failure raises `AttestationError`):
   (1) parse     SPDM 1.1 GET_MEASUREMENTS request ‖ MEASUREMENTS response (`spdm.py`)
-  (2) nonce     the request nonce equals the expected nonce (DESIGN.md: SHA-256("hushcc/gpu/v1"
-                ‖ SHA-256(key_config) ‖ not_after), computed by the bundle verifier)
+  (2) nonce     the request nonce equals the expected nonce (DESIGN.md: SHA-256("hushcc/gpu/v2"
+                ‖ SHA-256(key_config) ‖ node_id ‖ not_before ‖ not_after [‖ nonce]), computed by
+                the bundle verifier)
   (3) chain     device chain leaf → ... → NVIDIA Device Identity CA (pinned), valid at `now`;
                 the simulated root only when `allow_simulated`
   (4) revocation  per certificate via the injected source; offline says "NOT checked"
@@ -21,6 +22,9 @@ NVML reports CC on and the GPU ready state set, and (b) here, cryptographically,
 RIMs are the reference values of the CC-mode firmware configuration, so a GPU that is not in CC
 mode does not match them. The simulated GPU models this with one measurement block
 (`SIM_CC_MODE_INDEX`) whose value differs when CC is off.
+
+Each step is a `report.step(...)` block (`attestation.report`): the step that raises is the one
+that fails, by name, never guessed from how many passed.
 
 Invariants: pure (time, policy and revocation are parameters); every expected value supplied
 is compared; on any failure nothing but `AttestationError` (with the report) escapes.
@@ -46,7 +50,7 @@ from attestation.x509chain import (
     public_key,
     verify_chain,
 )
-from hushcc.errors import ProtocolError, VerificationError
+from hushcc.errors import VerificationError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -103,89 +107,41 @@ def verify_gpu_evidence(  # noqa: PLR0913 - the interface fixed with the bundle 
         AttestationError: At the first failing step (the report names it).
     """
     report = VerificationReport("gpu evidence")
-    try:
-        _verify(
-            report,
-            evidence,
-            certs,
-            expected_nonce=expected_nonce,
-            policy=policy,
-            now=now,
-            allow_simulated=allow_simulated,
-            revocation=revocation,
-        )
-    except (ProtocolError, VerificationError) as exc:
-        if report.first_failure is None:  # the step that raised did not record itself
-            raise report.fail(_current_step(report), str(exc)) from exc
-        raise
-    return report
-
-
-_STEPS = (
-    "parse",
-    "nonce",
-    "chain",
-    "revocation",
-    "signature",
-    "fwid",
-    "rims",
-    "versions",
-    "measurements",
-)
-
-
-def _current_step(report: VerificationReport) -> str:
-    return _STEPS[min(len(report.steps), len(_STEPS) - 1)]
-
-
-def _verify(  # noqa: PLR0913
-    report: VerificationReport,
-    evidence: bytes,
-    certs: Sequence[bytes],
-    *,
-    expected_nonce: bytes,
-    policy: GpuPolicy,
-    now: datetime,
-    allow_simulated: bool,
-    revocation: RevocationSource | None,
-) -> None:
-    # (1) parse
-    ev = GpuEvidence.from_bytes(evidence)
-    report.ok("parse", f"SPDM 1.1 measurements, {len(ev.blocks)} blocks")
-    # (2) nonce
+    with report.step("parse") as step:
+        ev = GpuEvidence.from_bytes(evidence)
+        step.passed(f"SPDM 1.1 measurements, {len(ev.blocks)} blocks")
     report.check(
         len(expected_nonce) == NONCE_SIZE and hmac.compare_digest(ev.request_nonce, expected_nonce),
         "nonce",
         "request nonce equals the expected nonce",
         "request nonce differs from the expected nonce (stale or unbound evidence)",
     )
-    # (3) chain
-    chain = parse_der_chain(certs)
-    root, simulated = _pick_root(chain, allow_simulated=allow_simulated)
-    verify_chain(chain, root, now=now)
-    report.ok(
-        "chain",
-        f"{len(chain)} certificates to the "
-        + ("SIMULATED root (allowed by allow_simulated)" if simulated else "pinned NVIDIA root"),
-    )
-    # (4) revocation
-    report.ok("revocation", check_revocation(chain, revocation, now=now))
-    # (5) signature
-    key = public_key(chain[0])
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise VerificationError("attestation key is not an EC key")
-    verify_signature(ev, key)
-    report.ok("signature", "ECDSA P-384/SHA-384 by the attestation key")
-    # (5b) FWID binding
-    report.ok("fwid", _check_fwid(ev, chain[0]))
-    # (6) reference values
-    references = _references(report, ev, policy, now, revocation)
-    # (7) versions
-    _check_versions(ev, policy)
-    report.ok("versions", f"driver {ev.driver_version}, VBIOS {ev.vbios_version}")
-    # (8) measurements: every reference set the policy supplied
-    count = sum(compare_measurements(ev.measurements, refs) for refs in references)
-    report.ok("measurements", f"all {count} reference indices match (CC-mode configuration)")
+    with report.step("chain") as step:
+        chain = parse_der_chain(certs)
+        root, simulated = _pick_root(chain, allow_simulated=allow_simulated)
+        verify_chain(chain, root, now=now)
+        step.passed(f"{len(chain)} certificates to the " + (
+            "SIMULATED root (allowed by allow_simulated)" if simulated else "pinned NVIDIA root"))
+    with report.step("revocation") as step:
+        step.passed(check_revocation(chain, revocation, now=now))
+    with report.step("signature") as step:
+        key = public_key(chain[0])
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise VerificationError("attestation key is not an EC key")
+        verify_signature(ev, key)
+        step.passed("ECDSA P-384/SHA-384 by the attestation key")
+    with report.step("fwid") as step:
+        step.passed(_check_fwid(ev, chain[0]))
+    with report.step("rims") as step:
+        references, reason = _references(ev, policy, now, revocation)
+        step.passed(reason)
+    with report.step("versions") as step:
+        _check_versions(ev, policy)
+        step.passed(f"driver {ev.driver_version}, VBIOS {ev.vbios_version}")
+    with report.step("measurements") as step:
+        count = sum(compare_measurements(ev.measurements, refs) for refs in references)
+        step.passed(f"all {count} reference indices match (CC-mode configuration)")
+    return report
 
 
 def _check_fwid(ev: GpuEvidence, leaf: x509.Certificate) -> str:
@@ -221,12 +177,11 @@ def _pick_root(
 
 
 def _references(
-    report: VerificationReport,
     ev: GpuEvidence,
     policy: GpuPolicy,
     now: datetime,
     revocation: RevocationSource | None,
-) -> list[Mapping[int, tuple[bytes, ...]]]:
+) -> tuple[list[Mapping[int, tuple[bytes, ...]]], str]:
     """Every reference set the policy supplies (RIMs, pinned measurements, or both)."""
     sets: list[Mapping[int, tuple[bytes, ...]]] = []
     reasons: list[str] = []
@@ -247,8 +202,7 @@ def _references(
         reasons.append(f"{len(policy.reference_measurements)} pinned reference measurements")
     if not sets:
         raise VerificationError("policy gives no reference values (RIMs or measurements)")
-    report.ok("rims", "; ".join(reasons))
-    return sets
+    return sets, "; ".join(reasons)
 
 
 def _same_version(reported: str | None, rim: Rim, what: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attestation.amd import AMD_TRUST
 from attestation.bundle import (
     Bundle,
     Evidence,
@@ -26,6 +27,7 @@ from attestation.gpu.simulated import SimulatedGpu
 from attestation.policy import Policy
 from attestation.report import AttestationError
 from attestation.sevsnp import SnpReport
+from attestation.simulated import WITH_SIMULATED
 from attestation.simulated_node import release_entry
 from attestation.verify_bundle import VerifiedBundle, verify_bundle
 from hushcc.errors import ProtocolError, VerificationError
@@ -54,6 +56,7 @@ def verify(node: Node, data: bytes, *, policy: Policy = SIM_POLICY,
            now: datetime = NOW + timedelta(minutes=5), **kw: Any) -> VerifiedBundle:
     kw.setdefault("gpu_policy", node.gpu_policy)
     kw.setdefault("log", node.log)
+    kw.setdefault("cpu_trust", WITH_SIMULATED)
     return verify_bundle(data, policy=policy, now=now, **kw)
 
 
@@ -207,6 +210,12 @@ def test_log_required(node: Node, good: bytes) -> None:
 def test_simulated_refused_by_default(node: Node, good: bytes) -> None:
     default = dataclasses.replace(SIM_POLICY, allow_simulated=False)
     assert rejected_at(node, good, policy=default) == "(1) CPU type"
+
+
+def test_simulated_root_needs_injected_anchors(node: Node, good: bytes) -> None:
+    # the verifier knows AMD's roots only; the simulated root comes from the caller
+    assert rejected_at(node, good, cpu_trust=AMD_TRUST) == "(1) CPU trust anchor"
+    assert verify(node, good, cpu_trust=WITH_SIMULATED).report.passed
 
 
 def test_simulated_chain_labelled_sev_snp_hits_amd_root(node: Node, good: bytes) -> None:

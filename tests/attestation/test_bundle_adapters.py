@@ -10,8 +10,10 @@ import pytest
 
 from attestation.bundle import Bundle, Evidence, Release
 from attestation.report import AttestationError
+from attestation.simulated import WITH_SIMULATED
 from attestation.simulated_node import release_entry
-from attestation.tdx import TdxPolicy, TdxQuote
+from attestation.tdx import TdxPolicy
+from attestation.tdx_quote import TdxQuote
 from attestation.verify_bundle import (
     DcapTdxVerifier,
     StapledLogVerifier,
@@ -55,7 +57,7 @@ def node() -> Node:
 
 def run(node: Node, data: bytes, log: StapledLogVerifier) -> VerifiedBundle:
     return verify_bundle(data, policy=SIM_POLICY, now=NOW + timedelta(minutes=1), log=log,
-                         gpu_policy=node.gpu_policy)
+                         gpu_policy=node.gpu_policy, cpu_trust=WITH_SIMULATED)
 
 
 def test_real_log_proof_verifies(node: Node, logged: tuple[Signer, Release]) -> None:
@@ -99,10 +101,11 @@ def test_tdx_route(shared_vectors: Path) -> None:
     quote = (samples / "tdx_quote").read_bytes()
     collateral = (samples / "tdx_quote_collateral.json").read_text()
     tdx = DcapTdxVerifier(collateral, TdxPolicy())
-    report_data, mr_td, steps = tdx(quote, (), now=TDX_AT)
+    claims, steps = tdx(quote, (), now=TDX_AT)
     parsed = TdxQuote.from_bytes(quote).report
     assert steps.passed
-    assert (report_data, mr_td) == (parsed.report_data, parsed.mr_td)
+    assert (claims.report_data, claims.measurement) == (parsed.report_data, parsed.mr_td)
+    mr_td = claims.measurement
     entry = json.loads(release_entry(MEASUREMENT))
     entry["measurements"] = {"tdx": mr_td.hex()}
     bundle = Bundle(b"\xab" * 32, KEY_CONFIG, TDX_AT - timedelta(hours=1),

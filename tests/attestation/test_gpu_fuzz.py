@@ -29,7 +29,7 @@ from attestation.gpu.simulated import SimulatedGpu
 from attestation.gpu.spdm import GpuEvidence, MeasurementBlock, build_evidence
 from attestation.gpu.xmldsig import verify_enveloped
 from attestation.report import AttestationError
-from attestation.tdx import TdxQuote
+from attestation.tdx_quote import TdxQuote
 from hushcc.errors import ProtocolError, VerificationError
 
 TYPED = (ProtocolError, VerificationError)
@@ -183,14 +183,14 @@ def _atheris_main() -> None:
 
     # re-import our parsers instrumented (only them: instrumenting everything takes a minute)
     with atheris.instrument_imports(include=["attestation"]):
-        for mod in ("gpu.spdm", "x509chain", "gpu.xmldsig", "gpu.rim", "gpu.nvml", "tdx"):
+        for mod in ("gpu.spdm", "x509chain", "gpu.xmldsig", "gpu.rim", "gpu.nvml", "tdx_quote"):
             importlib.reload(sys.modules[f"attestation.{mod}"])
     gpu = sys.modules
     PARSERS.update(
         spdm=gpu["attestation.gpu.spdm"].GpuEvidence.from_bytes,
         rim=gpu["attestation.gpu.rim"].Rim.from_bytes,
         xmldsig=gpu["attestation.gpu.xmldsig"].verify_enveloped,
-        tdx=gpu["attestation.tdx"].TdxQuote.from_bytes,
+        tdx=gpu["attestation.tdx_quote"].TdxQuote.from_bytes,
         chain=gpu["attestation.gpu.nvml"].chain_to_der,
     )
     names = sorted(PARSERS)

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from attestation import tdx
 from attestation.gpu.anchors import load_root
 from attestation.report import AttestationError, Step
-from attestation.tdx import TdReport, TdxPolicy, TdxQuote, verify_tdx_quote
+from attestation.tdx import TdxPolicy, verify_tdx_quote
+from attestation.tdx_quote import MEASUREMENT_FIELDS, TdReport, TdxQuote
 from hushcc.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _load(samples: Path, pair: str) -> tuple[bytes, str, dt.datetime]:
 
 def _pinned(quote: bytes) -> TdxPolicy:
     r = TdxQuote.from_bytes(quote).report
-    return TdxPolicy(**{name: getattr(r, name) for name in tdx.MEASUREMENT_FIELDS})
+    return TdxPolicy(**{name: getattr(r, name) for name in MEASUREMENT_FIELDS})
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))
@@ -72,11 +73,11 @@ def test_real_quote_verifies_with_every_value_pinned(samples: Path, pair: str) -
     assert report.passed
     reasons = {s.name: s.reason for s in report.steps}
     assert reasons["tcb status"] == "platform TCB UpToDate is allowed"
-    for name in tdx.MEASUREMENT_FIELDS:
+    for name in MEASUREMENT_FIELDS:
         assert reasons[name] == "equals the expected value"
 
 
-@pytest.mark.parametrize("field", tdx.MEASUREMENT_FIELDS)
+@pytest.mark.parametrize("field", MEASUREMENT_FIELDS)
 def test_each_pinned_value_mutated_in_turn_fails(samples: Path, field: str) -> None:
     quote, collateral, now = _load(samples, "tdx_v4_uptodate")
     policy = _pinned(quote)
