@@ -16,8 +16,9 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -45,19 +46,20 @@ def _entry(i: int) -> ReleaseEntry:
     })
 
 
-async def _storage_writers(writers: int, seconds: float) -> tuple[float, int, int]:
+async def _storage_writers(writers: int, seconds: float, *, repeat: bool = False
+                           ) -> tuple[float, int, int]:
+    """Distinct entries (each appended), or with `repeat` one entry re-added (deduplicated)."""
     with tempfile.TemporaryDirectory() as d:
         storage = LogStorage(d, Signer.generate("bench.log"))
         batcher = Batcher(storage)
         batcher.start()
-        payload = _entry(0).to_bytes()
         done = 0
         stop = time.perf_counter() + seconds
 
         async def writer() -> None:
             nonlocal done
             while time.perf_counter() < stop:
-                await batcher.add(payload)
+                await batcher.add(_entry(0 if repeat else done + 1).to_bytes())
                 done += 1
 
         start = time.perf_counter()
@@ -81,7 +83,6 @@ async def _http_writers(writers: int, seconds: float) -> tuple[float, int, int]:
             stdout=asyncio.subprocess.PIPE, cwd=str(REPO))
         assert proc.stdout is not None
         base = (await proc.stdout.readline()).decode().split()[-1]
-        bodies = [sign_entry(_entry(i), release) for i in range(256)]
         done = 0
         stop = time.perf_counter() + seconds
         async with ClientSession(connector=TCPConnector(limit=writers)) as session:
@@ -89,7 +90,8 @@ async def _http_writers(writers: int, seconds: float) -> tuple[float, int, int]:
             async def writer(k: int) -> None:
                 nonlocal done
                 while time.perf_counter() < stop:
-                    async with session.post(base + "/add", data=bodies[(k + done) % 256]) as r:
+                    body = sign_entry(_entry(k * 10**9 + done), release)  # never a repeat
+                    async with session.post(base + "/add", data=body) as r:
                         if r.status != 200:
                             raise RuntimeError(f"HTTP {r.status}")
                         await r.read()
@@ -163,11 +165,16 @@ def main() -> None:
 
     print("Append throughput (durable: each batch = one write of its entry records and its signed")
     print(f"checkpoint record + one fsync; {args.seconds:g} s per row; HTTP: server in its own")
-    print("process, writers in the bench process, same 2 cores)\n")
+    print("process, writers in the bench process, same 2 cores; every add a distinct entry but")
+    print("in 'same entry again', where the log answers with the existing index, appending")
+    print("nothing)\n")
     print("| path               | writers | entries/s | entries | batches | entries/batch |")
     print("|--------------------|--------:|----------:|--------:|--------:|--------------:|")
-    for label, fn, counts in (("storage+batcher", _storage_writers, (1, 8, 64, 256)),
-                              ("HTTP POST /add", _http_writers, (1, 8, 64))):
+    rows: tuple[tuple[str, Callable[[int, float], Any], tuple[int, ...]], ...] = (
+        ("storage+batcher", _storage_writers, (1, 8, 64, 256)),
+        ("  same entry again", partial(_storage_writers, repeat=True), (64,)),
+        ("HTTP POST /add", _http_writers, (1, 8, 64)))
+    for label, fn, counts in rows:
         for writers in counts:
             rate, done, batches = asyncio.run(fn(writers, args.seconds))
             per = done / batches if batches else 0.0

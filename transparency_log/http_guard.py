@@ -136,6 +136,8 @@ async def guard_middleware(
         await request.read()  # cached: the handler's own read() returns the same bytes
     except web.HTTPRequestEntityTooLarge:
         return web.json_response({"error": "request body too large"}, status=413)
+    except ConnectionError:  # cut at the deadline or gone: nobody is left to answer
+        return web.Response(status=408)
     request.app[_GUARD_KEY].received(request.transport)
     try:
         return await handler(request)
