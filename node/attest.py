@@ -38,7 +38,7 @@ TEES = ("simulated",)
 class Attester:
     """Makes the node's bundles for its key epochs (simulated TEE + simulated GPUs)."""
 
-    def __init__(self, *, tee: str, node_id: str, measurement: bytes,  # noqa: PLR0913
+    def __init__(self, *, tee: str, node_id: bytes, measurement: bytes,  # noqa: PLR0913
                  release: Release | None, now: datetime, gpus: int = 1) -> None:
         """Set up the TEE collectors.
 

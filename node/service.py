@@ -101,8 +101,8 @@ def build(options: NodeOptions, audit: AuditLog) -> tuple[NodeServer, NodeIdenti
     keys = KeyRing(policy, now=now, rng=os.urandom)
     identity = NodeIdentity.generate(os.urandom)
     measurement, _ = measure_sources(source_root())
-    attester = Attester(tee=options.tee, node_id=identity.node_id, measurement=measurement.digest,
-                        release=release, now=now)
+    attester = Attester(tee=options.tee, node_id=bytes.fromhex(identity.node_id),
+                        measurement=measurement.digest, release=release, now=now)
     attester.bundle(keys.current)
     window = options.gateway.date_window.total_seconds() * 2  # DESIGN.md: >= 2 x the Date window
     replay: ReplayStore = (RedisReplayStore.from_url(options.redis_url, window=window)
