@@ -1,8 +1,8 @@
 """The node's attestation: a fresh bundle per key epoch (and per client nonce), release stapling.
 
-Bundles are built with attestation's own builder (`attestation.dev.simulated_bundle` for the
-simulated TEE); this module only decides what goes in: the epoch's key config and validity, the
-node id, the self-measurement and the stapled release proof.
+Bundles are built with attestation's own builder (`attestation.simulated_node.simulated_bundle`
+for the simulated TEE); this module only decides what goes in: the epoch's key config and
+validity, the node id, the self-measurement and the stapled release proof.
 
 * `Attester` is pure apart from the TEE's own key generation at construction.
 * `load_release` reads the stapled proof from a file (the bundle's `release` object: entry,
@@ -47,9 +47,9 @@ class Attester:
         """
         if tee not in TEES:
             raise ConfigError(f"TEE {tee!r} is not available here (available: simulated)")
-        from attestation.dev import release_entry  # noqa: PLC0415
-        from attestation.gpu import SimulatedGpu  # noqa: PLC0415
+        from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
         from attestation.simulated import SimulatedTee  # noqa: PLC0415
+        from attestation.simulated_node import release_entry  # noqa: PLC0415
 
         self.node_id = node_id
         self.measurement = measurement
@@ -62,7 +62,7 @@ class Attester:
         """The bundle JSON for `epoch` (cached per epoch unless a nonce asks for a fresh one)."""
         if nonce is None and epoch.serial in self._cache:
             return self._cache[epoch.serial]
-        from attestation.dev import simulated_bundle  # noqa: PLC0415
+        from attestation.simulated_node import simulated_bundle  # noqa: PLC0415
 
         made = simulated_bundle(
             key_config=serialize_key_configs([epoch.key.config]), measurement=self.measurement,
