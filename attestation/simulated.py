@@ -150,6 +150,7 @@ class SimulatedTee:
     def report(  # noqa: PLR0913 - the guest-chosen fields of a report, plus test overrides
         self, report_data: bytes, measurement: bytes, *, debug: bool = False, vmpl: int = 0,
         version: int = 5, reported_tcb: TcbVersion | None = None, chip_id: bytes | None = None,
+        guest_policy: int | None = None,
     ) -> bytes:
         """Produce a signed SEV-SNP report, as the firmware would for this guest.
 
@@ -161,6 +162,7 @@ class SimulatedTee:
             version: Report version 2, 3 or 5.
             reported_tcb: Claim another TCB than the VCEK's (tests: A6).
             chip_id: Claim another chip id (tests: A7).
+            guest_policy: The whole GUEST_POLICY value (tests; `debug` is then ignored).
 
         Returns:
             The 1184-byte signed report.
@@ -172,7 +174,8 @@ class SimulatedTee:
             raise ProtocolError("report_data must be 64 bytes and measurement 48 bytes")
         tcb = (reported_tcb or self.tcb).to_u64(PRODUCT)
         fields: dict[str, int | bytes] = {
-            "guest_svn": 1, "policy": _GUEST_POLICY | (POLICY_DEBUG_BIT if debug else 0),
+            "guest_svn": 1, "policy": guest_policy if guest_policy is not None
+            else _GUEST_POLICY | (POLICY_DEBUG_BIT if debug else 0),
             "vmpl": vmpl, "current_tcb": tcb, "reported_tcb": tcb, "committed_tcb": tcb,
             "launch_tcb": tcb, "platform_info": 1, "report_data": report_data,
             "measurement": measurement, "chip_id": chip_id or self.chip_id,

@@ -33,6 +33,7 @@ from cryptography.x509.oid import NameOID
 
 from attestation.report import VerificationReport
 from attestation.sevsnp import SnpReport
+from attestation.snp_guest_policy import check_guest_policy
 from attestation.vcek import TcbVersion, VcekInfo, load_der_certificate, parse_vcek
 from hushcc.errors import ProtocolError, VerificationError
 
@@ -206,6 +207,7 @@ def verify_snp_report(  # noqa: PLR0913 - the inputs of a verification, all name
                  "debug off" if not snp.debug else "debug on, allowed by policy",
                  f"guest policy {snp.policy:#x} allows debugging (bit 19) and the policy "
                  "refuses debug")
+    check_guest_policy(report, snp.policy, policy.snp_guest)
     report.check(snp.vmpl == policy.vmpl, "VMPL", f"VMPL {snp.vmpl}",
                  f"VMPL {snp.vmpl}, policy requires {policy.vmpl}")
     if expected_measurements is not None:

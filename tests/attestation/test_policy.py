@@ -21,6 +21,9 @@ def test_defaults_are_strict() -> None:
     assert not p.allow_simulated
     assert p.require_gpu
     assert p.allowed_measurements == frozenset()
+    assert p.max_checkpoint_age == timedelta(days=2)
+    assert p.revocation_required(simulated=False)
+    assert not p.revocation_required(simulated=True)
 
 
 def test_full_policy(tmp_path: Path) -> None:
@@ -34,6 +37,8 @@ max_age_seconds = 3600
 max_validity_seconds = 7200
 allowed_measurements = ["{M}"]
 log_key = "log.example+1234abcd+AAAA"
+max_checkpoint_age_seconds = 600
+revocation = "best-effort"
 [min_tcb]
 bootloader = 3
 snp = 8
@@ -49,6 +54,9 @@ microcode = 115
     assert p.allowed_measurements == frozenset({bytes.fromhex(M)})
     assert p.min_tcb == TcbVersion(bootloader=3, tee=0, snp=8, microcode=115)
     assert p.log_key == "log.example+1234abcd+AAAA"
+    assert p.max_checkpoint_age == timedelta(minutes=10)
+    assert not p.revocation_required(simulated=False)
+    assert parse_policy('revocation = "required"').revocation_required(simulated=True)
 
 
 @pytest.mark.parametrize("text", [
@@ -65,6 +73,11 @@ microcode = 115
     pytest.param("min_tcb = 1", id="min-tcb-not-table"),
     pytest.param('log_key = ""', id="empty-log-key"),
     pytest.param("allow_debug = ", id="not-toml"),
+    pytest.param('revocation = "maybe"', id="revocation-mode"),
+    pytest.param("max_checkpoint_age_seconds = -5", id="negative-checkpoint-age"),
+    pytest.param("[sev_snp_guest_policy]\nallow_migrate = true", id="guest-unknown"),
+    pytest.param("[sev_snp_guest_policy]\nallow_smt = 1", id="guest-not-bool"),
+    pytest.param("[sev_snp_guest_policy]\nmin_abi_major = 256", id="guest-abi-range"),
 ])
 def test_invalid_policies(text: str) -> None:
     with pytest.raises(ConfigError):
