@@ -34,6 +34,10 @@ BODY_TD10, BODY_TD15 = 2, 3
 CERT_QE_REPORT, CERT_PCK_CHAIN = 6, 5
 QE_REPORT_SIZE = 384
 TD_ATTR_DEBUG = 0x01  # TUD.DEBUG, bit 0 of TDATTRIBUTES
+# The registers a release entry pins for TDX, in this order: MRTD (initial TD memory) and the
+# run-time registers the firmware and bootloader extend with the kernel, initrd and command line.
+TDX_REGISTERS = ("mr_td", "rtmr0", "rtmr1", "rtmr2", "rtmr3")
+REGISTER_SIZE = 48
 MEASUREMENT_FIELDS = ("mr_td", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "report_data", "mr_seam")
 
 # TD report body offsets (Intel TDX DCAP Quote Generation Library, A.3.2 / A.4.2)
@@ -190,3 +194,8 @@ def _canonical_pem(pem: bytes) -> tuple[bytes, tuple[x509.Certificate, ...]]:
     if pem not in {canonical, canonical + b"\x00"}:
         raise ProtocolError("tdx: PCK chain is not canonical PEM")
     return canonical, tuple(chain)
+
+
+def tdx_measurement(report: TdReport) -> bytes:
+    """The TDX launch measurement a release entry lists: MRTD ‖ RTMR0 ‖ RTMR1 ‖ RTMR2 ‖ RTMR3."""
+    return b"".join(getattr(report, name) for name in TDX_REGISTERS)

@@ -7,7 +7,7 @@ Steps, all recorded in one `VerificationReport` (sub-verifiers' steps are prefix
       AMD's pinned roots by default; a caller that may see simulated evidence injects
       `attestation.simulated.WITH_SIMULATED`): the same code path for both. TDX goes to an
       injected `TdxVerifier` (`DcapTdxVerifier`: dcap-qvl with the caller's cached collateral;
-      measurement = MRTD).
+      measurement = MRTD ‖ RTMR0 ‖ RTMR1 ‖ RTMR2 ‖ RTMR3, 240 bytes).
   (2) GPU evidence: at least one GPU unless the policy waives it; each one through
       `attestation.gpu.verify_gpu_evidence` with the nonce the binding prescribes.
   (3) binding: report_data == SHA-512("hushcc/attest/v2" || ...) over every field a step
@@ -16,9 +16,12 @@ Steps, all recorded in one `VerificationReport` (sub-verifiers' steps are prefix
       Each GPU's nonce binds the same fields, so with GPUs a rewritten field already fails at
       "(2) GPU i: nonce".
   (4) measurement equals the one the release entry lists for this CPU type (and is in the
-      policy's allow-list when it has one).
-  (5) the entry is included in a checkpoint the pinned log key signed: an injected `LogVerifier`
-      (`StapledLogVerifier` adapts the transparency-log client).
+      policy's allow-list when it has one). The entry's `tdx` value is the hex of MRTD ‖ RTMR0
+      ‖ RTMR1 ‖ RTMR2 ‖ RTMR3 (the kernel, initrd and command line are measured into the RTMRs,
+      so MRTD alone pins nothing of them); each register is its own step.
+  (5) the entry is included in a checkpoint the pinned log key signed, and that checkpoint is
+      at most `policy.max_checkpoint_age` old (its log-signed or a witness's timestamp): an
+      injected `LogVerifier` (`StapledLogVerifier` adapts the transparency-log client).
   (6) validity window: not_before <= now < not_after, issued at most `max_age` ago, and a
       lifetime of at most `max_validity`.
 Any failure raises `AttestationError` carrying the report; only `verify_bundle`'s return value
@@ -40,19 +43,20 @@ from attestation.gpu import GpuPolicy, RevocationSource, verify_gpu_evidence
 from attestation.report import VerificationReport
 from attestation.snp_verify import verify_snp_report
 from attestation.tdx import TdxPolicy, verify_tdx_quote
-from attestation.tdx_quote import TdxQuote
+from attestation.tdx_quote import REGISTER_SIZE, TDX_REGISTERS, TdxQuote, tdx_measurement
 from hushcc.errors import ProtocolError, VerificationError
 from transparency_log.client import verify_stapled_inclusion
 from transparency_log.entry import ReleaseEntry
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from attestation.amd import CpuTrust
     from attestation.policy import Policy
     from transparency_log.cosignature import WitnessPolicy
 
+SNP_MEASUREMENT_SIZE = 48
 # The release entry's `measurements` key for each CPU evidence type.
 MEASUREMENT_KEYS = {"sev-snp": "sev-snp", "tdx": "tdx", "simulated": "sim"}
 
@@ -60,8 +64,9 @@ MEASUREMENT_KEYS = {"sev-snp": "sev-snp", "tdx": "tdx", "simulated": "sim"}
 class LogVerifier(Protocol):
     """Checks a stapled inclusion proof; raises `VerificationError` when it does not hold."""
 
-    def verify(self, entry: bytes, index: int, checkpoint: str, proof: Sequence[bytes]) -> None:
-        """Verify that `entry` is leaf `index` of a checkpoint the pinned log key signed."""
+    def verify(self, entry: bytes, index: int, checkpoint: str, proof: Sequence[bytes], *,
+               max_age: timedelta) -> None:
+        """Verify `entry` is leaf `index` of a pinned-key checkpoint at most `max_age` old."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +82,7 @@ class TdxVerifier(Protocol):
 
     def __call__(self, quote: bytes, certs: Sequence[bytes], *, now: datetime
                  ) -> tuple[CpuClaims, VerificationReport]:
-        """Verify and return the quote's report_data and MRTD-based measurement."""
+        """Verify and return the quote's report_data and MRTD ‖ RTMR0..3 measurement."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +106,9 @@ def entry_measurement(entry: bytes, cpu_type: str) -> bytes:
     """
     release = ReleaseEntry.from_bytes(entry)
     value = release.measurements.get(MEASUREMENT_KEYS[cpu_type])
-    if value is None or len(value) % 2:
-        raise ProtocolError(f"release entry lists no {cpu_type} measurement")
+    size = len(TDX_REGISTERS) * REGISTER_SIZE if cpu_type == "tdx" else SNP_MEASUREMENT_SIZE
+    if value is None or len(value) != 2 * size:
+        raise ProtocolError(f"release entry lists no {size}-byte {cpu_type} measurement")
     return bytes.fromhex(value)
 
 
@@ -116,10 +122,10 @@ class StapledLogVerifier:
 
     log_key: str
     now: datetime
-    max_age_seconds: int | None = None
     witness_policy: WitnessPolicy | None = None
 
-    def verify(self, entry: bytes, index: int, checkpoint: str, proof: Sequence[bytes]) -> None:
+    def verify(self, entry: bytes, index: int, checkpoint: str, proof: Sequence[bytes], *,
+               max_age: timedelta) -> None:
         """Verify the stapled inclusion proof (`transparency_log.client.verify_stapled_inclusion`).
 
         Raises:
@@ -127,7 +133,8 @@ class StapledLogVerifier:
         """
         try:
             verify_stapled_inclusion(entry, index, checkpoint, proof, log_verifier_key=self.log_key,
-                                     max_age=self.max_age_seconds, now=int(self.now.timestamp()),
+                                     max_age=int(max_age.total_seconds()),
+                                     now=int(self.now.timestamp()),
                                      witness_policy=self.witness_policy)
         except ProtocolError as exc:
             raise VerificationError(f"stapled log proof is malformed: {exc}") from exc
@@ -142,11 +149,11 @@ class DcapTdxVerifier:
 
     def __call__(self, quote: bytes, certs: Sequence[bytes], *, now: datetime
                  ) -> tuple[CpuClaims, VerificationReport]:
-        """Verify the quote; return its report_data and MRTD (the TDX launch measurement)."""
+        """Verify the quote; return its report_data and MRTD ‖ RTMR0..3 (its measurement)."""
         del certs  # the quote carries its own PCK chain
         report = verify_tdx_quote(quote, self.collateral, now=now, policy=self.policy)
         parsed = TdxQuote.from_bytes(quote).report
-        return CpuClaims(parsed.report_data, parsed.mr_td), report
+        return CpuClaims(parsed.report_data, tdx_measurement(parsed)), report
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,29 +269,40 @@ def verify_bundle(  # noqa: PLR0913 - the inputs of a verification, all named
                      "(3) nonce", "the bundle is bound to the client's nonce",
                      "the bundle is not bound to the client's nonce")
     _measurement(report, b, measurement, policy)
-    _log(report, b, log)
+    _log(report, b, log, policy)
     _window(report, b, opt)
     return VerifiedBundle(b.node_id, b.key_config, b.not_after, measurement, report)
 
 
 def _measurement(report: VerificationReport, b: fmt.Bundle, measurement: bytes,
                  policy: Policy) -> None:
-    with report.step("(4) measurement") as step:
+    with report.step("(4) release measurement") as step:
         logged = entry_measurement(b.release.entry, b.cpu.type)
-        if not hmac.compare_digest(measurement, logged):
-            raise VerificationError(f"measurement {measurement.hex()[:24]}... is not the logged "
-                                    f"release's {logged.hex()[:24]}...")
-        step.passed(f"measurement {measurement.hex()[:24]}... equals the logged release's")
+        if len(measurement) != len(logged):
+            raise VerificationError("the evidence's measurement has another size than the entry's")
+        step.passed(f"the release entry lists a {b.cpu.type} measurement")
+    names = ("MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3") if b.cpu.type == "tdx" else ("",)
+    size = len(logged) // len(names)
+    for i, name in enumerate(names):
+        ours, theirs = (m[i * size:(i + 1) * size] for m in (measurement, logged))
+        report.check(hmac.compare_digest(ours, theirs),
+                     f"(4) measurement: {name}" if name else "(4) measurement",
+                     f"{name or 'measurement'} {ours.hex()[:24]}... equals the logged release's",
+                     f"{name or 'measurement'} {ours.hex()[:24]}... is not the logged release's "
+                     f"{theirs.hex()[:24]}...")
     if policy.allowed_measurements:
         report.check(measurement in policy.allowed_measurements, "(4) allowed measurement",
                      "measurement is in the policy's allow-list",
                      "measurement is not in the policy's allow-list")
 
 
-def _log(report: VerificationReport, b: fmt.Bundle, log: LogVerifier | None) -> None:
+def _log(report: VerificationReport, b: fmt.Bundle, log: LogVerifier | None,
+         policy: Policy) -> None:
     if log is None:
         raise report.fail("(5) log inclusion", "no transparency-log verifier configured")
     r = b.release
     with report.step("(5) log inclusion") as step:
-        log.verify(r.entry, r.index, r.checkpoint, r.inclusion_proof)
-        step.passed(f"entry {r.index} is included in a checkpoint the log signed")
+        log.verify(r.entry, r.index, r.checkpoint, r.inclusion_proof,
+                   max_age=policy.max_checkpoint_age)
+        step.passed(f"entry {r.index} is included in a checkpoint the log signed at most "
+                    f"{policy.max_checkpoint_age} ago")

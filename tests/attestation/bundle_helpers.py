@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from attestation.bundle import Bundle
@@ -31,7 +31,8 @@ class FakeLog:
     logged: set[tuple[bytes, int]] = field(default_factory=set)
     calls: int = 0
 
-    def verify(self, entry: bytes, index: int, checkpoint: str, proof: Sequence[bytes]) -> None:
+    def verify(self, entry: bytes, index: int, checkpoint: str, proof: Sequence[bytes], *,
+               max_age: timedelta) -> None:
         self.calls += 1
         if (entry, index) not in self.logged:
             raise VerificationError("entry is not included in the checkpoint")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,8 @@ def _log_release(tmp_path: Path, bundle_path: Path) -> tuple[Path, str]:
     tree = merkle.MerkleTree()
     tree.append(release_entry(b"\x01" * 48))
     tree.append(entry)
-    note = sign_checkpoint(Checkpoint(ORIGIN, tree.size, tree.root()), signer)
+    note = sign_checkpoint(Checkpoint(ORIGIN, tree.size, tree.root())
+                           .with_timestamp(int(time.time())), signer)
     release = tmp_path / "release.json"
     release.write_text(json.dumps({
         "entry": base64.b64encode(entry).decode(), "index": 1, "checkpoint": note.decode(),

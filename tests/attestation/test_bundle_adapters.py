@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from attestation.bundle import Bundle, Evidence, Release
-from attestation.report import AttestationError
+from attestation.bundle import Binding, Bundle, Evidence, Release
+from attestation.policy import Policy
+from attestation.report import AttestationError, VerificationReport
 from attestation.simulated import WITH_SIMULATED
 from attestation.simulated_node import release_entry
 from attestation.tdx import TdxPolicy
 from attestation.tdx_quote import TdxQuote
 from attestation.verify_bundle import (
+    CpuClaims,
     DcapTdxVerifier,
     StapledLogVerifier,
     VerifiedBundle,
@@ -45,9 +49,13 @@ def logged() -> tuple[Signer, Release]:
     tree = merkle.MerkleTree()
     for entry in entries:
         tree.append(entry)
-    note = sign_checkpoint(Checkpoint(ORIGIN, tree.size, tree.root()), signer)
-    proof = merkle.inclusion_proof(tree, 3, tree.size)
-    return signer, Release(entries[3], 3, note.decode(), tuple(proof))
+    return signer, _staple(signer, tree, entries[3], int(NOW.timestamp()) - 3600)
+
+
+def _staple(signer: Signer, tree: merkle.MerkleTree, entry: bytes, stamp: int) -> Release:
+    note = sign_checkpoint(Checkpoint(ORIGIN, tree.size, tree.root()).with_timestamp(stamp),
+                           signer)
+    return Release(entry, 3, note.decode(), tuple(merkle.inclusion_proof(tree, 3, tree.size)))
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +63,9 @@ def node() -> Node:
     return make_node()
 
 
-def run(node: Node, data: bytes, log: StapledLogVerifier) -> VerifiedBundle:
-    return verify_bundle(data, policy=SIM_POLICY, now=NOW + timedelta(minutes=1), log=log,
+def run(node: Node, data: bytes, log: StapledLogVerifier, *,
+        policy: Policy = SIM_POLICY) -> VerifiedBundle:
+    return verify_bundle(data, policy=policy, now=NOW + timedelta(minutes=1), log=log,
                          gpu_policy=node.gpu_policy, cpu_trust=WITH_SIMULATED)
 
 
@@ -65,6 +74,33 @@ def test_real_log_proof_verifies(node: Node, logged: tuple[Signer, Release]) -> 
     data = node.bundle(release=release).to_json()
     log = StapledLogVerifier(signer.verifier().to_string(), NOW)
     assert run(node, data, log).report.passed
+
+
+# L4 on the bundle path (issue 9 item 7): the policy's max_checkpoint_age (default 2 days).
+@pytest.mark.parametrize(("age", "policy", "passes"), [
+    pytest.param(3600, SIM_POLICY, True, id="fresh"),
+    pytest.param(int(NOW.timestamp()), SIM_POLICY, False, id="1970"),
+    pytest.param(3 * 86400, SIM_POLICY, False, id="3-days"),
+    pytest.param(3600, dataclasses.replace(SIM_POLICY, max_checkpoint_age=timedelta(minutes=10)),
+                 False, id="older-than-policy"),
+])
+def test_checkpoint_freshness(node: Node, age: int, policy: Policy, passes: bool) -> None:
+    signer = Signer.generate(ORIGIN)
+    entries = [release_entry(bytes([i]) * 48) for i in range(3)] + [release_entry(MEASUREMENT)]
+    tree = merkle.MerkleTree()
+    for entry in entries:
+        tree.append(entry)
+    release = _staple(signer, tree, entries[3], int(NOW.timestamp()) - age)
+    data = node.bundle(release=release).to_json()
+    log = StapledLogVerifier(signer.verifier().to_string(), NOW + timedelta(minutes=1))
+    if passes:
+        assert run(node, data, log, policy=policy).report.passed
+        return
+    with pytest.raises(AttestationError) as exc:
+        run(node, data, log, policy=policy)
+    assert exc.value.report.first_failure is not None
+    assert exc.value.report.first_failure.name == "(5) log inclusion"
+    assert "older than the maximum age" in exc.value.report.first_failure.reason
 
 
 @pytest.mark.parametrize("mutate", ["index", "proof", "key", "entry"])
@@ -104,10 +140,10 @@ def test_tdx_route(shared_vectors: Path) -> None:
     claims, steps = tdx(quote, (), now=TDX_AT)
     parsed = TdxQuote.from_bytes(quote).report
     assert steps.passed
-    assert (claims.report_data, claims.measurement) == (parsed.report_data, parsed.mr_td)
-    mr_td = claims.measurement
+    registers = parsed.mr_td + parsed.rtmr0 + parsed.rtmr1 + parsed.rtmr2 + parsed.rtmr3
+    assert (claims.report_data, claims.measurement) == (parsed.report_data, registers)
     entry = json.loads(release_entry(MEASUREMENT))
-    entry["measurements"] = {"tdx": mr_td.hex()}
+    entry["measurements"] = {"tdx": registers.hex()}
     bundle = Bundle(b"\xab" * 32, KEY_CONFIG, TDX_AT - timedelta(hours=1),
                     TDX_AT + timedelta(hours=1), Evidence("tdx", quote), (),
                     Release(json.dumps(entry, sort_keys=True, separators=(",", ":")).encode(),
@@ -142,3 +178,41 @@ def test_witness_policy(node: Node, logged: tuple[Signer, Release]) -> None:
             run(node, node.bundle(release=bad).to_json(), log)
         assert exc.value.report.first_failure is not None
         assert exc.value.report.first_failure.name == "(5) log inclusion"
+
+
+# Issue 9 item 6: the entry's `tdx` value pins MRTD and RTMR0-3, each compared at its own step.
+# The quote's own checks are the DCAP verifier's (above); here a TDX verifier stands in that
+# reports claims bound to the bundle, so the bundle verifier reaches step (4).
+REGISTERS = b"".join(bytes([i + 1]) * 48 for i in range(5))
+
+
+@dataclasses.dataclass(frozen=True)
+class _BoundTdx:
+    report_data: bytes
+
+    def __call__(self, quote: bytes, certs: Sequence[bytes], *, now: datetime
+                 ) -> tuple[CpuClaims, VerificationReport]:
+        steps = VerificationReport("tdx quote")
+        steps.ok("stand-in", "claims handed out by the test")
+        return CpuClaims(self.report_data, REGISTERS), steps
+
+
+@pytest.mark.parametrize("register", [None, "MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3"])
+def test_tdx_registers_each_compared(register: str | None) -> None:
+    logged = bytearray(REGISTERS)
+    if register is not None:
+        logged[48 * ["MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3"].index(register)] ^= 1
+    entry = json.loads(release_entry(MEASUREMENT))
+    entry["measurements"] = {"tdx": bytes(logged).hex()}
+    release = Release(json.dumps(entry, sort_keys=True, separators=(",", ":")).encode(), 0, "", ())
+    binding = Binding(KEY_CONFIG, b"\xab" * 32, NOW, NOW + timedelta(hours=1))
+    bundle = Bundle(binding.node_id, KEY_CONFIG, NOW, NOW + timedelta(hours=1),
+                    Evidence("tdx", b"quote"), (), release)
+    policy = Policy(require_gpu=False)
+    tdx = _BoundTdx(binding.report_data(()))
+    with pytest.raises(AttestationError) as exc:
+        verify_bundle(bundle.to_json(), policy=policy, now=NOW, log=None, tdx=tdx)
+    failure = exc.value.report.first_failure
+    assert failure is not None
+    # unmutated: every register matches and the bundle gets to the log step (positive twin)
+    assert failure.name == (f"(4) measurement: {register}" if register else "(5) log inclusion")
