@@ -1,8 +1,10 @@
 """`hushcc attest ...`: show, verify, simulate and measure attestation bundles.
 
 * `show BUNDLE` prints the bundle's public fields (no verification).
-* `verify BUNDLE --policy FILE [--at TIME]` prints every verification step; a failure exits 1
-  and names the failing step (fail closed: a missing log key or GPU reference fails too).
+* `verify BUNDLE --policy FILE [--at TIME] [--revocation-cache DIR]` prints every verification
+  step; a failure exits 1 and names the failing step (fail closed: a missing log key or GPU
+  reference fails too, and so does a missing AMD CRL / NVIDIA OCSP answer unless the policy says
+  `revocation = "best-effort"`; the cache layout is in `attestation.revocation`).
 * `simulate --key-config FILE --out BUNDLE` writes a development bundle from the simulated TEE
   (and simulated GPUs), measuring this installation's code with `measure_paths`.
 * `measure --root DIR FILE...` prints the self-measurement the image build logs.
@@ -41,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
     verify.add_argument("--gpu-driver-rim", type=Path, help="NVIDIA driver RIM (SWID XML)")
     verify.add_argument("--gpu-vbios-rim", type=Path, help="NVIDIA VBIOS RIM (SWID XML)")
     verify.add_argument("--tdx-collateral", type=Path, help="cached Intel PCS collateral (JSON)")
+    verify.add_argument("--revocation-cache", type=Path,
+                        help="directory of cached AMD CRLs (amd/<Product>.crl) and NVIDIA OCSP "
+                             "answers (nvidia-ocsp/*.der)")
     verify.set_defaults(handler=_verify)
     sim = group.add_parser("simulate", help="write a development bundle (simulated TEE)")
     sim.add_argument("--key-config", type=Path, required=True,
@@ -115,6 +120,7 @@ def _verify(args: argparse.Namespace) -> int:
     from attestation.gpu import GpuPolicy  # noqa: PLC0415
     from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
     from attestation.policy import load_policy  # noqa: PLC0415
+    from attestation.revocation import RevocationSources, load_revocation_cache  # noqa: PLC0415
     from attestation.simulated import WITH_SIMULATED  # noqa: PLC0415
     from attestation.tdx import TdxPolicy  # noqa: PLC0415
     from attestation.verify_bundle import (  # noqa: PLC0415
@@ -151,6 +157,8 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         verified = verify_bundle(_read(args.bundle), policy=policy, now=now, log=log,
                                  gpu_policy=gpu_policy, expected_nonce=nonce, tdx=tdx,
+                                 revocation=load_revocation_cache(args.revocation_cache)
+                                 if args.revocation_cache else RevocationSources(),
                                  cpu_trust=WITH_SIMULATED if policy.allow_simulated else AMD_TRUST)
     except AttestationError as exc:
         print(exc.report.render())

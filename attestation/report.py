@@ -10,6 +10,8 @@ Invariants:
   raised inside the block fails exactly that step with the error's message; a block that ends
   without `passed` fails too (fail closed). Sub-verifiers' steps come in through
   `report.include`, which returns the sub-verifier's result.
+* A check the policy lets go unperformed (revocation under "best-effort") is a WARNING step:
+  it does not fail the report, and it never renders or counts as a pass (`warnings`).
 * Pure: no I/O, no clock (time is a parameter of the verifiers, not of the report).
 """
 
@@ -34,10 +36,12 @@ class Step:
     name: str
     passed: bool
     reason: str
+    warning: bool = False  # not failed, but NOT checked: never shown or counted as a pass
 
     def line(self) -> str:
-        """Render as one report line: `[PASS] name: reason`."""
-        return f"[{'PASS' if self.passed else 'FAIL'}] {self.name}: {self.reason}"
+        """Render as one report line: `[PASS] name: reason` (or FAIL, WARN)."""
+        label = "WARN" if self.warning else "PASS" if self.passed else "FAIL"
+        return f"[{label}] {self.name}: {self.reason}"
 
 
 @dataclass(slots=True)
@@ -45,10 +49,15 @@ class StepOutcome:
     """What a `report.step` block says when it succeeds (`passed(reason)`)."""
 
     reason: str | None = None
+    warning: bool = False
 
     def passed(self, reason: str) -> None:
         """Mark the step as passed with a reason a person can read."""
         self.reason = reason
+
+    def warn(self, reason: str) -> None:
+        """Mark the step as NOT checked, allowed by policy: a warning, not a pass."""
+        self.reason, self.warning = reason, True
 
 
 @dataclass(slots=True)
@@ -90,7 +99,7 @@ class VerificationReport:
             raise self.fail(name, str(exc)) from exc
         if outcome.reason is None:
             raise self.fail(name, "the step recorded no outcome")
-        self.ok(name, outcome.reason)
+        self.steps.append(Step(name, passed=True, reason=outcome.reason, warning=outcome.warning))
 
     def include(self, subject: str, verify: Callable[[], tuple[T, VerificationReport]]) -> T:
         """Run a sub-verifier and take its steps, prefixed with `subject`; return its result.
@@ -109,13 +118,18 @@ class VerificationReport:
     def extend(self, other: VerificationReport) -> None:
         """Append another report's steps, prefixed with its subject."""
         self.steps.extend(
-            Step(f"{other.subject}: {s.name}", s.passed, s.reason) for s in other.steps
+            Step(f"{other.subject}: {s.name}", s.passed, s.reason, s.warning) for s in other.steps
         )
 
     @property
     def passed(self) -> bool:
         """True when at least one step ran and none failed."""
         return bool(self.steps) and all(s.passed for s in self.steps)
+
+    @property
+    def warnings(self) -> list[Step]:
+        """The steps that were NOT checked (allowed by policy)."""
+        return [s for s in self.steps if s.warning]
 
     @property
     def first_failure(self) -> Step | None:
@@ -130,6 +144,8 @@ class VerificationReport:
     def render(self) -> str:
         """The report as text, one line per step, headed by the subject and the verdict."""
         verdict = "VERIFIED" if self.passed else "REJECTED"
+        if self.passed and self.warnings:
+            verdict += f" with {len(self.warnings)} WARNING(s)"
         return "\n".join([f"{self.subject}: {verdict}", *(s.line() for s in self.steps)])
 
 

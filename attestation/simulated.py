@@ -109,6 +109,7 @@ class SimulatedTee:
     chip_id: bytes
     tcb: TcbVersion
     _vcek_key: ec.EllipticCurvePrivateKey = field(repr=False)
+    _ark_key: ec.EllipticCurvePrivateKey = field(repr=False)
 
     @classmethod
     def generate(
@@ -136,12 +137,30 @@ class SimulatedTee:
         ask = _certificate(ASK_CN, ARK_CN, ask_key, ark_key, ask_validity or default, ca=True)
         vcek = _certificate(VCEK_CN, ASK_CN, vcek_key, ask_key, vcek_validity or default,
                             ca=False, extensions=_amd_extensions(tcb, chip_id))
-        return cls(ark, ask, vcek, chip_id, tcb, vcek_key)
+        return cls(ark, ask, vcek, chip_id, tcb, vcek_key, ark_key)
 
     def certs(self) -> tuple[bytes, bytes, bytes]:
         """The chain as the bundle carries it: VCEK, ASK, ARK (DER)."""
         return tuple(c.public_bytes(serialization.Encoding.DER)  # type: ignore[return-value]
                      for c in (self.vcek, self.ask, self.ark))
+
+    def crl(self, *, this_update: datetime, next_update: datetime,
+            revoked: Sequence[int] = ()) -> bytes:
+        """The ARK's CRL, as AMD's KDS serves it for a product (DER; tests of revocation).
+
+        Args:
+            this_update: The CRL's thisUpdate.
+            next_update: The CRL's nextUpdate (a CRL past it is stale).
+            revoked: Serial numbers to list as revoked (e.g. `self.ask.serial_number`).
+        """
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.ark.subject)
+                   .last_update(this_update).next_update(next_update))
+        for serial in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial)
+                .revocation_date(this_update).build())
+        return builder.sign(self._ark_key, hashes.SHA384()).public_bytes(
+            serialization.Encoding.DER)
 
     def trust(self) -> SnpTrust:
         """Trust anchors containing only this platform's simulated ARK."""

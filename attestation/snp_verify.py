@@ -14,8 +14,10 @@ Steps (each recorded in the `VerificationReport`, the first failure raises):
   (4) ARK given equals the pinned (10) report TCB == the VCEK's TCB (the certificate decides: A6)
       one (when one is given)     (11) VCEK TCB >= policy minimum, component by component
   (5) ARK self-signed, valid at   (12) debug off (unless the policy allows it)
-      `now`                       (13) VMPL as the policy says; (14) measurement and (15)
-                                       report_data as expected, when the caller supplies them
+      `now`                       (13) every other guest-policy bit (`snp_guest_policy`)
+  (7b) revocation: the ASK against the ARK-signed KDS CRL (`attestation.revocation`)
+  (14) VMPL as the policy says; (15) measurement and (16) report_data as expected, when the
+       caller supplies them
 
 Pure: bytes and time in, a report out.
 """
@@ -32,13 +34,14 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from attestation.report import VerificationReport
+from attestation.revocation import check_amd_crl
 from attestation.sevsnp import SnpReport
 from attestation.snp_guest_policy import check_guest_policy
 from attestation.vcek import TcbVersion, VcekInfo, load_der_certificate, parse_vcek
 from hushcc.errors import ProtocolError, VerificationError
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Collection, Mapping, Sequence
     from datetime import datetime
 
     from cryptography import x509
@@ -108,7 +111,7 @@ def _parse(report: VerificationReport, evidence: bytes, certs: Sequence[bytes]
 
 
 def _chain(report: VerificationReport, vcek: VcekInfo, certs: Sequence[bytes],
-           trust: SnpTrust, now: datetime) -> None:
+           trust: SnpTrust, now: datetime) -> tuple[x509.Certificate, x509.Certificate]:
     with report.step("trust anchor") as step:
         ark = trust.arks.get(vcek.product)
         if ark is None:
@@ -129,6 +132,7 @@ def _chain(report: VerificationReport, vcek: VcekInfo, certs: Sequence[bytes],
     _check_cert(report, "ARK", ark, ark, now)
     _check_cert(report, "ASK", ask, ark, now)
     _check_cert(report, "VCEK", vcek.certificate, ask, now)
+    return ark, ask
 
 
 def _signature(report: VerificationReport, snp: SnpReport, vcek: VcekInfo) -> None:
@@ -170,6 +174,7 @@ def verify_snp_report(  # noqa: PLR0913 - the inputs of a verification, all name
     expected_report_data: bytes | None = None,
     expected_measurements: Collection[bytes] | None = None,
     subject: str = "sev-snp",
+    crls: Mapping[str, bytes] | None = None,
 ) -> tuple[SnpReport, VerificationReport]:
     """Verify an SEV-SNP report and its VCEK chain against `trust` and `policy` at `now`.
 
@@ -182,6 +187,8 @@ def verify_snp_report(  # noqa: PLR0913 - the inputs of a verification, all name
         expected_report_data: When given, report_data must equal it.
         expected_measurements: When given, the measurement must be one of them.
         subject: The report's subject line.
+        crls: The ARKs' CRLs (DER, AMD KDS) per product, from the revocation cache; whether a
+            missing one fails is `policy.revocation_required` (`attestation.revocation`).
 
     Returns:
         The parsed report and the report of every step (all passed).
@@ -191,7 +198,11 @@ def verify_snp_report(  # noqa: PLR0913 - the inputs of a verification, all name
     """
     report = VerificationReport(subject)
     snp, vcek = _parse(report, evidence, certs)
-    _chain(report, vcek, certs, trust, now)
+    ark, ask = _chain(report, vcek, certs, trust, now)
+    with report.step("revocation") as step:
+        checked = check_amd_crl((crls or {}).get(vcek.product), ark=ark, ask=ask, now=now,
+                                required=policy.revocation_required(simulated=trust.simulated))
+        (step.passed if checked.checked else step.warn)(checked.reason)
     _signature(report, snp, vcek)
     if snp.version >= 3:
         expected = _CPUID.get(vcek.product)

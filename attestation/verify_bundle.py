@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from attestation import bundle as fmt
 from attestation.amd import AMD_TRUST
-from attestation.gpu import GpuPolicy, RevocationSource, verify_gpu_evidence
+from attestation.gpu import GpuPolicy, verify_gpu_evidence
 from attestation.report import VerificationReport
+from attestation.revocation import RevocationSources
 from attestation.snp_verify import verify_snp_report
 from attestation.tdx import TdxPolicy, verify_tdx_quote
 from attestation.tdx_quote import REGISTER_SIZE, TDX_REGISTERS, TdxQuote, tdx_measurement
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from attestation.policy import Policy
     from transparency_log.cosignature import WitnessPolicy
 
+NO_REVOCATION_SOURCES = RevocationSources()
 SNP_MEASUREMENT_SIZE = 48
 # The release entry's `measurements` key for each CPU evidence type.
 MEASUREMENT_KEYS = {"sev-snp": "sev-snp", "tdx": "tdx", "simulated": "sim"}
@@ -161,7 +163,7 @@ class _Options:
     policy: Policy
     now: datetime
     gpu_policy: GpuPolicy | None
-    revocation: RevocationSource | None
+    revocation: RevocationSources
     tdx: TdxVerifier | None
     cpu_trust: CpuTrust
 
@@ -184,7 +186,8 @@ def _cpu(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> CpuClaims:
 
     def run_snp() -> tuple[CpuClaims, VerificationReport]:
         snp, sub = verify_snp_report(b.cpu.evidence, b.cpu.certs, trust=trust,
-                                     policy=opt.policy, now=opt.now)
+                                     policy=opt.policy, now=opt.now,
+                                     crls=opt.revocation.amd_crls)
         return CpuClaims(snp.report_data, snp.measurement), sub
     return report.include(f"(1) {kind}", run_snp)
 
@@ -206,9 +209,11 @@ def _gpus(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> None:
 
 def _gpu_sub(gpu: fmt.Evidence, *, policy: GpuPolicy, nonce: bytes,
              opt: _Options) -> tuple[None, VerificationReport]:
+    simulated = gpu.type == "simulated"
     return None, verify_gpu_evidence(
         gpu.evidence, gpu.certs, expected_nonce=nonce, policy=policy, now=opt.now,
-        allow_simulated=gpu.type == "simulated", revocation=opt.revocation)
+        allow_simulated=simulated, revocation=opt.revocation.gpu,
+        revocation_required=opt.policy.revocation_required(simulated=simulated))
 
 
 def _window(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> None:
@@ -229,7 +234,7 @@ def _window(report: VerificationReport, b: fmt.Bundle, opt: _Options) -> None:
 def verify_bundle(  # noqa: PLR0913 - the inputs of a verification, all named
     data: bytes, *, policy: Policy, now: datetime, log: LogVerifier | None,
     gpu_policy: GpuPolicy | None = None, expected_nonce: bytes | None = None,
-    revocation: RevocationSource | None = None, tdx: TdxVerifier | None = None,
+    revocation: RevocationSources = NO_REVOCATION_SOURCES, tdx: TdxVerifier | None = None,
     cpu_trust: CpuTrust = AMD_TRUST,
 ) -> VerifiedBundle:
     """Verify a bundle's evidence, binding, log inclusion and validity (module docstring).
@@ -241,7 +246,8 @@ def verify_bundle(  # noqa: PLR0913 - the inputs of a verification, all named
         log: Stapled-inclusion verifier for the pinned log; None fails step (5).
         gpu_policy: GPU reference values (RIMs or pinned measurements).
         expected_nonce: The client's per-request nonce, when it asked for one.
-        revocation: Revocation source for GPU certificates (None: offline, reported).
+        revocation: AMD CRLs and the GPU revocation source (cached; `attestation.revocation`).
+            Whether a missing or stale one fails is `policy.revocation_required`.
         tdx: TDX quote verifier.
         cpu_trust: Trust anchors per CPU evidence type (AMD's pinned roots by default).
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import warnings
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Protocol
 
@@ -195,34 +196,54 @@ def public_key(cert: x509.Certificate) -> object:
         raise VerificationError("certificate public key cannot be loaded") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class RevocationCheck:
+    """The outcome of a revocation check that did not fail: `checked` False means NOT checked."""
+
+    reason: str
+    checked: bool
+
+
 def check_revocation(
-    chain: Sequence[x509.Certificate], source: RevocationSource | None, *, now: datetime
-) -> str:
+    chain: Sequence[x509.Certificate], source: RevocationSource | None, *, now: datetime,
+    required: bool,
+) -> RevocationCheck:
     """Ask the revocation source about every non-root certificate.
 
     Args:
         chain: The verified chain, leaf first.
-        source: The revocation source, or None (offline).
+        source: The revocation source (an OCSP responder or cache), or None.
         now: Verification time.
+        required: The policy requires revocation: no source, or a status the source cannot
+            vouch for (unknown, stale, unreachable), fails. Otherwise it is NOT checked.
 
     Returns:
-        A readable reason for the report step; in offline mode it says revocation was NOT
-        checked.
+        The outcome; `checked` is False when revocation could not be established and the
+        policy allows that (the caller records a warning, never a pass).
 
     Raises:
-        VerificationError: A certificate is revoked or its status is unknown.
+        VerificationError: A certificate is revoked, or (when required) its status is not known.
     """
     if source is None:
-        return "NOT checked: offline mode, no revocation source given"
+        if required:
+            raise VerificationError("no revocation source, and the policy requires revocation")
+        return RevocationCheck("NOT checked: no revocation source (policy: best-effort)",
+                               checked=False)
+    unknown: list[int] = []
     for depth, (cert, issuer) in enumerate(pairwise(chain)):
         try:
             status = source.status(cert, issuer, now=now)
-        except Exception as exc:  # an injected source failing must fail closed (re-raised typed)
-            raise VerificationError(
-                f"certificate at depth {depth}: revocation source failed"
-            ) from exc
+        except Exception:  # noqa: BLE001 - an injected source failing is "unknown" (fail closed)
+            status = RevocationStatus.UNKNOWN
         if status is RevocationStatus.REVOKED:
             raise VerificationError(f"certificate at depth {depth} is revoked")
         if status is not RevocationStatus.GOOD:
-            raise VerificationError(f"certificate at depth {depth}: revocation status unknown")
-    return f"{len(chain) - 1} certificates good per the revocation source"
+            unknown.append(depth)
+    if unknown and required:
+        raise VerificationError(f"certificate at depth {unknown[0]}: revocation status unknown "
+                                "(missing or stale answer) and the policy requires revocation")
+    if unknown:
+        return RevocationCheck(f"NOT checked: status unknown at depth(s) {unknown} "
+                               "(policy: best-effort)", checked=False)
+    return RevocationCheck(f"{len(chain) - 1} certificates good per the revocation source",
+                           checked=True)

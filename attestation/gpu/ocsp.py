@@ -4,6 +4,11 @@ NVIDIA answers OCSP for GPU device chains and RIM signing chains at `NVIDIA_OCSP
 nvtrust uses; the certificates carry no AIA). The HTTP POST goes through an injected
 `OcspFetcher`, so this module stays free of sockets and testable with locally signed responses.
 
+`CachedOcspSource` answers from OCSP responses fetched earlier (a cache directory a node or
+client refreshes out of band): the same checks except the nonce (a cached answer cannot echo a
+fresh one), so its freshness rests on `this_update` / `next_update` alone; a missing or stale
+answer is `UNKNOWN`.
+
 For each (certificate, issuer) it sends a request with a fresh nonce and accepts the answer
 only when (RFC 6960 §3.2): the response status is successful; it is signed by the issuer or by
 a responder certificate the issuer issued with the OCSPSigning EKU; it names this exact
@@ -91,6 +96,35 @@ class OcspRevocationSource:
             return _STATUS[response.certificate_status]
         except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):
             return RevocationStatus.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class CachedOcspSource:
+    """A `RevocationSource` over cached DER OCSP responses (module docstring); no network.
+
+    Attributes:
+        responses: DER OCSP responses, any order; each names the certificate it is about.
+        clock_skew: Tolerance for a responder clock slightly ahead of ours.
+    """
+
+    responses: tuple[bytes, ...]
+    clock_skew: dt.timedelta = dt.timedelta(minutes=5)
+
+    def status(
+        self, cert: x509.Certificate, issuer: x509.Certificate, *, now: dt.datetime
+    ) -> RevocationStatus:
+        """GOOD / REVOKED from a valid, fresh cached answer about `cert`; else UNKNOWN."""
+        for raw in self.responses:
+            try:
+                response = ocsp.load_der_ocsp_response(raw)
+                if (response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+                        and _names(response, cert, issuer)
+                        and _signed_by_issuer_or_delegate(response, issuer, now)
+                        and _fresh(response, now, self.clock_skew)):
+                    return _STATUS[response.certificate_status]
+            except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):
+                continue
+        return RevocationStatus.UNKNOWN
 
 
 _STATUS = {

@@ -41,6 +41,7 @@ class Rim:
     colloquial_version: str
     references: Mapping[int, tuple[bytes, ...]]
     revocation: str = "not applicable"
+    revocation_checked: bool = False
 
     @classmethod
     def from_tree(cls, root: Any) -> Rim:  # noqa: ANN401 - lxml element
@@ -104,6 +105,7 @@ def verify_rim(
     now: datetime,
     root: x509.Certificate | None = None,
     revocation: RevocationSource | None = None,
+    revocation_required: bool = False,
 ) -> Rim:
     """Verify a RIM's XML-DSig, its signing chain to the pinned RIM root, then parse it.
 
@@ -112,6 +114,7 @@ def verify_rim(
         now: Verification time (RIM signer certificates expire; verify at a time they were valid).
         root: The pinned root; NVIDIA's CoRIM signing root unless a test passes another.
         revocation: Optional revocation source; without one the result says NOT checked.
+        revocation_required: Fail when revocation cannot be established (no source, unknown).
 
     Returns:
         The verified RIM.
@@ -123,9 +126,9 @@ def verify_rim(
     signed = verify_enveloped(data)
     pinned = root if root is not None else load_root("rim_root.pem")
     verify_chain(signed.chain, pinned, now=now)
-    revocation_reason = check_revocation(signed.chain, revocation, now=now)
+    checked = check_revocation(signed.chain, revocation, now=now, required=revocation_required)
     rim = Rim.from_tree(signed.root)
-    return Rim(rim.colloquial_version, rim.references, revocation_reason)
+    return Rim(rim.colloquial_version, rim.references, checked.reason, checked.checked)
 
 
 def merge_references(driver: Rim, vbios: Rim) -> Mapping[int, tuple[bytes, ...]]:

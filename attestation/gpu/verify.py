@@ -7,7 +7,9 @@ Steps (each recorded in the `VerificationReport`; the first failure raises `Atte
                 the bundle verifier)
   (3) chain     device chain leaf → ... → NVIDIA Device Identity CA (pinned), valid at `now`;
                 the simulated root only when `allow_simulated`
-  (4) revocation  per certificate via the injected source; offline says "NOT checked"
+  (4) revocation  per certificate via the injected source (OCSP, or cached OCSP answers);
+                when required (the default outside the simulated root) a missing source or an
+                unknown / stale answer fails; otherwise it is a WARNING ("NOT checked")
   (5) signature ECDSA P-384 / SHA-384 by the leaf (attestation key)
   (5b) fwid     the report's FWID (newer firmware) equals the leaf certificate's DICE FWID
   (6) RIMs      driver + VBIOS RIMs: XML-DSig, chain to NVIDIA's RIM root (pinned), versions equal
@@ -88,6 +90,7 @@ def verify_gpu_evidence(  # noqa: PLR0913 - the interface fixed with the bundle 
     now: datetime,
     allow_simulated: bool = False,
     revocation: RevocationSource | None = None,
+    revocation_required: bool | None = None,
 ) -> VerificationReport:
     """Verify one GPU's evidence and return the report of passed steps.
 
@@ -98,7 +101,9 @@ def verify_gpu_evidence(  # noqa: PLR0913 - the interface fixed with the bundle 
         policy: Reference values and expected versions.
         now: Verification time (timezone-aware).
         allow_simulated: Trust the simulated GPU root (development only).
-        revocation: Revocation source (OCSP); None = offline, reported as not checked.
+        revocation: Revocation source (OCSP responder or cache), or None.
+        revocation_required: Whether revocation must be established (device chain and RIM
+            chains); None: required unless the chain ends in the simulated root.
 
     Returns:
         The report; every step passed.
@@ -122,8 +127,10 @@ def verify_gpu_evidence(  # noqa: PLR0913 - the interface fixed with the bundle 
         verify_chain(chain, root, now=now)
         step.passed(f"{len(chain)} certificates to the " + (
             "SIMULATED root (allowed by allow_simulated)" if simulated else "pinned NVIDIA root"))
+    required = not simulated if revocation_required is None else revocation_required
     with report.step("revocation") as step:
-        step.passed(check_revocation(chain, revocation, now=now))
+        checked = check_revocation(chain, revocation, now=now, required=required)
+        (step.passed if checked.checked else step.warn)(checked.reason)
     with report.step("signature") as step:
         key = public_key(chain[0])
         if not isinstance(key, ec.EllipticCurvePublicKey):
@@ -133,8 +140,13 @@ def verify_gpu_evidence(  # noqa: PLR0913 - the interface fixed with the bundle 
     with report.step("fwid") as step:
         step.passed(_check_fwid(ev, chain[0]))
     with report.step("rims") as step:
-        references, reason = _references(ev, policy, now, revocation)
+        references, reason, rims = _references(ev, policy, now, (revocation, required))
         step.passed(reason)
+    if rims:
+        with report.step("rim revocation") as step:
+            unchecked = [r.revocation for r in rims if not r.revocation_checked]
+            (step.warn if unchecked else step.passed)(
+                "; ".join(unchecked) or "RIM signing chains good per the revocation source")
     with report.step("versions") as step:
         _check_versions(ev, policy)
         step.passed(f"driver {ev.driver_version}, VBIOS {ev.vbios_version}")
@@ -180,20 +192,23 @@ def _references(
     ev: GpuEvidence,
     policy: GpuPolicy,
     now: datetime,
-    revocation: RevocationSource | None,
-) -> tuple[list[Mapping[int, tuple[bytes, ...]]], str]:
+    revocation: tuple[RevocationSource | None, bool],
+) -> tuple[list[Mapping[int, tuple[bytes, ...]]], str, list[Rim]]:
     """Every reference set the policy supplies (RIMs, pinned measurements, or both)."""
     sets: list[Mapping[int, tuple[bytes, ...]]] = []
     reasons: list[str] = []
+    rims: list[Rim] = []
+    source, required = revocation
     if policy.driver_rim is not None and policy.vbios_rim is not None:
-        driver = verify_rim(policy.driver_rim, now=now, revocation=revocation)
-        vbios = verify_rim(policy.vbios_rim, now=now, revocation=revocation)
+        driver, vbios = (verify_rim(rim, now=now, revocation=source, revocation_required=required)
+                         for rim in (policy.driver_rim, policy.vbios_rim))
+        rims += [driver, vbios]
         _same_version(ev.driver_version, driver, "driver")
         _same_version(ev.vbios_version, vbios, "VBIOS")
         sets.append(merge_references(driver, vbios))
         reasons.append(
             f"driver RIM {driver.colloquial_version} and VBIOS RIM {vbios.colloquial_version}: "
-            f"signatures and chains to the pinned NVIDIA RIM root; revocation {driver.revocation}"
+            "signatures and chains to the pinned NVIDIA RIM root"
         )
     elif policy.driver_rim is not None or policy.vbios_rim is not None:
         raise VerificationError("policy gives only one of the driver and VBIOS RIMs")
@@ -202,7 +217,7 @@ def _references(
         reasons.append(f"{len(policy.reference_measurements)} pinned reference measurements")
     if not sets:
         raise VerificationError("policy gives no reference values (RIMs or measurements)")
-    return sets, "; ".join(reasons)
+    return sets, "; ".join(reasons), rims
 
 
 def _same_version(reported: str | None, rim: Rim, what: str) -> None:

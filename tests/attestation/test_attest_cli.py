@@ -90,8 +90,17 @@ def test_simulate_with_logged_release_verifies(
     capsys.readouterr()
     assert main(["attest", "verify", str(out), "--policy", str(policy)]) == 0
     captured = capsys.readouterr()
-    assert captured.out.startswith("attestation bundle: VERIFIED")
+    assert captured.out.startswith("attestation bundle: VERIFIED with")
     assert "[PASS] (5) log inclusion" in captured.out
+    # simulated evidence has no CRL: by default NOT checked is a warning, never a pass ...
+    assert "[WARN] (1) simulated: revocation: NOT checked" in captured.out
+    # ... and a policy requiring revocation fails closed without a cached CRL
+    required = tmp_path / "required.toml"
+    required.write_text(policy.read_text() + 'revocation = "required"\n')
+    (tmp_path / "cache").mkdir()
+    assert main(["attest", "verify", str(out), "--policy", str(required),
+                 "--revocation-cache", str(tmp_path / "cache")]) == 1
+    assert "rejected at step (1) simulated: revocation" in capsys.readouterr().err
     # twin: after not_after the same bundle fails at the validity step
     after = Bundle.from_json(out.read_bytes()).not_after.isoformat()
     assert main(["attest", "verify", str(out), "--policy", str(policy), "--at", after]) == 1

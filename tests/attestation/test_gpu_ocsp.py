@@ -17,7 +17,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from attestation.gpu import GpuPolicy, RevocationStatus, verify_gpu_evidence
-from attestation.gpu.ocsp import NVIDIA_OCSP_URL, OcspRevocationSource
+from attestation.gpu.ocsp import NVIDIA_OCSP_URL, CachedOcspSource, OcspRevocationSource
 from attestation.gpu.simulated import SimulatedGpu
 from attestation.report import AttestationError
 
@@ -233,3 +233,46 @@ def test_ocsp_source_drives_the_gpu_revocation_step() -> None:
     failure = err.value.report.first_failure
     assert failure is not None
     assert (failure.name, failure.reason) == ("revocation", "certificate at depth 0 is revoked")
+
+
+# Cached answers (issue 9 item 8): no nonce to echo, so freshness is this/next_update alone.
+@pytest.mark.parametrize(("case", "expected"), [
+    pytest.param("good", RevocationStatus.GOOD, id="good"),
+    pytest.param("revoked", RevocationStatus.REVOKED, id="revoked"),
+    pytest.param("stale", RevocationStatus.UNKNOWN, id="stale"),
+    pytest.param("other-cert", RevocationStatus.UNKNOWN, id="missing"),
+    pytest.param("forged", RevocationStatus.UNKNOWN, id="wrong-signer"),
+])
+def test_cached_ocsp_answers(pki: Pki, case: str, expected: RevocationStatus) -> None:
+    other_key = ec.generate_private_key(ec.SECP384R1())
+    answer = {
+        "good": lambda: _response(pki, nonce=None),
+        "revoked": lambda: _response(pki, nonce=None, status=ocsp.OCSPCertStatus.REVOKED),
+        "stale": lambda: _response(pki, nonce=None, this_update=NOW - dt.timedelta(days=3),
+                                   next_update=NOW - dt.timedelta(days=1)),
+        "other-cert": lambda: _response(pki, nonce=None, cert=_cert(
+            "other leaf", other_key, ("test CA", pki.ca_key))),
+        "forged": lambda: _response(pki, nonce=None, signer=(
+            _cert("test CA", other_key, ca=True), other_key)),
+    }[case]()
+    assert CachedOcspSource((answer,)).status(pki.leaf, pki.ca, now=NOW) is expected
+    assert CachedOcspSource(()).status(pki.leaf, pki.ca, now=NOW) is RevocationStatus.UNKNOWN
+
+
+def test_cached_ocsp_unknown_fails_only_when_required(pki: Pki) -> None:
+    sim = SimulatedGpu()
+    evidence, certs = sim.attest(NONCE)
+    policy = GpuPolicy(reference_measurements=sim.reference_measurements())
+
+    def run(*, required: bool) -> list[str]:
+        report = verify_gpu_evidence(evidence, certs, expected_nonce=NONCE, policy=policy,
+                                     now=NOW, allow_simulated=True,
+                                     revocation=CachedOcspSource(()),
+                                     revocation_required=required)
+        return [s.name for s in report.warnings]
+
+    assert run(required=False) == ["revocation"]  # best-effort: a warning, not a pass
+    with pytest.raises(AttestationError) as err:
+        run(required=True)
+    assert err.value.report.first_failure is not None
+    assert err.value.report.first_failure.name == "revocation"

@@ -102,6 +102,7 @@ def _verify_a(
     now: dt.datetime = RIM_VALID,
     **kw: Any,
 ) -> VerificationReport:
+    kw.setdefault("revocation_required", False)  # offline: no OCSP answers for the 2023 chain
     return verify_gpu_evidence(
         set_a.evidence if evidence is None else evidence,
         set_a.certs if certs is None else certs,
@@ -127,12 +128,23 @@ def test_set_a_fully_verifies(set_a: SetA) -> None:
         "signature",
         "fwid",
         "rims",
+        "rim revocation",
         "versions",
         "measurements",
     ]
     assert "33 reference indices" in report.steps[-1].reason  # 21 driver + 12 VBIOS
-    assert "NOT checked" in report.steps[3].reason  # offline mode says so
+    # best-effort offline: revocation is a WARNING, never a pass
+    assert [s.name for s in report.warnings] == ["revocation", "rim revocation"]
+    assert "NOT checked" in report.steps[3].reason
+    assert "[WARN] revocation" in report.render()
+    assert "WARNING" in report.render().splitlines()[0]
     assert "no FWID" in report.steps[5].reason  # 2023 firmware predates the FWID field
+
+
+def test_set_a_revocation_required_without_source_fails(set_a: SetA) -> None:
+    with pytest.raises(AttestationError) as err:
+        _verify_a(set_a, revocation_required=True)
+    assert _failure(err).name == "revocation"
 
 
 def test_set_a_rejected_with_wrong_nonce(set_a: SetA) -> None:
@@ -190,6 +202,7 @@ def test_set_a_each_measurement_mutated_fails(set_a: SetA) -> None:
                 expected_nonce=NONCE_A,
                 policy=GpuPolicy(reference_measurements=pinned),
                 now=RIM_VALID,
+                revocation_required=False,
             )
         assert _failure(err).reason == (f"measurement index {index} matches no reference value")
     # positive twin: the same pinned references, unmutated, verify
@@ -199,6 +212,7 @@ def test_set_a_each_measurement_mutated_fails(set_a: SetA) -> None:
         expected_nonce=NONCE_A,
         policy=GpuPolicy(reference_measurements=references),
         now=RIM_VALID,
+        revocation_required=False,
     )
     assert report.passed
     assert ev.measurements[1] in references[1]
@@ -252,7 +266,7 @@ class _Revocation:
 @pytest.mark.parametrize("answer", [RevocationStatus.REVOKED, RevocationStatus.UNKNOWN])
 def test_revoked_or_unknown_certificate_rejected(set_a: SetA, answer: RevocationStatus) -> None:
     with pytest.raises(AttestationError) as err:
-        _verify_a(set_a, revocation=_Revocation(answer, depth=2))
+        _verify_a(set_a, revocation=_Revocation(answer, depth=2), revocation_required=True)
     assert _failure(err).name == "revocation"
     report = _verify_a(set_a, revocation=_Revocation(RevocationStatus.GOOD))
     assert "good per the revocation source" in report.steps[3].reason
@@ -479,8 +493,13 @@ def test_failing_revocation_source_fails_closed(sim: SimulatedGpu) -> None:
             now=SIM_NOW,
             allow_simulated=True,
             revocation=Broken(),
+            revocation_required=True,
         )
     assert _failure(err).name == "revocation"
+    lenient = verify_gpu_evidence(evidence, certs, expected_nonce=nonce, policy=policy,
+                                  now=SIM_NOW, allow_simulated=True, revocation=Broken(),
+                                  revocation_required=False)
+    assert [s.name for s in lenient.warnings] == ["revocation"]  # a warning, never a pass
     report = verify_gpu_evidence(
         evidence,
         certs,
