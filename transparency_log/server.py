@@ -9,12 +9,20 @@ Routes:
   `{"hashes": [base64, ...], ...}` computed from the published tree;
 * `POST /add`: a signed entry (`entry.py`); only entries whose release signature verifies under
   the configured release key are appended (400 malformed, 403 bad signature or key, 413 too
-  large, 503 storage failure); returns `{"index", "checkpoint", "inclusion_proof"}`.
+  large, 503 storage failure); returns `{"index", "checkpoint", "inclusion_proof"}`. An entry
+  already in the log is not appended again: the answer carries its existing index and the
+  current checkpoint, so a retried add is harmless.
 
 Appends are batched: requests that arrive while a batch is being made durable form the next batch,
 which costs one fsync and one new checkpoint however many entries it holds. Only the single
 writer thread touches storage for writing; readers see only published checkpoints.
-Nothing from a request body is logged.
+Nothing from a request body is logged; no input gives a 500 (malformed input is 400/404, and an
+error a handler did not expect is a bare 500 without detail, `http_guard.py`).
+
+Limits (`config.ServerConfig`, all range-checked): connections are capped and each request must
+arrive whole within an absolute receipt deadline (`http_guard.py`); shutdown (SIGTERM/SIGINT in
+`cli.py`) stops accepting, waits up to `SHUTDOWN_TIMEOUT` for requests in progress and up to
+`DRAIN_TIMEOUT` for queued appends, fails whatever is left, and always returns.
 """
 
 from __future__ import annotations
