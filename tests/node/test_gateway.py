@@ -17,6 +17,7 @@ from node.engine.sequence import EngineLimits
 from node.gateway import Gateway, GatewayConfig, Plain, Sealed, ServedModel
 from node.keys import KeyRing, RotationPolicy
 from node.model_files import LoadedModel, tiny_model
+from node.openai_api import ApiLimits
 from node.replay_store import MemoryReplayStore
 from ohttp.encapsulation import encapsulate_request
 from tests.node.node_client import CHAT, COMPLETIONS, inner, open_stream, open_whole, seal
@@ -308,4 +309,46 @@ def test_wrong_media_type_is_415(model: LoadedModel) -> None:
 
     async def go() -> None:
         assert await call(gw, "application/json", b"{}") == Plain(415)
+    run(gw, go)
+
+
+def test_kv_pool_zero_once_idle_and_ids_random_e1_e9(model: LoadedModel) -> None:
+    gw = make_gateway(model)
+
+    async def go() -> None:
+        ids = []
+        for text in ("first canary-kv-1", "second canary-kv-2"):
+            body, ctx = seal(gw.keys.current.key.config,
+                             inner(CHAT, chat(text, cache_salt="tenant-secret-0123")),
+                             chunked=False)
+            chunks = await call(gw, REQ, body)
+            assert isinstance(chunks, list)
+            doc = json.loads(open_whole(ctx, chunks[0]).content)
+            ids.append(doc["id"])
+            assert set(doc) == {"id", "object", "created", "model", "choices", "usage"}
+        assert ids[0] != ids[1]  # random ids, not a counter (E9)
+        assert not gw.engine.runner.kv_pool_is_zero()  # twin
+        await gw.engine.close()
+        assert gw.engine.runner.kv_pool_is_zero()
+    run(gw, go)
+
+
+@pytest.mark.parametrize("doc", [
+    pytest.param({"messages": [{"role": "canary-role-77", "content": "x"}]}, id="bad-role"),
+    pytest.param({"prompt": "canary-long-77 " * 3000}, id="prompt-too-long"),
+    pytest.param({"prompt": "canary-stop-77", "stop": [5]}, id="bad-stop"),
+])
+def test_error_bodies_carry_no_request_content_n4(model: LoadedModel, doc: dict[str, object],
+                                                   canaries) -> None:
+    gw = make_gateway(model, api=ApiLimits(max_prompt_chars=4096))
+    canaries.add("canary")
+
+    async def go() -> None:
+        path = CHAT if "messages" in doc else COMPLETIONS
+        body, ctx = seal(gw.keys.current.key.config, inner(path, doc), chunked=False)
+        chunks = await call(gw, REQ, body)
+        assert isinstance(chunks, list)
+        response = open_whole(ctx, chunks[0])
+        assert response.status == 400
+        assert b"canary" not in response.content
     run(gw, go)

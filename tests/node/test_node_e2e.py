@@ -273,7 +273,7 @@ def test_client_disconnect_cancels_in_engine_e5(node: NodeProcess) -> None:
     assert metrics["hushcc_engine_running"] == 0
 
 
-def test_sigterm_drains_in_flight_request(model_dir: Path, tmp_path: Path) -> None:
+def test_sigterm_drains_then_replay_after_restart_fails_g4(model_dir: Path, tmp_path: Path) -> None:
     started = start_node(tmp_path / "run", "--model", str(model_dir))
     try:
         body, ctx = seal(started.key_config(), inner(CHAT, chat("drain", max_tokens=48)),
@@ -291,6 +291,15 @@ def test_sigterm_drains_in_flight_request(model_dir: Path, tmp_path: Path) -> No
         assert response.status == 200  # the in-flight request was served to its end
         assert json.loads(response.content)["choices"][0]["finish_reason"] in ("stop", "length")
         assert started.process.wait(timeout=60) == 0
+        # G4: the same request replayed to the restarted node: per-boot keys, so it cannot open
+        restarted = start_node(tmp_path / "again", "--model", str(model_dir))
+        try:
+            replayed = post_sync(restarted, body, REQ)
+            assert replayed.status == 400
+            assert replayed.chunks == []  # plain, no detail
+            assert restarted.metrics()['hushcc_node_requests_total{outcome="submitted"}'] == 0
+        finally:
+            assert restarted.stop() == 0
     finally:
         started.stop(signal.SIGKILL)
 
@@ -304,6 +313,13 @@ def test_no_canary_anywhere_after_sigkill_n1(model_dir: Path, tmp_path: Path) ->
                                                      "max_tokens": 4}), chunked=False)
         assert canary in json.loads(open_whole(
             ctx, b"".join(post_sync(started, body, REQ).chunks)).content)["choices"][0]["text"]
+        for bad in ({"messages": [{"role": canary, "content": "x"}]},
+                    {"messages": [{"role": "user", "content": canary}], "max_tokens": 10**6},
+                    {"messages": [{"role": "user", "content": canary}], "stop": [{canary: 1}]}):
+            body, ctx = seal(config, inner(CHAT, bad), chunked=False)  # N4: error paths
+            error = open_whole(ctx, b"".join(post_sync(started, body, REQ).chunks))
+            assert error.status == 400
+            assert canary.encode() not in error.content
         metrics_text = json.dumps(started.metrics())
         body, _ = seal(config, inner(CHAT, chat(canary, max_tokens=400, stream=True)),
                        chunked=True)
