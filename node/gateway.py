@@ -271,13 +271,15 @@ class Gateway:
             from node.engine.tokenizer import encode_chat  # noqa: PLC0415
 
             return encode_chat(tokenizer, call.messages)
+        if call.prompt_ids:
+            return list(call.prompt_ids)  # the engine checks them against the vocabulary
         return [int(t) for t in tokenizer.encode(call.prompt, add_special_tokens=False)]
 
     async def _generate(self, call: Call, writer: _Writer, created: int) -> AsyncIterator[bytes]:
         try:
             params = SamplingParams(max_tokens=call.max_tokens, temperature=call.temperature,
                                     top_k=call.top_k, top_p=call.top_p, seed=call.seed,
-                                    stop=call.stop)
+                                    stop=call.stop, ignore_eos=call.ignore_eos)
             stream = self.engine.submit(GenerateRequest(tuple(self._prompt(call)), params),
                                         self._tenant_salt(call))
         except ProtocolError as exc:  # a limit: its message names the rule, never content

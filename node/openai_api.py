@@ -29,7 +29,7 @@ MIN_BUCKET = 256
 _KNOWN_FIELDS = frozenset({
     "model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature",
     "top_p", "top_k", "seed", "stop", "stream", "stream_options", "echo", "n", "user",
-    "cache_salt",
+    "cache_salt", "ignore_eos",
 })
 
 
@@ -67,6 +67,7 @@ class Call:
     chat: bool
     messages: tuple[tuple[str, str], ...]
     prompt: str
+    prompt_ids: tuple[int, ...]
     max_tokens: int
     temperature: float
     top_p: float
@@ -77,6 +78,7 @@ class Call:
     include_usage: bool
     echo: bool
     cache_salt: str | None
+    ignore_eos: bool = False
 
 
 def _number(doc: dict[str, Any], name: str, default: float, *, low: float, high: float) -> float:
@@ -131,6 +133,17 @@ def _messages(value: object, limits: ApiLimits) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _prompt(raw: object) -> tuple[str, tuple[int, ...]]:
+    """A completions prompt: text, or token ids (OpenAI accepts both)."""
+    if isinstance(raw, str) and raw:
+        return raw, ()
+    if isinstance(raw, list) and raw and all(
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31 for t in raw):
+        return "", tuple(raw)
+    raise ApiError(400, "prompt must be a non-empty string or list of token ids",
+                   "invalid_value")
+
+
 def parse_call(path: bytes, body: bytes, limits: ApiLimits) -> Call:
     """Parse a chat or text completion request body.
 
@@ -146,26 +159,27 @@ def parse_call(path: bytes, body: bytes, limits: ApiLimits) -> Call:
     chat = path == CHAT_PATH
     if chat:
         messages, prompt = _messages(doc.get("messages"), limits), ""
+        prompt_ids: tuple[int, ...] = ()
         size = sum(len(c) for _, c in messages)
     else:
         raw, messages = doc.get("prompt"), ()
-        if not isinstance(raw, str) or not raw:
-            raise ApiError(400, "prompt must be a non-empty string", "invalid_value")
-        prompt = raw
-        size = len(prompt)
+        prompt, prompt_ids = _prompt(raw)
+        size = len(prompt) + len(prompt_ids)
     if size > limits.max_prompt_chars:
         raise ApiError(400, "the prompt is too long", "context_length_exceeded")
     if _integer(doc, "n", 1, low=1, high=1) != 1:
         raise ApiError(400, "n must be 1", "invalid_value")
     stream = doc.get("stream", False)
     options = doc.get("stream_options") or {}
-    salt = doc.get("cache_salt")
+    salt, ignore_eos = doc.get("cache_salt"), doc.get("ignore_eos", False)
     if not isinstance(stream, bool) or not isinstance(options, dict) or not (
-            salt is None or (isinstance(salt, str) and 16 <= len(salt) <= 256)):
-        raise ApiError(400, "stream, stream_options or cache_salt is malformed", "invalid_value")
+            salt is None or (isinstance(salt, str) and 16 <= len(salt) <= 256)
+    ) or not isinstance(ignore_eos, bool):
+        raise ApiError(400, "stream, stream_options, cache_salt or ignore_eos is malformed",
+                       "invalid_value")
     max_tokens = doc.get("max_completion_tokens", doc.get("max_tokens"))
     return Call(
-        chat=chat, messages=messages, prompt=prompt,
+        chat=chat, messages=messages, prompt=prompt, prompt_ids=prompt_ids,
         max_tokens=_integer({"max_tokens": max_tokens}, "max_tokens", limits.default_max_tokens,
                             low=1, high=limits.max_tokens) or 1,
         temperature=_number(doc, "temperature", 1.0, low=0.0, high=2.0),
@@ -174,7 +188,8 @@ def parse_call(path: bytes, body: bytes, limits: ApiLimits) -> Call:
         seed=_integer(doc, "seed", None, low=0, high=2**63 - 1),
         stop=_stop(doc.get("stop")), stream=stream,
         include_usage=options.get("include_usage") is True,
-        echo=(not chat) and doc.get("echo") is True, cache_salt=salt)
+        echo=(not chat) and doc.get("echo") is True and not prompt_ids, cache_salt=salt,
+        ignore_eos=ignore_eos)
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

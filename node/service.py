@@ -10,9 +10,11 @@ or fetched, logs are allowlisted events on stderr.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -24,12 +26,13 @@ from node.gateway import GatewayConfig
 from node.server import NodeLimits
 
 if TYPE_CHECKING:
-    from attestation.bundle import Release
-    from node.keys import NodeIdentity
-    from node.server import NodeServer
-
-if TYPE_CHECKING:
     from pathlib import Path
+
+    from attestation.bundle import Release
+    from node.engine.engine import Engine
+    from node.keys import NodeIdentity
+    from node.model_files import LoadedModel
+    from node.server import NodeServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +72,25 @@ def _release(options: NodeOptions, audit: AuditLog) -> Release | None:
     return release
 
 
+def build_engine(model: LoadedModel, options: NodeOptions) -> Engine:
+    """The node's one engine over `model` (the bench builds the same one in process)."""
+    from node.engine.engine import Engine, EngineConfig  # noqa: PLC0415
+    from node.engine.runner import PagedRunner  # noqa: PLC0415
+    from node.engine.sequence import EngineLimits  # noqa: PLC0415
+
+    runner = PagedRunner(model.weights, num_blocks=options.num_blocks,
+                         block_size=options.block_size)
+    return Engine(runner, model.tokenizer, EngineConfig(
+        limits=EngineLimits(max_model_len=runner.max_model_len,
+                            max_tokens_cap=options.gateway.api.max_tokens,
+                            max_num_seqs=options.max_num_seqs),
+        eos_token_ids=model.eos_token_ids, vocab_size=model.weights.config.vocab_size))
+
+
 def build(options: NodeOptions, audit: AuditLog) -> tuple[NodeServer, NodeIdentity]:
     """Build the server (model loaded, engine built, keys and first bundle made)."""
     from attestation.measure import measure_sources, source_root  # noqa: PLC0415
     from node.attest import Attester  # noqa: PLC0415
-    from node.engine.engine import Engine, EngineConfig  # noqa: PLC0415
-    from node.engine.runner import PagedRunner  # noqa: PLC0415
-    from node.engine.sequence import EngineLimits  # noqa: PLC0415
     from node.gateway import Gateway, ServedModel  # noqa: PLC0415
     from node.keys import KeyRing, NodeIdentity, RotationPolicy  # noqa: PLC0415
     from node.model_files import load_model, tiny_model  # noqa: PLC0415
@@ -88,13 +103,7 @@ def build(options: NodeOptions, audit: AuditLog) -> tuple[NodeServer, NodeIdenti
 
     release = _release(options, audit)
     model = tiny_model() if options.tiny_model else load_model(options.model)
-    runner = PagedRunner(model.weights, num_blocks=options.num_blocks,
-                         block_size=options.block_size)
-    api = options.gateway.api
-    engine = Engine(runner, model.tokenizer, EngineConfig(
-        limits=EngineLimits(max_model_len=runner.max_model_len,
-                            max_tokens_cap=api.max_tokens, max_num_seqs=options.max_num_seqs),
-        eos_token_ids=model.eos_token_ids, vocab_size=model.weights.config.vocab_size))
+    engine = build_engine(model, options)
     now = datetime.now(UTC)
     policy = RotationPolicy(timedelta(seconds=options.key_interval),
                             timedelta(seconds=options.key_grace))
@@ -121,6 +130,11 @@ def run(options: NodeOptions) -> int:
     from node.server import serve  # noqa: PLC0415
 
     started = time.monotonic()
+    # Only the audit log writes (N5): no library logging, warnings or progress bars.
+    logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     audit = AuditLog()
     for measure, result in harden():
         audit.event("node.hardening", measure=measure, result=result)

@@ -1,0 +1,199 @@
+#!/usr/bin/env python
+"""The node's gateway against the same engine called in process, in one run, side by side.
+
+Workload (bench/engine.py's): N=32 requests, prompt lengths uniform in [16, 512], output lengths
+uniform in [8, 128], seed 1234, random token ids, EOS off, greedy; 16 concurrent clients each
+taking the next request when its previous one ends.
+
+Rows
+  engine in process   node.service.build_engine(model, defaults): Engine.submit, deltas consumed
+  gateway (node)      `hushcc node serve` as a subprocess on loopback; each request a chunked
+                      OHTTP `POST /v1/completions` with the token ids as `prompt`, `stream: true`,
+                      `ignore_eos: true`; the client seals, sends, and decrypts every chunk
+Metrics: time to first token (submit -> first delta / first decrypted SSE event), p50 and p90;
+throughput = generated tokens / wall seconds. Added TTFT p50 = gateway p50 - engine p50; ratio =
+gateway throughput / engine throughput.
+
+Model: the tiny test model by default (engine cost per token is tiny, so this prices the
+gateway's overhead at its worst), `--smollm2` for SmolLM2-135M-Instruct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from node.model_files import LoadedModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+
+from node.engine.engine import GenerateRequest
+from node.engine.sampling import SamplingParams
+from node.model_files import load_model, tiny_model, write_tiny_model
+from node.service import NodeOptions, build_engine
+from ohttp.bhttp import Request, encode_request
+from ohttp.bhttp_stream import ResponseStreamDecoder
+from ohttp.chunked import ChunkedRequestEncoder, ChunkedResponseDecoder
+from ohttp.keyconfig import parse_key_configs
+
+Workload = list[tuple[list[int], int]]
+SALT = b"bench-tenant-salt-0123456789abcdef"
+
+
+def build_workload(n: int, vocab: int, seed: int) -> Workload:
+    len_rng, tok_rng = random.Random(seed), random.Random(seed + 1)
+    lens = [(len_rng.randint(16, 512), len_rng.randint(8, 128)) for _ in range(n)]
+    return [([tok_rng.randrange(3, vocab) for _ in range(p)], o) for p, o in lens]
+
+
+async def clients(reqs: Workload, concurrency: int,
+                  one: Callable[[list[int], int], Awaitable[tuple[float, int]]]
+                  ) -> tuple[list[float], int, float]:
+    queue = list(reversed(reqs))
+    ttfts: list[float] = []
+    tokens = 0
+
+    async def worker() -> None:
+        nonlocal tokens
+        while queue:
+            ids, out = queue.pop()
+            ttft, got = await one(ids, out)
+            if got != out:
+                raise RuntimeError("a request produced the wrong number of tokens")
+            ttfts.append(ttft)
+            tokens += got
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ttfts, tokens, time.perf_counter() - t0
+
+
+def run_engine(model: LoadedModel, reqs: Workload, concurrency: int
+               ) -> tuple[list[float], int, float]:
+    async def go() -> tuple[list[float], int, float]:
+        engine = build_engine(model, NodeOptions())
+
+        async def one(ids: list[int], out: int) -> tuple[float, int]:
+            t0 = time.perf_counter()
+            ttft, got = 0.0, 0
+            params = SamplingParams(max_tokens=out, ignore_eos=True)
+            async for delta in engine.submit(GenerateRequest(tuple(ids), params), SALT):
+                if not ttft:
+                    ttft = time.perf_counter() - t0
+                got = delta.completion_tokens
+            return ttft, got
+
+        try:
+            return await clients(reqs, concurrency, one)
+        finally:
+            await engine.close()
+    return asyncio.run(go())
+
+
+def start_node(args: list[str]) -> tuple[subprocess.Popen[str], str]:
+    node = subprocess.Popen([sys.executable,  # noqa: S603 - our own command "-m", "app", "node", "serve", "--host", "127.0.0.1",
+                             "--port", "0", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    line = node.stdout.readline().strip() if node.stdout else ""
+    if not line.startswith("listening on "):
+        node.kill()
+        raise RuntimeError("the node did not start")
+    return node, line.removeprefix("listening on ")
+
+
+def run_gateway(url: str, reqs: Workload, concurrency: int) -> tuple[list[float], int, float]:
+    async def go() -> tuple[list[float], int, float]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+            async with session.get(url + "/attestation") as r:
+                bundle = json.loads(await r.read())
+            import base64  # noqa: PLC0415
+
+            config = parse_key_configs(base64.b64decode(bundle["key_config"]))[0]
+
+            async def one(ids: list[int], out: int) -> tuple[float, int]:
+                body = json.dumps({"prompt": ids, "max_tokens": out, "temperature": 0,
+                                   "stream": True, "ignore_eos": True,
+                                   "stream_options": {"include_usage": True}}).encode()
+                inner = encode_request(Request(b"POST", b"https", b"node", b"/v1/completions",
+                                               ((b"content-type", b"application/json"),), body))
+                t0 = time.perf_counter()
+                sender = ChunkedRequestEncoder(config)
+                sealed = sender.final(inner)
+                opener, reader = ChunkedResponseDecoder(sender.context), ResponseStreamDecoder()
+                ttft, got = 0.0, 0
+                async with session.post(url + "/ohttp", data=sealed, headers={
+                        "Content-Type": "message/ohttp-chunked-req"}) as response:
+                    async for data, _ in response.content.iter_chunks():
+                        for plain in opener.feed(data):
+                            for event in reader.feed(plain):
+                                if not isinstance(event, bytes) or b'"text"' not in event:
+                                    if isinstance(event, bytes) and b'"usage"' in event:
+                                        doc = json.loads(event.split(b"data: ", 1)[1])
+                                        got = doc["usage"]["completion_tokens"]
+                                    continue
+                                if not ttft:
+                                    ttft = time.perf_counter() - t0
+                    opener.finish()
+                return ttft, got
+
+            return await clients(reqs, concurrency, one)
+    return asyncio.run(go())
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smollm2", action="store_true", help="SmolLM2-135M, not the tiny model")
+    parser.add_argument("-n", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smollm2:
+            model, node_args = load_model(None), []
+        else:
+            model = tiny_model()
+            node_args = ["--model", str(write_tiny_model(Path(tmp) / "tiny"))]
+        reqs = build_workload(args.n, model.weights.config.vocab_size, args.seed)
+        if not args.smollm2:  # the tiny model holds 512 positions: keep prompt + output inside
+            reqs = [(ids[: 512 - out - 1], out) for ids, out in reqs]
+        run_engine(model, reqs[:4], args.concurrency)  # warm-up (oneDNN packing, allocator)
+        rows = [("engine in process", *run_engine(model, reqs, args.concurrency))]
+        node, url = start_node(node_args)
+        try:
+            run_gateway(url, reqs[:4], args.concurrency)  # warm-up
+            rows.append(("gateway (node)", *run_gateway(url, reqs, args.concurrency)))
+        finally:
+            node.terminate()
+            node.wait(timeout=60)
+    print(f"model: {'SmolLM2-135M' if args.smollm2 else 'tiny'}; {len(reqs)} requests, "
+          f"{args.concurrency} concurrent clients")
+    print(f"{'path':<20} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12} {'tokens':>8} {'tok/s':>9}")
+    for name, ttfts, tokens, wall in rows:
+        print(f"{name:<20} {pct(ttfts, .5) * 1e3:>12.2f} {pct(ttfts, .9) * 1e3:>12.2f} "
+              f"{tokens:>8} {tokens / wall:>9.1f}")
+    (_, e_ttft, e_tok, e_wall), (_, g_ttft, g_tok, g_wall) = rows
+    print(f"added TTFT p50: {(pct(g_ttft, .5) - pct(e_ttft, .5)) * 1e3:.2f} ms; "
+          f"throughput ratio gateway/engine: {(g_tok / g_wall) / (e_tok / e_wall):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
