@@ -93,7 +93,7 @@ def test_rfc9474_a4_draft_text_values_give_the_same_signature(shared_vectors: Pa
 
 
 def _wycheproof_cases() -> list[Any]:
-    cases = []
+    cases: list[Any] = []
     for path in sorted(WYCHEPROOF.glob("rsa_pss_*.json")):
         data = json.loads(path.read_text())
         for group in data["testGroups"]:
