@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import attestation.cli
 import node.cli
 import ohttp.cli
+import relay.cli
 import transparency_log.cli
 from app import demo
 from hushcc import __version__
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 # The command groups, in the order `hushcc --help` lists them.
-COMMAND_GROUPS = (ohttp.cli, transparency_log.cli, attestation.cli, node.cli, demo)
+COMMAND_GROUPS = (ohttp.cli, transparency_log.cli, attestation.cli, node.cli, relay.cli, demo)
 
 
 def build_parser() -> OneLineErrorParser:
