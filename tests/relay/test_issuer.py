@@ -7,12 +7,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.cli import main as hushcc
-from hushcc.errors import ConfigError
+from hushcc.errors import ConfigError, ProtocolError
 from relay import authscheme
 from relay.issuer import Quota, read_api_keys
-from relay.issuer_keys import read_private_key
+from relay.issuer_keys import PinnedKey, read_private_key
 from relay.privacypass import (
     TokenChallenge,
     TokenRequest,
@@ -22,6 +24,7 @@ from relay.privacypass import (
     verify_token,
 )
 from tests.relay.relay_helpers import make_issuer, start
+from tests.relay.token_parsers import KEY as FUZZ_KEY
 
 API_KEY = "k-" + "7" * 30
 CHALLENGE = TokenChallenge(2, "issuer.test", b"", "relay.test")
@@ -115,3 +118,11 @@ async def _exercise(url: str, pinned: object) -> None:
         code, headers = await status(fresh.to_bytes(), good)
         assert code == 429
         assert int(headers["Retry-After"]) >= 1
+
+
+@given(start=st.integers(0, 2**40), length=st.integers(1, 2**32))
+def test_pinned_key_record_round_trip(start: int, length: int) -> None:
+    pinned = PinnedKey(FUZZ_KEY, start, start + length)
+    assert PinnedKey.from_bytes(pinned.to_bytes()) == pinned
+    with pytest.raises(ProtocolError):
+        PinnedKey.from_bytes(PinnedKey(FUZZ_KEY, start + length, start).to_bytes())
