@@ -10,7 +10,8 @@ and the SHA-256 of the body, so tests can check exactly what the relay forwarded
 * `POST /ohttp` `message/ohttp-chunked-req` -> `message/ohttp-chunked-res`: one chunk at once,
   then waits for `POST /release` before the rest (so a test sees streaming, not buffering).
 * `GET /attestation[?nonce=]` -> a JSON object with a refresh counter and the nonce.
-* modes: `reset` aborts the connection on `POST /ohttp` (R4); `hang` never answers it.
+* modes: `reset` aborts the connection on `POST /ohttp` (R4); `hang` never answers it; `flood`
+  streams 32 MiB and records how many 64 KiB chunks left before the relay cut it (R2 slow reader).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Stub:
             return web.Response(status=500)
         if self.mode == "hang":
             await asyncio.sleep(3600)
+        if self.mode == "flood":
+            return await self._flood(request)
         if request.content_type == "message/ohttp-chunked-req":
             decoder = ChunkedRequestDecoder(self.key)
             plaintext = b"".join(decoder.feed(body)) + decoder.finish()
@@ -70,6 +73,23 @@ class Stub:
         return web.Response(body=encapsulate_response(ctx, b"echo:" + plaintext),
                             content_type="message/ohttp-res",
                             headers={"X-Gateway": "leak", "Set-Cookie": "a=b"})
+
+    async def _flood(self, request: web.Request) -> web.StreamResponse:
+        """Stream 32 MiB in 64 KiB chunks; record how many went out before the relay gave up."""
+        response = web.StreamResponse(headers={"Content-Type": "message/ohttp-chunked-res"})
+        await response.prepare(request)
+        sent = 0
+        try:
+            for _ in range(512):
+                await response.write(bytes(1 << 16))
+                sent += 1
+            await response.write_eof()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with self.record.open("a") as f:
+                f.write(json.dumps({"method": "FLOOD", "chunks_sent": sent}) + "\n")
+        return response
 
     async def release_stream(self, _request: web.Request) -> web.Response:
         self.release.set()

@@ -257,3 +257,36 @@ def test_two_relays_share_one_redis_and_fail_closed_when_it_dies_t5(
     finally:
         assert [r.stop() for r in relays] + [stub.stop()] == [0, 0, 0]
     assert len([r for r in records(tmp_path) if r["method"] == "POST"]) == 2
+
+
+def test_a_reader_that_stops_reading_is_cut_at_the_write_deadline_with_bounded_buffers_r2(
+        tmp_path: Path) -> None:
+    issuer = make_issuer(tmp_path)
+    key, key_path = make_gateway_key(tmp_path)
+    stub = start_stub(tmp_path, key_path, mode="flood")
+    relay = start_relay(tmp_path, issuer, stub.url, config="[limits]\nwrite_timeout = 1.0\n")
+    host, port = _addr(relay)
+    body, _ = encapsulate_request(key.config, b"then stop reading")
+    head = (f"POST {OHTTP} HTTP/1.1\r\nHost: relay\r\nContent-Type: message/ohttp-req\r\n"
+            f"Authorization: {authorization(mint(issuer))}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    try:
+        async def run() -> None:
+            reader, writer = await asyncio.open_connection(host, port, limit=1 << 16)
+            rss_before = _rss_kib(relay)
+            writer.write(head + body)
+            await writer.drain()
+            await reader.read(1 << 16)  # the status line and a first piece, then never again
+            for _ in range(150):  # at most 30 s for the relay to give up on us
+                if [r for r in records(tmp_path) if r["method"] == "FLOOD"]:
+                    break
+                await asyncio.sleep(0.2)
+            assert _rss_kib(relay) - rss_before < 16 * 1024
+            writer.close()
+
+        asyncio.run(run())
+    finally:
+        assert [relay.stop(), stub.stop()] == [0, 0]
+    (flood,) = [r for r in records(tmp_path) if r["method"] == "FLOOD"]
+    assert flood["chunks_sent"] < 256  # far less than the 32 MiB: nothing buffered it all
+    assert "stream_aborted=1" in relay.output()
