@@ -15,7 +15,8 @@ Invariants (RFC 9458 §6.2, §6.5; SECURITY.md R1-R6):
   token); back to the client only Content-Type, Incremental, Cache-Control and, on error
   statuses, Date (the client's clock correction, RFC 9458 §6.5.2).
 * Every admitted request is forwarded with the same bytes and headers however it got in (no
-  marker for a client that was rate-limited first, R6).
+  marker for a client that was rate-limited first, R6). A chunked answer keeps the gateway's
+  HTTP chunk boundaries, and with them its padded sizes (R7).
 * Never retried: a gateway that fails to answer (reset, refused, timeout) gives 502 and the
   request is not resent (R4). A stream that breaks after headers aborts the client connection.
 * Limits: body size (413), absolute receipt deadline and connection cap (`guard.py`), in-flight
@@ -54,6 +55,7 @@ REQUEST_HEADERS = ("Content-Type", "Incremental")
 RESPONSE_HEADERS = ("Content-Type", "Incremental", "Cache-Control")
 NONCE = re.compile(r"[0-9a-fA-F]{2,128}")
 READ_CHUNK = 1 << 16
+FLUSH_AT = 1 << 16  # a gateway chunk larger than this is passed on in pieces
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +268,20 @@ class RelayServer:
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         await response.prepare(request)
+        # A chunked answer is passed on HTTP chunk for HTTP chunk, so the sizes the gateway
+        # padded its chunks to (R7) are the sizes the client's network observers see.
+        chunked = upstream.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        pending = bytearray()
         try:
-            async for chunk in upstream.content.iter_any():
+            async for data, end_of_chunk in upstream.content.iter_chunks():
+                pending += data
+                if pending and (end_of_chunk or not chunked or len(pending) >= FLUSH_AT):
+                    async with asyncio.timeout(self.limits.write_timeout):
+                        await response.write(bytes(pending))
+                    pending.clear()
+            if pending:
                 async with asyncio.timeout(self.limits.write_timeout):
-                    await response.write(chunk)
+                    await response.write(bytes(pending))
             await response.write_eof()
         except (aiohttp.ClientError, TimeoutError, OSError, ConnectionError):
             # Gateway broke mid-stream or the client stopped reading: cut the client off so it

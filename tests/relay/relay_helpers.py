@@ -125,10 +125,10 @@ def start_stub(workdir: Path, key_path: Path, mode: str = "normal", name: str = 
 
 def start_relay(workdir: Path, issuer: IssuerFiles, gateway_url: str, *,
                 extra: tuple[str, ...] = (), config: str | None = None,
-                name: str = "relay") -> Service:
+                name: str = "relay", node_id: str = NODE_ID) -> Service:
     args = ["relay", "serve", "--host", "127.0.0.1", "--port", "0", "--issuer-key",
             str(issuer.pub), "--issuer-name", ISSUER_NAME, "--origin-name", ORIGIN_NAME,
-            "--node", f"{NODE_ID}={gateway_url}", *extra]
+            "--node", f"{node_id}={gateway_url}", *extra]
     if config is not None:
         path = workdir / f"{name}.toml"
         path.write_text(config)
