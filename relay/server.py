@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from relay.directory import NODE_ID
 from relay.guard import GuardState, TokenBucket
@@ -143,9 +144,19 @@ class RelayServer:
     async def _receipt_middleware(self, request: web.Request,
                                   handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
                                   ) -> web.StreamResponse:
-        """Whatever a handler did, its request's receipt window is over once it returns."""
+        """Close the request's receipt window when its handler returns; contain any error.
+
+        An unexpected exception becomes a bare 500 and one log line with its class name only
+        (aiohttp's own error log would name the client's address).
+        """
         try:
             return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the containment boundary
+            self.stats.add("handler_error")
+            log.warning("relay.error %s", type(exc).__name__)
+            return _problem(500, "internal error")
         finally:
             self.guard.received(request.transport)
 
@@ -175,13 +186,22 @@ class RelayServer:
                             headers={"ETag": self.directory.etag,
                                      "Cache-Control": f"public, max-age={max_age}"})
 
-    async def _read_body(self, request: web.Request) -> bytes | None:
-        """Read the whole body, or None once it exceeds `max_body` (the caller answers 413)."""
+    async def _read_body(self, request: web.Request) -> bytes | web.Response:
+        """Read the whole body; a 413 once it exceeds `max_body`, a 400 if the client is gone.
+
+        A connection cut mid-body (the receipt deadline, or the client) raises inside the read:
+        a partial body is never forwarded.
+        """
         body = bytearray()
-        while chunk := await request.content.read(READ_CHUNK):
-            body += chunk
-            if len(body) > self.limits.max_body:
-                return None
+        try:
+            while chunk := await request.content.read(READ_CHUNK):
+                body += chunk
+                if len(body) > self.limits.max_body:
+                    self.stats.add("too_large")
+                    return _problem(413, "request too large")
+        except (ConnectionError, OSError, aiohttp.ClientPayloadError, HttpProcessingError):
+            self.stats.add("client_aborted")
+            return _problem(400, "incomplete request")
         self.guard.received(request.transport)
         return bytes(body)
 
@@ -211,9 +231,8 @@ class RelayServer:
         self.inflight += 1
         try:
             body = await self._read_body(request)
-            if body is None:
-                self.stats.add("too_large")
-                return _problem(413, "request too large")
+            if isinstance(body, web.Response):
+                return body
             headers = {h: request.headers[h] for h in REQUEST_HEADERS if h in request.headers}
             return await self._forward(request, "POST", node.url + "/ohttp", body, headers)
         finally:

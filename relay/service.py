@@ -4,12 +4,14 @@ Not pure (sockets, signals). `run_service` binds, prints exactly one line
 `listening on http://HOST:PORT` to stdout once the socket accepts connections, waits for SIGTERM
 or SIGINT, then drains: the listening socket closes first, in-flight requests get
 `shutdown_timeout` seconds to finish, and the function returns (the command exits 0).
+aiohttp's own server log (which names peer addresses) is silenced.
 A `site_factory` lets a service wrap the listening socket (the relay's receipt deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from typing import TYPE_CHECKING
 
@@ -44,6 +46,9 @@ def run_service(app: web.Application, host: str, port: int, *,
                 site_factory: Callable[[web.AppRunner, str, int], web.BaseSite] = _tcp_site,
                 ) -> int:
     """Run `app` until SIGTERM / SIGINT; return the exit status 0 after draining."""
+    # aiohttp's server log names the peer's address on protocol errors; the services log only
+    # their own allowlisted lines.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL + 1)
 
     async def main() -> None:
         stop = asyncio.Event()

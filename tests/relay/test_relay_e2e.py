@@ -236,6 +236,7 @@ def test_relay_logs_and_output_carry_no_request_content_r5(env: Env) -> None:
     output = env.relay.output()
     assert "relay.stats" in output  # positive twin: the relay does log (counts)
     assert "forwarded_2xx=100" in output
+    assert "127.0.0.1" not in output
     for secret in canaries + [t.split('"')[1] for t in tokens]:
         assert secret not in output
 
