@@ -13,7 +13,11 @@ Invariants (SECURITY.md E1, E2, E5, E8, E9):
 * A request's blocks are zeroed and its token ids, hashes, detokenizer state, stop buffer and
   generator dropped when it ends -- finished, cancelled (`cancel`, `aclose`, or the consumer
   abandoning the stream, e.g. a client disconnect), or failed -- within one step.
-* Requests are checked against the limits in `submit`, before anything is allocated.
+* Requests are checked (types, ranges, limits) in `submit`, before anything is allocated, and
+  are queued there at once: batching and `cancel` do not wait for the stream's first read.
+* A failure while finishing one request's step (sampling, detokenizing, stop checks) ends that
+  request only (failed, its blocks zeroed); the others go on. A failure of the batched forward
+  ends the requests of that step; anything else ends every request.
 * Request ids are random (never a counter); stats are counts only (no ids, no content).
 * Nothing here logs, prints or puts request content in an exception message.
 * The tenant salt is an argument of `submit` (derived by the node), never read from the request.
@@ -25,27 +29,35 @@ import asyncio
 import contextlib
 import secrets
 import time
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hushcc.errors import HushError, ProtocolError
+from hushcc.errors import ProtocolError
 from node.engine.blocks import BlockManager
 from node.engine.detokenize import IncrementalDetokenizer
 from node.engine.prefix_cache import PrefixCache, chain_root
-from node.engine.sampling import (
-    SamplingLimits,
-    SamplingParams,
-    find_stop,
-    make_generator,
-    sample,
-    stop_holdback,
+from node.engine.requests import (
+    Delta,
+    EngineConfig,
+    EngineError,
+    EngineStats,
+    GenerateRequest,
+    RequestStream,
 )
+from node.engine.sampling import SamplingParams, find_stop, make_generator, sample, stop_holdback
 from node.engine.scheduler import Scheduler
-from node.engine.sequence import EngineLimits, SeqStatus, Sequence, check_request
-from node.engine.speculative import PromptLookupConfig, accept, propose
+from node.engine.sequence import SeqStatus, Sequence, check_request
+from node.engine.speculative import accept, propose
+
+__all__ = [
+    "Delta", "Engine", "EngineConfig", "EngineError", "EngineStats", "GenerateRequest",
+    "RequestStream",
+]
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
+    from collections.abc import Sequence as Seq
 
     import torch
 
@@ -54,70 +66,11 @@ if TYPE_CHECKING:
     from node.engine.scheduler import ScheduledSeq
 
 
-class EngineError(HushError):
-    """The engine failed while serving a request (the message never carries content)."""
-
-
-@dataclass(frozen=True, slots=True)
-class GenerateRequest:
-    """One generation request: prompt token ids (the node applies the chat template) + sampling."""
-
-    prompt_token_ids: tuple[int, ...]
-    params: SamplingParams
-
-
-@dataclass(frozen=True, slots=True)
-class Delta:
-    """A piece of a streamed response.
-
-    Attributes:
-        text: new text (never a split UTF-8 character; may be empty on the final delta).
-        finish_reason: None while streaming; "stop" (EOS or stop string), "length" at the end.
-        prompt_tokens: prompt length in tokens.
-        completion_tokens: tokens generated so far.
-    """
-
-    text: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStats:
-    """Aggregate counters for the node's metrics: counts only."""
-
-    running: int
-    waiting: int
-    completed: int
-    cancelled: int
-    failed: int
-    preemptions: int
-    cache_hit_blocks: int
-    cached_blocks: int
-    free_blocks: int
-    steps: int
-    draft_tokens: int
-    accepted_drafts: int
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """Operator configuration of the engine."""
-
-    limits: EngineLimits = field(default_factory=EngineLimits)
-    sampling_limits: SamplingLimits = field(default_factory=SamplingLimits)
-    enable_prefix_cache: bool = True
-    cache_ttl: float = 60.0
-    speculative: PromptLookupConfig | None = None
-    eos_token_ids: tuple[int, ...] = ()
-    vocab_size: int | None = None
-
-
 @dataclass(slots=True, eq=False)
 class _Live:
     """Engine-side state of one live request (dropped when it ends)."""
 
+    request_id: str
     seq: Sequence
     params: SamplingParams
     detok: IncrementalDetokenizer
@@ -131,31 +84,6 @@ class _Live:
         self.detok.clear()
         self.pending = ""
         self.generator = None
-
-
-class RequestStream:
-    """The async iterator `Engine.submit` returns; `request_id` is random and internal."""
-
-    __slots__ = ("_gen", "request_id")
-
-    def __init__(self, request_id: str, gen: AsyncIterator[Delta]) -> None:
-        """Wrap the engine's stream generator."""
-        self.request_id = request_id
-        self._gen = gen
-
-    def __aiter__(self) -> RequestStream:
-        """Return self."""
-        return self
-
-    async def __anext__(self) -> Delta:
-        """Next delta; raises StopAsyncIteration after the final one."""
-        return await anext(self._gen)
-
-    async def aclose(self) -> None:
-        """Stop consuming: the request is cancelled (blocks freed and zeroed within one step)."""
-        aclose = getattr(self._gen, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 class Engine:
@@ -189,11 +117,16 @@ class Engine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[list[torch.Tensor]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._counts = dict.fromkeys(
             ("completed", "cancelled", "failed", "steps", "drafts", "accepted"), 0)
 
     def submit(self, request: GenerateRequest, tenant_salt: bytes) -> RequestStream:
-        """Check and queue a request; stream its text deltas.
+        """Check and queue a request at once; stream its text deltas.
+
+        Must be called on the event loop's thread (it starts the step loop there). The request is
+        in the scheduler's queue when this returns, so it is batched with the others whether or
+        not its stream is being read, and `cancel` works before the first read.
 
         Args:
             request: prompt token ids and sampling parameters.
@@ -203,32 +136,67 @@ class Engine:
             An async iterator of `Delta`s; the last one has a `finish_reason`.
 
         Raises:
-            ProtocolError: the request breaks a limit (nothing is allocated).
+            ProtocolError: the request is malformed or breaks a limit, naming the field (nothing is
+                allocated).
             ConfigError: the salt is invalid.
         """
+        prompt, params = self._check(request)
+        root = chain_root(tenant_salt)
+        loop = asyncio.get_running_loop()
+        seq = Sequence(seq_id=secrets.randbits(63), root=root, token_ids=list(prompt),
+                       num_prompt_tokens=len(prompt), max_tokens=params.max_tokens)
+        gen = None
+        if not params.greedy:
+            gen = make_generator(params.seed if params.seed is not None else secrets.randbits(63))
+        request_id = secrets.token_hex(16)
+        queue: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
+        live = _Live(request_id, seq, params, IncrementalDetokenizer(self.tokenizer), queue, gen)
+        self._live[seq.seq_id] = live
+        self._by_request[request_id] = seq.seq_id
+        self.scheduler.add(seq)
+        self._loop = loop
+        self._ensure_loop()
+        stream = RequestStream(request_id, queue, self.cancel)
+        # a stream dropped unread cancels its request; GC may run in any thread
+        weakref.finalize(stream, self._abandon, request_id).atexit = False
+        return stream
+
+    def _check(self, request: GenerateRequest) -> tuple[Seq[int], SamplingParams]:
+        """Validate a request's types and ranges against the limits.
+
+        Raises:
+            ProtocolError: naming the field, never the prompt.
+        """
+        if not isinstance(request, GenerateRequest):
+            raise ProtocolError("request must be a GenerateRequest")
         prompt, params = request.prompt_token_ids, request.params
+        if not isinstance(params, SamplingParams):
+            raise ProtocolError("params must be SamplingParams")
+        if not isinstance(prompt, (tuple, list)):
+            raise ProtocolError("prompt_token_ids must be a sequence of token ids")
+        params.check()  # again: a frozen dataclass can still be altered behind its back
         params.check_limits(self.config.sampling_limits)
         check_request(len(prompt), params.max_tokens, self.config.limits,
                       self.runner.block_size, self.runner.num_blocks)
         vocab = self.config.vocab_size or 2**31  # set vocab_size: ids are then checked exactly
         if not all(type(t) is int and 0 <= t < vocab for t in prompt):
             raise ProtocolError("prompt token id out of range")
-        seq = Sequence(seq_id=secrets.randbits(63), root=chain_root(tenant_salt),
-                       token_ids=list(prompt), num_prompt_tokens=len(prompt),
-                       max_tokens=params.max_tokens)
-        gen = None
-        if not params.greedy:
-            gen = make_generator(params.seed if params.seed is not None else secrets.randbits(63))
-        live = _Live(seq, params, IncrementalDetokenizer(self.tokenizer), asyncio.Queue(), gen)
-        request_id = secrets.token_hex(16)
-        return RequestStream(request_id, self._stream(request_id, live))
+        return prompt, params
 
     def cancel(self, request_id: str) -> None:
-        """Cancel a request: its blocks are freed and zeroed at the next step boundary."""
+        """Cancel a request: its blocks are freed and zeroed at the next step boundary.
+
+        Works from submit on (before the stream is read); unknown or ended ids are ignored.
+        """
         seq_id = self._by_request.get(request_id)
         if seq_id is not None and seq_id in self._live:
             self._live[seq_id].cancelled = True
             self._wake.set()
+
+    def _abandon(self, request_id: str) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.cancel, request_id)
 
     def stats(self) -> EngineStats:
         """Counts for the node's metrics (no ids, no content)."""
@@ -277,25 +245,6 @@ class Engine:
             await asyncio.wait([self._inflight])
         self._fail_all(EngineError("engine closed"))
         self.drop_prefix_cache()
-
-    async def _stream(self, request_id: str, live: _Live) -> AsyncIterator[Delta]:
-        self._live[live.seq.seq_id] = live
-        self._by_request[request_id] = live.seq.seq_id
-        self.scheduler.add(live.seq)
-        self._ensure_loop()
-        try:
-            while True:
-                item = await live.queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            del self._by_request[request_id]
-            if live.seq.seq_id in self._live:  # abandoned or cancelled: end it at the next step
-                live.cancelled = True
-                self._wake.set()
 
     def _ensure_loop(self) -> None:
         if self._task is None or self._task.done():
@@ -354,7 +303,11 @@ class Engine:
             live = self._live.get(share.seq.seq_id)
             if live is None or live.cancelled or live.seq.status is not SeqStatus.RUNNING:
                 continue
-            self._advance(live, share, out, now)
+            try:
+                self._advance(live, share, out, now)
+            except Exception:  # noqa: BLE001 - confined to this request; the others go on
+                if live.seq.seq_id in self._live:
+                    self._end(live, EngineError("inference failed"), "failed")
         self.scheduler.flush()  # zero every block freed this step, batched
 
     def _advance(self, live: _Live, share: ScheduledSeq, out: torch.Tensor | None,
@@ -417,6 +370,7 @@ class Engine:
     def _end(self, live: _Live, last: Delta | BaseException, outcome: str) -> None:
         self.scheduler.finish(live.seq, self.clock())
         self._live.pop(live.seq.seq_id, None)
+        self._by_request.pop(live.request_id, None)
         self._counts[outcome] += 1
         live.drop()
         live.queue.put_nowait(last)

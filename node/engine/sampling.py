@@ -5,8 +5,12 @@ Pure apart from torch arithmetic on CPU logits: randomness comes in as a `torch.
 same output. Nothing here keeps state between requests.
 
 Invariants:
-* `SamplingParams` is validated on construction (ProtocolError on out-of-range values) and
-  against the operator's caps with `check_limits` before any KV block is allocated.
+* `SamplingParams` is validated on construction and again by the engine at submit (`check`:
+  ProtocolError on a wrong type -- a float or bool where an int belongs, NaN/inf -- or an
+  out-of-range value) and against the operator's caps with `check_limits`, before any KV block
+  is allocated.
+* `sample` never raises on a degenerate distribution (NaN/inf logits, a temperature or top_p so
+  small that nothing is left): it falls back to the argmax of the surviving mass.
 * temperature == 0 means greedy (argmax); top-k / top-p then have no effect.
 * Error messages name the field, never a value that could echo request content.
 """
@@ -54,23 +58,30 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
-        """Validate ranges.
+        """Validate types and ranges (see `check`)."""
+        self.check()
+
+    def check(self) -> None:
+        """Check every field's type and range; the engine calls this again at `submit`.
+
+        Integers must be `int` (not `bool`, not `float`); real numbers `int` or `float` (not
+        `bool`), finite.
 
         Raises:
-            ProtocolError: when a field is out of range.
+            ProtocolError: naming the field, never its value.
         """
-        if isinstance(self.max_tokens, bool) or self.max_tokens < 1:
-            raise ProtocolError("max_tokens must be >= 1")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise ProtocolError("temperature must be finite and >= 0")
-        if self.top_k < 0:
-            raise ProtocolError("top_k must be >= 0")
-        if not math.isfinite(self.top_p) or not 0 < self.top_p <= 1:
+        _integer("max_tokens", self.max_tokens, 1, 2**31 - 1)
+        if _real("temperature", self.temperature) < 0:
+            raise ProtocolError("temperature must be >= 0")
+        _integer("top_k", self.top_k, 0, 2**31 - 1)
+        if not 0 < _real("top_p", self.top_p) <= 1:
             raise ProtocolError("top_p must be in (0, 1]")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise ProtocolError("seed must be in [0, 2**63)")
-        if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
+        if self.seed is not None:
+            _integer("seed", self.seed, 0, 2**63 - 1)
+        if type(self.stop) is not tuple or not all(type(s) is str and s for s in self.stop):
             raise ProtocolError("stop must be a tuple of non-empty strings")
+        if type(self.ignore_eos) is not bool:
+            raise ProtocolError("ignore_eos must be a boolean")
 
     def check_limits(self, limits: SamplingLimits) -> None:
         """Check the request against the operator's caps.
@@ -93,6 +104,26 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+def _integer(name: str, value: object, lo: int, hi: int) -> int:
+    if type(value) is not int:
+        raise ProtocolError(f"{name} must be an integer")
+    if not lo <= value <= hi:
+        raise ProtocolError(f"{name} out of range")
+    return value
+
+
+def _real(name: str, value: object) -> float:
+    if type(value) is not float and type(value) is not int:
+        raise ProtocolError(f"{name} must be a number")
+    try:
+        x = float(value)
+    except OverflowError:  # an int beyond float range
+        raise ProtocolError(f"{name} out of range") from None
+    if not math.isfinite(x):
+        raise ProtocolError(f"{name} must be finite")
+    return x
+
+
 def make_generator(seed: int) -> torch.Generator:
     """A CPU generator for one request."""
     return torch.Generator().manual_seed(seed)
@@ -111,7 +142,14 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     """
     if params.greedy:
         return int(torch.argmax(logits))
-    x = logits.float() / params.temperature
+    clean = logits.double()  # fp64: a temperature like 1e-42 is a normal number, not fp32 0
+    clean = clean.masked_fill(torch.isnan(clean), float("-inf"))
+    top = clean.max()
+    if not bool(torch.isfinite(top)):  # +inf, or nothing left at all: greedy
+        return int(torch.argmax(clean))
+    # shift before dividing: the top logit becomes exactly 0 whatever the temperature, so a tiny
+    # temperature sends the others to -inf (never inf - inf = NaN) and the softmax sum is >= 1
+    x = (clean - top) / params.temperature
     if params.top_k and params.top_k < x.numel():
         kth = torch.topk(x, params.top_k).values[-1]
         x = x.masked_fill(x < kth, float("-inf"))
@@ -122,6 +160,9 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
         drop = (torch.cumsum(probs, dim=-1) - probs) >= params.top_p
         x = x.scatter(0, order, sorted_x.masked_fill(drop, float("-inf")))
     probs = torch.softmax(x, dim=-1)
+    if not bool(torch.isfinite(probs).all()) or not bool(probs.sum() > 0):
+        # degenerate: greedy (top-k and top-p always keep the top token, so it survived)
+        return int(torch.argmax(clean))
     return int(torch.multinomial(probs, 1, generator=generator))
 
 

@@ -4,6 +4,9 @@ Invariants:
 * The tokenizer is read from the model's own files (the SmolLM2 GGUF carries its vocabulary and
   chat template); nothing is fetched from the network (offline flags are set before loading).
 * Encoding is a pure function of the messages; nothing is kept between calls.
+* `encode_chat` accepts only (role, content) pairs of strings; anything else, and any failure of
+  the template, is a `ProtocolError` naming no content (the template's own exception is
+  chained, never formatted into the message).
 """
 
 from __future__ import annotations
@@ -59,12 +62,24 @@ def encode_chat(tokenizer: Any, messages: Sequence[tuple[str, str]]) -> list[int
         The prompt token ids.
 
     Raises:
-        ProtocolError: on an unknown role or an empty chat.
+        ProtocolError: on an empty chat, a message that is not a (role, content) pair of
+            strings, an unknown role, or a chat the template cannot render.
     """
-    if not messages or any(role not in ROLES for role, _ in messages):
-        raise ProtocolError("chat needs messages with roles system, user or assistant")
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ProtocolError("chat needs a non-empty list of messages")
+    for message in messages:
+        if not isinstance(message, tuple) or len(message) != 2:
+            raise ProtocolError("a chat message is a (role, content) pair")
+        role, content = message
+        if type(role) is not str or role not in ROLES:
+            raise ProtocolError("chat needs messages with roles system, user or assistant")
+        if type(content) is not str:
+            raise ProtocolError("message content must be a string")
     chat = [{"role": role, "content": content} for role, content in messages]
-    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+    try:
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+    except Exception as exc:  # jinja's TemplateError/TypeError, transformers' ValueError, ...
+        raise ProtocolError("the chat template cannot render these messages") from exc
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):
         ids = ids["input_ids"]
     return [int(i) for i in ids]

@@ -74,14 +74,16 @@ def test_canaries_leave_no_residue_after_finish_cancel_and_disconnect(  # E1, E5
         cancelled = eng.submit(req(prompts[1], max_tokens=120), SALT_A)
         dropped = eng.submit(req(prompts[2], max_tokens=120), SALT_B)
 
+        reading = asyncio.Event()
+
         async def consume_forever(stream: RequestStream) -> None:
             async for _ in stream:
-                pass
+                reading.set()
 
         first = await anext(cancelled)
         disconnect = asyncio.create_task(consume_forever(dropped))
-        while eng.stats().running < 2:  # both live requests admitted  # noqa: ASYNC110 - polls the engine from outside
-            await asyncio.sleep(0)
+        await reading.wait()  # the client is connected and reading
+        assert eng.stats().running == 3  # submit queued all three at once
         everything = [i for p in prompts for i in p]
         live = set(prompts[1] + prompts[2])
         assert first.finish_reason is None

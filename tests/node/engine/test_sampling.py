@@ -84,3 +84,27 @@ def test_stop_strings():
     assert stop_holdback("hello wo", ("world",)) == 2
     assert stop_holdback("hello", ("world",)) == 0
     assert stop_holdback("ab", ("abc", "bx")) == 2
+
+
+@pytest.mark.parametrize("kwargs", [
+    pytest.param({"temperature": 1e-42}, id="tiny-temperature"),
+    pytest.param({"temperature": 1.0, "top_p": 1e-50}, id="tiny-top-p"),
+    pytest.param({"temperature": 1e-300, "top_p": 1e-50, "top_k": 2}, id="all-three"),
+    pytest.param({"temperature": 5e-324}, id="smallest-double"),
+])
+def test_degenerate_distribution_samples_the_top_token(kwargs):
+    g = make_generator(0)
+    assert {sample(LOGITS, SamplingParams(**kwargs), g) for _ in range(20)} == {1}
+    wide = SamplingParams(temperature=1.0)  # positive twin: an ordinary temperature varies
+    assert len({sample(LOGITS, wide, g) for _ in range(50)}) > 1
+
+
+@pytest.mark.parametrize(("logits", "expected"), [
+    pytest.param([float("nan"), 1.0, float("nan"), 0.5], 1, id="nan-logits"),
+    pytest.param([0.0, float("inf"), 1.0], 1, id="inf-logit"),
+    pytest.param([float("-inf")] * 4, 0, id="all-minus-inf"),
+    pytest.param([float("nan")] * 3, 0, id="all-nan"),
+])
+def test_broken_logits_never_raise(logits, expected):
+    params = SamplingParams(temperature=0.8, top_p=0.9, top_k=2)
+    assert sample(torch.tensor(logits), params, make_generator(1)) == expected
