@@ -153,6 +153,7 @@ class NoZeroRunner:
         self.r = runner
         self.block_size, self.num_blocks = runner.block_size, runner.num_blocks
         self.forward, self.kv_pool_is_zero = runner.forward, runner.kv_pool_is_zero
+        self.clear_scratch = runner.clear_scratch
 
     def zero_blocks(self, block_ids: object) -> None:
         pass
@@ -169,6 +170,7 @@ class TimedZeroRunner:
         self.r = runner
         self.block_size, self.num_blocks = runner.block_size, runner.num_blocks
         self.kv_pool_is_zero = runner.kv_pool_is_zero
+        self.clear_scratch = runner.clear_scratch
         self.zero_s = 0.0
         self.zeroed = 0
         self.steps: list[tuple[int, int, int, int]] = []

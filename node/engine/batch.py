@@ -64,6 +64,10 @@ class ModelRunner(Protocol):
         """Zero the given KV blocks in every layer, K and V, in one batched operation."""
         ...
 
+    def clear_scratch(self) -> None:
+        """Zero the per-step buffers the runner reuses (the engine calls it when it goes idle)."""
+        ...
+
     def kv_pool_is_zero(self, block_ids: Sequence[int] | None = None) -> bool:
         """True when the given blocks (default: the whole pool) hold only zeros."""
         ...

@@ -7,7 +7,8 @@ pure scheduler and block manager; the runner computes.
 One step: apply cancellations -> `schedule(now)` -> `runner.forward(chunks)` (worker thread) ->
 sample / verify drafts -> stop checks (EOS, max_tokens, stop strings) -> stream text deltas ->
 finish ended sequences -> `flush()` zeroes every block freed during the step in one batched
-`runner.zero_blocks` call, before any of them can be handed out again.
+`runner.zero_blocks` call, before any of them can be handed out again. When the loop finds no
+work it zeroes the runner's per-step buffers (`runner.clear_scratch`) before it waits.
 
 Invariants (SECURITY.md E1, E2, E5, E8, E9):
 * A request's blocks are zeroed and its token ids, hashes, detokenizer state, stop buffer and
@@ -118,6 +119,7 @@ class Engine:
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[list[torch.Tensor]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._scratch_dirty = False
         self._counts = dict.fromkeys(
             ("completed", "cancelled", "failed", "steps", "drafts", "accepted"), 0)
 
@@ -245,6 +247,7 @@ class Engine:
             await asyncio.wait([self._inflight])
         self._fail_all(EngineError("engine closed"))
         self.drop_prefix_cache()
+        self.runner.clear_scratch()
 
     def _ensure_loop(self) -> None:
         if self._task is None or self._task.done():
@@ -255,6 +258,9 @@ class Engine:
         while True:
             self._apply_cancellations()
             if not self.scheduler.has_work:
+                if self._scratch_dirty:  # idle: nothing of the last step stays in the runner
+                    self.runner.clear_scratch()
+                    self._scratch_dirty = False
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
@@ -280,6 +286,7 @@ class Engine:
     async def step(self) -> None:
         """Run one engine step (the loop calls this; tests may drive it directly)."""
         self._counts["steps"] += 1
+        self._scratch_dirty = True
         plan = self.scheduler.schedule(self.clock())
         chunks = plan.chunks
         try:

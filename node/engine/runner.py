@@ -18,7 +18,11 @@ Invariants:
 * The pool is ONE tensor `[layers, 2, num_blocks, block_size, kv_heads, head_dim]` allocated
   with `torch.zeros`; it is never reallocated, copied to the host, or written anywhere else.
 * `zero_blocks` zeroes whole blocks, in every layer, K and V, in one `index_fill_`.
-* Nothing about a request survives a `forward` call except what it wrote into its own blocks.
+* Nothing about a request survives a `forward` call except what it wrote into its own blocks
+  and the last step's per-step buffers (`_Scratch`: index rows and residual stream, allocated
+  once and reused), which `clear_scratch` zeroes when the engine goes idle. Every other tensor
+  of a step is a temporary freed at its end; under the node's memory hygiene (`node/hygiene.py`)
+  glibc overwrites freed memory, so those leave nothing behind either.
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ class PagedRunner:
         self._q = c.num_heads * c.head_dim
         self._kv = c.num_kv_heads * c.head_dim
         self._scale = c.head_dim ** -0.5
+        self._scratch = _Scratch(c.hidden_size, dtype, self.device)
 
     @property
     def block_size(self) -> int:
@@ -122,6 +127,19 @@ class PagedRunner:
             return
         idx = torch.as_tensor(list(block_ids), dtype=torch.long, device=self.device)
         self.kv_pool.index_fill_(2, idx, 0)
+
+    @torch.inference_mode()
+    def clear_scratch(self) -> None:
+        """Zero the per-step buffers (token ids, positions, activations of the last step).
+
+        The engine calls this when it goes idle, so nothing of the last request stays in them.
+        """
+        self._scratch.clear()
+
+    @torch.inference_mode()
+    def scratch_is_zero(self) -> bool:
+        """True when the per-step buffers hold only zeros."""
+        return self._scratch.is_zero()
 
     def kv_pool_is_zero(self, block_ids: Sequence[int] | None = None) -> bool:
         """True when the given blocks (default: the whole pool) hold only zeros."""
@@ -148,9 +166,10 @@ class PagedRunner:
         if not chunks:
             return []
         plan = _StepPlan(chunks, self._block_size, self._num_blocks, self.max_model_len,
-                         self.config.num_heads // self.config.num_kv_heads, self.device)
+                         self.config.num_heads // self.config.num_kv_heads, self._scratch)
         c = self.config
-        x = self._embed.index_select(0, plan.tokens)
+        x = self._scratch.hidden[:plan.total]
+        torch.index_select(self._embed, 0, plan.tokens, out=x)
         cos, sin = self._cos[plan.positions], self._sin[plan.positions]
         heads = c.num_heads + c.num_kv_heads
         for layer, (input_norm, post_norm) in enumerate(self._norms):
@@ -163,10 +182,10 @@ class PagedRunner:
             pool[0].index_copy_(0, plan.slots, k)
             pool[1].index_copy_(0, plan.slots, v)
             attn = self._attention(layer, q, k, v, plan)
-            x = x + self._o[layer](attn)
+            x.add_(self._o[layer](attn))
             h = _rms_norm(x, post_norm, c.rms_norm_eps)
             gate, up = self._gate_up[layer](h).chunk(2, dim=-1)
-            x = x + self._down[layer](F.silu(gate) * up)
+            x.add_(self._down[layer](F.silu(gate) * up))
         if plan.logit_rows.numel() == 0:
             return [torch.empty(0, self.config.vocab_size) for _ in chunks]
         h = _rms_norm(x.index_select(0, plan.logit_rows), self._final_norm,
@@ -255,6 +274,46 @@ class _ShortBatch:
         self.mask = mask.unsqueeze(1)
 
 
+class _Scratch:
+    """The runner's per-step buffers: allocated once, reused by every step, zeroed by `clear`.
+
+    `index` rows are the step's token ids, positions, KV slots and logit rows; `hidden` is the
+    residual stream `[rows, hidden]`. They grow (doubling; the old buffer zeroed before it is
+    dropped) to the largest step seen and are never shrunk.
+    """
+
+    def __init__(self, hidden: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.device = device
+        self.index = torch.zeros((4, 0), dtype=torch.long, device=device)
+        self.hidden = torch.zeros((0, hidden), dtype=dtype, device=device)
+
+    def load(self, *rows: list[int]) -> tuple[torch.Tensor, ...]:
+        """Copy the step's index lists into the buffer; return views of their used lengths."""
+        need = max(len(r) for r in rows)
+        if need > self.index.shape[1]:
+            size = max(need, 2 * self.index.shape[1], 64)
+            self.clear()
+            self.index = torch.zeros((4, size), dtype=torch.long, device=self.device)
+            self.hidden = torch.zeros((size, self.hidden.shape[1]), dtype=self.hidden.dtype,
+                                      device=self.device)
+        views = []
+        for i, r in enumerate(rows):
+            view = self.index[i, :len(r)]
+            if r:
+                view.copy_(torch.tensor(r, dtype=torch.long))
+            views.append(view)
+        return tuple(views)
+
+    def clear(self) -> None:
+        """Zero every buffer."""
+        self.index.zero_()
+        self.hidden.zero_()
+
+    def is_zero(self) -> bool:
+        """True when every buffer holds only zeros."""
+        return not bool(self.index.any()) and not bool(self.hidden.any())
+
+
 class _StepPlan:
     """Index tensors for one step, built once and shared by every layer."""
 
@@ -265,8 +324,9 @@ class _StepPlan:
         num_blocks: int,
         max_len: int,
         group: int,
-        device: torch.device,
+        scratch: _Scratch,
     ) -> None:
+        device = scratch.device
         tokens: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
@@ -303,10 +363,8 @@ class _StepPlan:
             blocks = torch.tensor(table, dtype=torch.long, device=device)
             self.long_chunks.append((row0, n, blocks, end, mask))
         self.total = len(tokens)
-        self.tokens = torch.tensor(tokens, dtype=torch.long, device=device)
-        self.positions = torch.tensor(positions, dtype=torch.long, device=device)
-        self.slots = torch.tensor(slots, dtype=torch.long, device=device)
-        self.logit_rows = torch.tensor(logit_rows, dtype=torch.long, device=device)
+        self.tokens, self.positions, self.slots, self.logit_rows = scratch.load(
+            tokens, positions, slots, logit_rows)
         self.short = [_ShortBatch(g, block_size, group, device)
                       for g in _group_by_length(short, block_size)]
 
