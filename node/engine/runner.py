@@ -10,8 +10,8 @@ weights prepacked once, see `linear.py`); K/V of the new tokens are written into
 one `index_copy_` per layer; attention reads each sequence's KV back through its block table
 (whole blocks gathered with `index_select`): short chunks (decodes and speculative
 verification, up to `SHORT_CHUNK` tokens) are batched into padded, masked SDPA calls, one per
-length group (see `_group_by_length`); longer chunks run one SDPA each (a chunk starting at
-position 0 attends to its fresh K/V without any gather). Logits are computed only for the
+length group; longer chunks run one SDPA each (a chunk starting at position 0 attends to its
+fresh K/V without any gather); `forward_plan.py` lays the step out. Logits are computed only for the
 positions the chunks ask for.
 
 Invariants:
@@ -19,10 +19,10 @@ Invariants:
   with `torch.zeros`; it is never reallocated, copied to the host, or written anywhere else.
 * `zero_blocks` zeroes whole blocks, in every layer, K and V, in one `index_fill_`.
 * Nothing about a request survives a `forward` call except what it wrote into its own blocks
-  and the last step's per-step buffers (`_Scratch`: index rows and residual stream, allocated
-  once and reused), which `clear_scratch` zeroes when the engine goes idle. Every other tensor
-  of a step is a temporary freed at its end; under the node's memory hygiene (`node/hygiene.py`)
-  glibc overwrites freed memory, so those leave nothing behind either.
+  and the last step's per-step buffers (`forward_plan.Scratch`: index rows and residual
+  stream, allocated once and reused), which `clear_scratch` zeroes when the engine goes idle.
+  Every other tensor of a step is a temporary freed at its end; under the node's memory
+  hygiene (`node/hygiene.py`) freed memory is overwritten, so those leave nothing behind.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 
-from hushcc.errors import ConfigError, ProtocolError
+from hushcc.errors import ConfigError
+from node.engine.forward_plan import ForwardPlan, Scratch, ShortBatch
 from node.engine.linear import PackedLinear, make_linears
 
 if TYPE_CHECKING:
@@ -40,9 +41,6 @@ if TYPE_CHECKING:
 
     from node.engine.batch import ForwardChunk
     from node.engine.model import LlamaWeights
-
-
-SHORT_CHUNK = 8  # chunks up to this long (decodes, draft verification) share padded SDPAs
 
 
 class PagedRunner:
@@ -109,7 +107,7 @@ class PagedRunner:
         self._q = c.num_heads * c.head_dim
         self._kv = c.num_kv_heads * c.head_dim
         self._scale = c.head_dim ** -0.5
-        self._scratch = _Scratch(c.hidden_size, dtype, self.device)
+        self._scratch = Scratch(c.hidden_size, dtype, self.device)
 
     @property
     def block_size(self) -> int:
@@ -128,7 +126,7 @@ class PagedRunner:
         idx = torch.as_tensor(list(block_ids), dtype=torch.long, device=self.device)
         self.kv_pool.index_fill_(2, idx, 0)
 
-    @torch.inference_mode()
+    @torch.inference_mode()  # the buffers are inference tensors (created inside `forward`)
     def clear_scratch(self) -> None:
         """Zero the per-step buffers (token ids, positions, activations of the last step).
 
@@ -161,11 +159,12 @@ class PagedRunner:
             Logits for the trailing `num_logits` positions of each chunk.
 
         Raises:
-            ProtocolError: when a chunk is empty, too long, or its block table is too short.
+            ProtocolError: when a chunk is empty, too long, or its block table is too short
+                (from `ForwardPlan`).
         """
         if not chunks:
             return []
-        plan = _StepPlan(chunks, self._block_size, self._num_blocks, self.max_model_len,
+        plan = ForwardPlan(chunks, self._block_size, self._num_blocks, self.max_model_len,
                          self.config.num_heads // self.config.num_kv_heads, self._scratch)
         c = self.config
         x = self._scratch.hidden[:plan.total]
@@ -194,7 +193,7 @@ class PagedRunner:
         return list(torch.split(logits, plan.num_logits))
 
     def _attention(
-        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: _StepPlan
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: ForwardPlan
     ) -> torch.Tensor:
         """Attention of every query row over its sequence's cached KV; returns `[T, heads*d]`.
 
@@ -207,22 +206,23 @@ class PagedRunner:
         pool = self.kv_pool[layer]
         for sb in plan.short:
             out.index_copy_(0, sb.out_rows, self._short_attention(pool, q, sb))
-        for row0, n, blocks, length, mask in plan.long_chunks:
-            if blocks is None:
-                kc, vc = k[row0:row0 + n], v[row0:row0 + n]
+        for lc in plan.long_chunks:
+            rows = slice(lc.row0, lc.row0 + lc.length)
+            if lc.blocks is None:
+                kc, vc = k[rows], v[rows]
             else:
-                kv = pool.index_select(1, blocks).view(2, -1, kvh, d)
-                kc, vc = kv[0, :length], kv[1, :length]
-            qc = q[row0:row0 + n].transpose(0, 1).unsqueeze(0)  # [1, h, n, d]
+                kv = pool.index_select(1, lc.blocks).view(2, -1, kvh, d)
+                kc, vc = kv[0, :lc.kv_len], kv[1, :lc.kv_len]
+            qc = q[rows].transpose(0, 1).unsqueeze(0)  # [1, h, n, d]
             o = F.scaled_dot_product_attention(
                 qc, kc.transpose(0, 1).unsqueeze(0), vc.transpose(0, 1).unsqueeze(0),
-                attn_mask=mask, is_causal=mask is None, scale=self._scale,
+                attn_mask=lc.mask, is_causal=lc.mask is None, scale=self._scale,
                 enable_gqa=group > 1)
-            out[row0:row0 + n] = o.squeeze(0).transpose(0, 1)
+            out[rows] = o.squeeze(0).transpose(0, 1)
         return out.view(plan.total, -1)
 
 
-    def _short_attention(self, pool: torch.Tensor, q: torch.Tensor, sb: _ShortBatch
+    def _short_attention(self, pool: torch.Tensor, q: torch.Tensor, sb: ShortBatch
                          ) -> torch.Tensor:
         """One padded SDPA for a length group of short chunks (decodes, speculative verification).
 
@@ -240,167 +240,6 @@ class PagedRunner:
             qs, kv[0].transpose(1, 2), kv[1].transpose(1, 2), attn_mask=sb.mask, scale=self._scale)
         o = o.view(b, kvh, width, group, d).permute(0, 2, 1, 3, 4).reshape(b * width, -1, d)
         return o if sb.valid is None else o.index_select(0, sb.valid)
-
-
-class _ShortBatch:
-    """Index tensors of the padded short-chunk attention (see `PagedRunner._short_attention`)."""
-
-    def __init__(
-        self,
-        short: list[tuple[int, int, int, list[int]]],
-        block_size: int,
-        group: int,
-        device: torch.device,
-    ) -> None:
-        """Build from (first row, length, start position, block table) per short chunk."""
-        self.batch = len(short)
-        self.width = max(n for _, n, _, _ in short)
-        nblk = max(len(t) for _, _, _, t in short)
-        blocks = [t + [t[0]] * (nblk - len(t)) for _, _, _, t in short]
-        self.blocks = torch.tensor(blocks, dtype=torch.long, device=device).view(-1)
-        # padded query slots repeat the chunk's last row (their outputs are dropped)
-        q_rows = [r + min(i, n - 1) for r, n, _, _ in short for i in range(self.width)]
-        q_pos = [s + min(i, n - 1) for _, n, s, _ in short for i in range(self.width)]
-        self.q_rows = torch.tensor(q_rows, dtype=torch.long, device=device)
-        self.out_rows = torch.tensor(
-            [r + i for r, n, _, _ in short for i in range(n)], dtype=torch.long, device=device)
-        valid = [j * self.width + i for j, (_, n, _, _) in enumerate(short) for i in range(n)]
-        self.valid = None if len(valid) == len(q_rows) else torch.tensor(valid, device=device)
-        kpos = torch.arange(nblk * block_size, device=device)
-        qpos = torch.tensor(q_pos, device=device).view(self.batch, self.width)
-        mask = kpos[None, None, :] <= qpos[:, :, None]  # [B, width, keys]
-        if self.width > 1 and group > 1:
-            mask = mask.repeat_interleave(group, dim=1)
-        self.mask = mask.unsqueeze(1)
-
-
-class _Scratch:
-    """The runner's per-step buffers: allocated once, reused by every step, zeroed by `clear`.
-
-    `index` rows are the step's token ids, positions, KV slots and logit rows; `hidden` is the
-    residual stream `[rows, hidden]`. They grow (doubling; the old buffer zeroed before it is
-    dropped) to the largest step seen and are never shrunk.
-    """
-
-    def __init__(self, hidden: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.device = device
-        self.index = torch.zeros((4, 0), dtype=torch.long, device=device)
-        self.hidden = torch.zeros((0, hidden), dtype=dtype, device=device)
-
-    def load(self, *rows: list[int]) -> tuple[torch.Tensor, ...]:
-        """Copy the step's index lists into the buffer; return views of their used lengths."""
-        need = max(len(r) for r in rows)
-        if need > self.index.shape[1]:
-            size = max(need, 2 * self.index.shape[1], 64)
-            self.clear()
-            self.index = torch.zeros((4, size), dtype=torch.long, device=self.device)
-            self.hidden = torch.zeros((size, self.hidden.shape[1]), dtype=self.hidden.dtype,
-                                      device=self.device)
-        views = []
-        for i, r in enumerate(rows):
-            view = self.index[i, :len(r)]
-            if r:
-                view.copy_(torch.tensor(r, dtype=torch.long))
-            views.append(view)
-        return tuple(views)
-
-    def clear(self) -> None:
-        """Zero every buffer."""
-        self.index.zero_()
-        self.hidden.zero_()
-
-    def is_zero(self) -> bool:
-        """True when every buffer holds only zeros."""
-        return not bool(self.index.any()) and not bool(self.hidden.any())
-
-
-class _StepPlan:
-    """Index tensors for one step, built once and shared by every layer."""
-
-    def __init__(  # noqa: PLR0913, PLR0917 - the pool geometry, passed positionally inside
-        self,
-        chunks: Sequence[ForwardChunk],
-        block_size: int,
-        num_blocks: int,
-        max_len: int,
-        group: int,
-        scratch: _Scratch,
-    ) -> None:
-        device = scratch.device
-        tokens: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        logit_rows: list[int] = []
-        self.num_logits: list[int] = []
-        short: list[tuple[int, int, int, list[int]]] = []
-        self.long_chunks: list[
-            tuple[int, int, torch.Tensor | None, int, torch.Tensor | None]] = []
-        for ch in chunks:
-            n, start = len(ch.token_ids), ch.start_pos
-            end = start + n
-            nblk = -(-end // block_size)
-            if n == 0 or start < 0 or end > max_len or not 0 <= ch.num_logits <= n:
-                raise ProtocolError("bad forward chunk")
-            table = list(ch.block_table[:nblk])
-            if len(table) < nblk or min(table) < 0 or max(table) >= num_blocks:
-                raise ProtocolError("block table does not cover the chunk")
-            row0 = len(tokens)
-            tokens.extend(ch.token_ids)
-            pos = range(start, end)
-            positions.extend(pos)
-            slots.extend(table[p // block_size] * block_size + p % block_size for p in pos)
-            logit_rows.extend(range(row0 + n - ch.num_logits, row0 + n))
-            self.num_logits.append(ch.num_logits)
-            if n <= SHORT_CHUNK:
-                short.append((row0, n, start, table))
-                continue
-            if start == 0:  # attends only to its own new K/V: causal, nothing to gather
-                self.long_chunks.append((row0, n, None, end, None))
-                continue
-            # queries sit at the bottom-right of the key range
-            kpos = torch.arange(end, device=device)
-            mask = kpos[None, :] <= torch.arange(start, end, device=device)[:, None]
-            blocks = torch.tensor(table, dtype=torch.long, device=device)
-            self.long_chunks.append((row0, n, blocks, end, mask))
-        self.total = len(tokens)
-        self.tokens, self.positions, self.slots, self.logit_rows = scratch.load(
-            tokens, positions, slots, logit_rows)
-        self.short = [_ShortBatch(g, block_size, group, device)
-                      for g in _group_by_length(short, block_size)]
-
-
-GROUP_COST = 16  # one more padded SDPA call costs about as much as this many padded blocks
-
-
-def _group_by_length(
-    short: list[tuple[int, int, int, list[int]]], block_size: int
-) -> list[list[tuple[int, int, int, list[int]]]]:
-    """Split the short chunks into length groups that minimise padded KV blocks read.
-
-    Sorted by context length, contiguous runs are chosen by dynamic programming with cost
-    `len(run) * width * max_blocks(run) + GROUP_COST` per run, so a few long sequences do not
-    pad every short one up to their length.
-    """
-    if not short:
-        return []
-    items = sorted(short, key=lambda s: s[1] + s[2])
-    need = [-(-(n + st) // block_size) for _, n, st, _ in items]
-    m = len(items)
-    best = [0.0] + [float("inf")] * m
-    cut = [0] * (m + 1)
-    for j in range(1, m + 1):  # run items[i:j]; its longest member is items[j - 1]
-        width = 0
-        for i in range(j - 1, -1, -1):
-            width = max(width, items[i][1])
-            cost = best[i] + (j - i) * width * need[j - 1] + GROUP_COST
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    groups = []
-    j = m
-    while j > 0:
-        groups.append(items[cut[j]:j])
-        j = cut[j]
-    return groups
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
