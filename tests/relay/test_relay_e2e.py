@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -34,7 +35,6 @@ from tests.relay.relay_helpers import (
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from ohttp.keyconfig import GatewayKey
     from tests.relay.relay_helpers import IssuerFiles, Service
@@ -215,6 +215,23 @@ def test_gateway_failure_is_502_and_never_retried_r4(tmp_path: Path, mode: str) 
     assert len(environment.posts()) == 1  # sent exactly once
 
 
+def _process_memory(pid: int) -> bytes:
+    """Every readable private mapping of a live process (as root, or with ptrace rights)."""
+    chunks = []
+    with Path(f"/proc/{pid}/maps").open() as maps, Path(f"/proc/{pid}/mem").open("rb") as mem:
+        for line in maps:
+            fields = line.split()
+            if "r" not in fields[1] or (len(fields) > 5 and fields[5].startswith("/")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                chunks.append(mem.read(end - start))
+            except (OSError, ValueError, OverflowError):
+                continue
+    return b"".join(chunks)
+
+
 def test_relay_logs_and_output_carry_no_request_content_r5(env: Env) -> None:
     canaries = [f"CANARY-{i:03d}-7f3a9c" for i in range(100)]
     tokens = [authorization(mint(env.issuer)) for _ in canaries]
@@ -232,6 +249,9 @@ def test_relay_logs_and_output_carry_no_request_content_r5(env: Env) -> None:
 
     answers = asyncio.run(run())
     assert answers == [b"echo:" + c.encode() for c in canaries]  # the gateway did see them
+    memory = _process_memory(env.relay.process.pid)
+    assert b'"node": "stub"' in memory  # positive twin: the scan sees what the relay holds
+    assert b"CANARY-" not in memory
     assert env.relay.stop() == 0
     output = env.relay.output()
     assert "relay.stats" in output  # positive twin: the relay does log (counts)
