@@ -10,10 +10,11 @@ Routes:
 Invariants (RFC 9458 §6.2, §6.5; SECURITY.md R1-R6):
 * Never an open proxy: the target is the configured URL of a configured node id, nothing from
   the client but that id chooses it.
-* Header allowlist both ways: to the gateway only Content-Type, Content-Length and Incremental
-  (no client address, no Forwarded/Via, no cookies, no Authorization: the relay consumes the
-  token); back to the client only Content-Type, Incremental, Cache-Control and, on error
-  statuses, Date (the client's clock correction, RFC 9458 §6.5.2).
+* Header allowlist both ways: to the gateway only Content-Type (the bare media type),
+  Content-Length and `Incremental: ?1` (canonical values, nothing client-chosen; no client
+  address, no Forwarded/Via, no cookies, no Authorization: the relay consumes the token);
+  back to the client only Content-Type, Incremental, Cache-Control and, on error statuses,
+  Date (the client's clock correction, RFC 9458 §6.5.2).
 * Every admitted request is forwarded with the same bytes and headers however it got in (no
   marker for a client that was rate-limited first, R6). A chunked answer keeps the gateway's
   HTTP chunk boundaries, and with them its padded sizes (R7).
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("hushcc.relay")
 
 OHTTP_MEDIA_TYPES = frozenset({"message/ohttp-req", "message/ohttp-chunked-req"})
-REQUEST_HEADERS = ("Content-Type", "Incremental")
 RESPONSE_HEADERS = ("Content-Type", "Incremental", "Cache-Control")
 NONCE = re.compile(r"[0-9a-fA-F]{2,128}")
 READ_CHUNK = 1 << 16
@@ -233,7 +233,11 @@ class RelayServer:
             body = await self._read_body(request)
             if isinstance(body, web.Response):
                 return body
-            headers = {h: request.headers[h] for h in REQUEST_HEADERS if h in request.headers}
+            # Canonical values only: the bare media type, and `Incremental: ?1` or nothing, so
+            # no client-chosen bytes ride along in a header (R1, R6).
+            headers = {"Content-Type": request.content_type}
+            if request.headers.get("Incremental") == "?1":
+                headers["Incremental"] = "?1"
             return await self._forward(request, "POST", node.url + "/ohttp", body, headers)
         finally:
             self.inflight -= 1

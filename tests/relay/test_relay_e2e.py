@@ -89,12 +89,14 @@ async def _post(s: aiohttp.ClientSession, env: Env, body: bytes,
 def test_forwarded_request_carries_only_allowlisted_headers_r1(env: Env) -> None:
     hostile = {"Forwarded": "for=192.0.2.7", "X-Forwarded-For": "192.0.2.7", "Via": "1.1 evil",
                "Cookie": "session=abc", "X-Foo": "bar", "User-Agent": "client/1.0",
-               "Accept-Language": "fr", "X-Real-IP": "192.0.2.7"}
+               "Accept-Language": "fr", "X-Real-IP": "192.0.2.7", "Incremental": "id-42"}
     body, ctx = encapsulate_request(env.key.config, b"GET /v1/models")
 
     async def run() -> tuple[int, dict[str, str], bytes]:
         async with aiohttp.ClientSession() as s:
-            return await _post(s, env, body, _headers(env, **hostile))
+            headers = _headers(env, **hostile)
+            headers["Content-Type"] = "message/ohttp-req; client=id-42"
+            return await _post(s, env, body, headers)
 
     status, headers, answer = asyncio.run(run())
     assert status == 200
