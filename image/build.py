@@ -1,0 +1,218 @@
+"""`image build`: assemble, normalise, pack, verity-format and describe the node image (I/O shell).
+
+Steps: stage the code, the locked dependencies, the model, the configuration and the
+entrypoint under `opt/hushcc`; normalise (`image.content`); refuse host paths; pack with
+mksquashfs (reproducible options); pad to whole 4 KiB blocks; `veritysetup format` with a salt
+and UUID derived from the image digest, cross-checked against the pure `image.verity`; write
+`manifest.json` (`image.manifest`) and `inputs.json` (the host paths of the inputs, for
+`image verify`; never part of the image or the manifest).
+
+Invariants: the output depends only on the inputs and SOURCE_DATE_EPOCH — not on the build
+directory, TMPDIR, umask, locale, hostname or the inputs' mtimes (SECURITY.md B1). The
+self-measurement is `attestation.measure.measure_sources` over every file under the app root,
+the function and file set a node started from the image measures (`node_measurement`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attestation.measure import Measurement, measure_sources
+from hushcc.errors import ConfigError
+from image import content, deps, manifest, tools, verity
+from image.model import stage_model
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from image.progress import Progress
+
+INPUTS_FILE = "inputs.json"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class BuildInputs:
+    """Everything an image is built from (paths on the build host)."""
+
+    source: Path
+    model: Path
+    source_date_epoch: int
+    lock: Path | None = None
+    wheels: Path | None = None
+    config: Path | None = None
+    snp: dict[str, str] | None = None  # sev-snp-measure options (ovmf, kernel, initrd, ...)
+
+    def to_json(self) -> bytes:
+        """The inputs as JSON (absolute paths), for `image verify` to rebuild from."""
+        value: dict[str, Any] = {
+            "source": str(self.source.resolve()), "model": str(self.model.resolve()),
+            "source_date_epoch": self.source_date_epoch,
+            "lock": str(self.lock.resolve()) if self.lock else None,
+            "wheels": str(self.wheels.resolve()) if self.wheels else None,
+            "config": str(self.config.resolve()) if self.config else None,
+            "snp": self.snp}
+        return (json.dumps(value, sort_keys=True, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> BuildInputs:
+        """Parse `inputs.json`.
+
+        Raises:
+            ConfigError: malformed.
+        """
+        try:
+            v = json.loads(data)
+            return cls(Path(v["source"]), Path(v["model"]), int(v["source_date_epoch"]),
+                       Path(v["lock"]) if v["lock"] else None,
+                       Path(v["wheels"]) if v["wheels"] else None,
+                       Path(v["config"]) if v["config"] else None, v.get("snp"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{INPUTS_FILE} is malformed") from exc
+
+
+def all_files(root: Path) -> list[str]:
+    """Every regular file under `root`, as sorted relative POSIX paths."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and not p.is_symlink())
+
+
+def node_measurement(app_root: Path) -> Measurement:
+    """The self-measurement of a node running from `app_root` (code, deps, model, config).
+
+    The same function and file set as at node start: `measure_sources` over every file.
+    """
+    measured, _ = measure_sources(app_root, all_files(app_root))
+    return measured
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _blocks(path: Path, progress: Progress) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while block := f.read(verity.BLOCK_SIZE):
+            progress.advance(len(block))
+            yield block
+
+
+def stage(inputs: BuildInputs, root: Path, progress: Progress) -> str:
+    """Assemble and normalise the root filesystem in `root`; return the lock text.
+
+    Raises:
+        ConfigError: a missing input, a failed install, or content that breaks an invariant.
+    """
+    app = content.app_root(root)
+    progress.step("code", None)
+    content.copy_code(inputs.source, root)
+    lock_text = ""
+    if inputs.lock is not None:
+        if inputs.wheels is None:
+            raise ConfigError("--lock needs --wheels (the directory holding the locked wheels)")
+        lock_text = inputs.lock.read_text(encoding="utf-8")
+        deps.parse_lock(lock_text)
+        progress.step("dependencies (pip --require-hashes)", None)
+        deps.install(inputs.lock, inputs.wheels, app / content.DEPS_DIR)
+    (app / content.DEPS_DIR).mkdir(parents=True, exist_ok=True)
+    content.write_text(root, content.LOCK_FILE, lock_text)
+    progress.step("model (safetensors)", None)
+    stage_model(inputs.model, app / content.MODEL_DIR)
+    config = (inputs.config.read_text(encoding="utf-8") if inputs.config
+              else content.DEFAULT_CONFIG)
+    content.write_text(root, content.CONFIG_FILE, config)
+    content.write_text(root, content.ENTRYPOINT, content.ENTRYPOINT_TEXT)
+    content.normalise(root, inputs.source_date_epoch)
+    hosts = [str(root.resolve()), str(inputs.source.resolve()), sys.prefix,
+             str(inputs.model.resolve().parent), tempfile.gettempdir()]
+    if inputs.wheels is not None:
+        hosts.append(str(inputs.wheels.resolve()))
+    content.check_no_host_paths(root, [h for h in hosts if h not in {"/", "/tmp"}])  # noqa: S108
+    return lock_text
+
+
+def describe(root: Path) -> list[manifest.FileEntry]:
+    """The manifest's file list of a staged or extracted root filesystem."""
+    out = []
+    for rel in all_files(root):
+        path = root / rel
+        st = path.lstat()
+        out.append(manifest.FileEntry(rel, st.st_mode & 0o7777, st.st_size, _sha256_file(path)))
+    return out
+
+
+def build(inputs: BuildInputs, out: Path, progress: Progress) -> dict[str, Any]:
+    """Build the image into `out` (created; must be empty or absent) and return the manifest.
+
+    Raises:
+        ConfigError: an input is missing or invalid, or a tool is missing or fails.
+    """
+    for tool in ("mksquashfs", "veritysetup"):
+        tools.find_tool(tool)
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.iterdir()):
+        raise ConfigError(f"--out {out} is not empty")
+    with tempfile.TemporaryDirectory(prefix="hushcc-image-") as tmp:
+        root = Path(tmp) / "root"
+        root.mkdir()
+        lock_text = stage(inputs, root, progress)
+        files = describe(root)
+        forbidden = manifest.scan_forbidden([f.path for f in files])
+        if forbidden:
+            path, kind = forbidden[0]
+            raise ConfigError(f"the image would hold a {kind}: {path} (SECURITY.md B3)")
+        app = content.app_root(root)
+        code_list = all_files(app / content.CODE_DIR)
+        model_list = all_files(app / content.MODEL_DIR)
+        code = measure_sources(app / content.CODE_DIR, code_list)[0]
+        model = measure_sources(app / content.MODEL_DIR, model_list)[0]
+        sim = node_measurement(app)
+        image = out / manifest.IMAGE_FILE
+        progress.step("squashfs", None)
+        tools.mksquashfs(root, image, inputs.source_date_epoch)
+    with image.open("ab") as f:  # whole verity blocks (mksquashfs pads to 4 KiB already)
+        f.write(bytes(-image.stat().st_size % verity.BLOCK_SIZE))
+    digest = _sha256_file(image)
+    salt = verity.content_salt(bytes.fromhex(digest))
+    uuid = verity.content_uuid(salt)
+    hash_file = out / manifest.HASH_FILE
+    progress.step("dm-verity (veritysetup)", None)
+    root_hash = tools.veritysetup_format(image, hash_file, salt, uuid)
+    progress.step("dm-verity (pure-Python cross-check)", image.stat().st_size)
+    tree = verity.compute_tree(_blocks(image, progress), salt, uuid)
+    if tree.root_hash != root_hash or tree.hash_device != hash_file.read_bytes():
+        raise ConfigError("veritysetup and the pure dm-verity calculator disagree")
+    measurements = {"sim": sim.hex}
+    if inputs.snp:
+        from image.snp import launch_digest  # noqa: PLC0415 - optional dependency
+
+        measurements["sev-snp"] = launch_digest(inputs.snp, tree.cmdline())
+    doc: dict[str, Any] = {
+        "schema": manifest.SCHEMA,
+        "source_date_epoch": inputs.source_date_epoch,
+        "image": {"file": manifest.IMAGE_FILE, "digest": digest,
+                  "size": image.stat().st_size},
+        "verity": {"hash_file": manifest.HASH_FILE, "hash_digest": _sha256_file(hash_file),
+                   "root_hash": root_hash.hex(), "salt": salt.hex(), "uuid": uuid,
+                   "data_blocks": tree.data_blocks, "cmdline": tree.cmdline()},
+        "code": {"digest": code.hex, "files": len(code_list)},
+        "model": {"digest": model.hex, "files": len(model_list)},
+        "dependencies": {"lock_digest": hashlib.sha256(lock_text.encode()).hexdigest(),
+                         "packages": len(deps.parse_lock(lock_text))},
+        "measurements": measurements,
+        "files": [f.to_list() for f in files],
+    }
+    (out / manifest.MANIFEST_FILE).write_bytes(manifest.dumps(doc))
+    (out / INPUTS_FILE).write_bytes(inputs.to_json())
+    progress.step("done", None)
+    return doc

@@ -1,0 +1,69 @@
+"""Inputs for image tests, made in code: a tiny model directory and a tiny pure-Python wheel."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+TINY_CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 64,
+    "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 64,
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True,
+    "torch_dtype": "float32",
+}
+
+
+def make_tiny_model(folder: Path) -> Path:
+    """A one-layer Llama-shaped model (config.json + model.safetensors), fixed weights."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(TINY_CONFIG, indent=2, sort_keys=True))
+    rng = np.random.default_rng(7)
+    h, i, v = 16, 32, 64
+    shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,),
+              "model.layers.0.input_layernorm.weight": (h,),
+              "model.layers.0.post_attention_layernorm.weight": (h,),
+              "model.layers.0.self_attn.q_proj.weight": (h, h),
+              "model.layers.0.self_attn.k_proj.weight": (h // 2, h),
+              "model.layers.0.self_attn.v_proj.weight": (h // 2, h),
+              "model.layers.0.self_attn.o_proj.weight": (h, h),
+              "model.layers.0.mlp.gate_proj.weight": (i, h),
+              "model.layers.0.mlp.up_proj.weight": (i, h),
+              "model.layers.0.mlp.down_proj.weight": (h, i)}
+    tensors = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def make_wheel(folder: Path, name: str = "tinydep", version: str = "1.0") -> Path:
+    """A pure-Python wheel (PEP 427) with one module, written with fixed zip timestamps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f'"""{name}: a dependency made for the image tests."""\n'
+                               "VALUE = 42\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: hushcc-tests\nRoot-Is-Purelib: true\n"
+                         "Tag: py3-none-any\n",
+        f"{dist}/top_level.txt": f"{name}\n",
+    }
+    record = "".join(f"{p},{_record_hash(c.encode())},{len(c.encode())}\n"
+                     for p, c in files.items()) + f"{dist}/RECORD,,\n"
+    files[f"{dist}/RECORD"] = record
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in files.items():
+            info = zipfile.ZipInfo(path, date_time=(2026, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            z.writestr(info, text)
+    return wheel

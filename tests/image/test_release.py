@@ -1,0 +1,181 @@
+"""image publish / verify against a real `hushcc log serve`, and the measurement chain (B2).
+
+One published image is shared by the module; a second image built from a checkout with one
+flipped byte stands for a modified release.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from attestation.bundle import Release
+from attestation.dev import simulated_bundle
+from attestation.measure import source_root
+from image import content, manifest, tools
+from image.build import build, node_measurement
+from image.content import PACKAGES
+from image.progress import StepLog
+from image.release import RELEASE_FILE
+from tests.image.conftest import HUSHCC, Inputs, hushcc_env
+
+FLIPPED = "ohttp/__init__.py"
+
+
+@dataclass(frozen=True)
+class Log:
+    url: str
+    log_pub: Path
+    release_key: Path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HUSHCC, *args], capture_output=True, text=True, env=hushcc_env(),
+                          check=False, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
+    base = tmp_path_factory.mktemp("log")
+    for name in ("log", "rel"):
+        assert _cli("log", "keygen", "--out", str(base / f"{name}.key"), "--name",
+                    f"{name}.hushcc.test").returncode == 0
+    proc = subprocess.Popen(
+        [*HUSHCC, "log", "serve", "--host", "127.0.0.1", "--port", "0", "--state-dir",
+         str(base / "state"), "--log-key", str(base / "log.key"), "--release-key",
+         str(base / "rel.key.pub")], stdout=subprocess.PIPE, text=True, env=hushcc_env())
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on http://127.0.0.1:"), line
+        yield Log(line.split()[-1], base / "log.key.pub", base / "rel.key")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory, image_inputs: Inputs, log: Log) -> Path:
+    out = tmp_path_factory.mktemp("published") / "image"
+    build(image_inputs.build_inputs(), out, StepLog())
+    done = _cli("image", "publish", str(out), "--log", log.url, "--key", str(log.release_key),
+                "--log-key", str(log.log_pub))
+    assert done.returncode == 0, done.stderr
+    assert "inclusion proof verified" in done.stdout
+    return out
+
+
+def _verify(folder: Path, log: Log, *extra: str) -> subprocess.CompletedProcess[str]:
+    return _cli("image", "verify", str(folder), "--log", log.url, "--log-key",
+                str(log.log_pub), *extra)
+
+
+def test_verify_rebuilds_and_checks_the_log(published, log):
+    done = _verify(published, log)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for step in ("image digest", "dm-verity root (pure recomputation)",
+                 "rebuild from the same inputs", "inclusion in the stored checkpoint",
+                 "log checkpoint consistent with the stored one"):
+        assert f"ok    {step}" in done.stdout
+    assert done.stdout.rstrip().endswith("image verified")
+
+
+def test_verify_with_another_pinned_log_key_fails(published, log, tmp_path):
+    assert _cli("log", "keygen", "--out", str(tmp_path / "other.key"), "--name",
+                "log.hushcc.test").returncode == 0
+    done = _cli("image", "verify", str(published), "--log", log.url, "--log-key",
+                str(tmp_path / "other.key.pub"))
+    assert done.returncode == 1
+    assert "FAIL  log:" in done.stdout
+
+
+def test_a_tampered_hash_tree_is_found_without_cryptsetup(published, tmp_path, log):
+    copy = tmp_path / "image"
+    shutil.copytree(published, copy)
+    data = bytearray((copy / manifest.HASH_FILE).read_bytes())
+    data[-1] ^= 1
+    (copy / manifest.HASH_FILE).write_bytes(bytes(data))
+    done = _verify(copy, log)
+    assert done.returncode == 1
+    assert "FAIL  dm-verity root (pure recomputation)" in done.stdout
+
+
+def _flipped_checkout(dest: Path) -> Path:
+    for package in PACKAGES:
+        shutil.copytree(source_root() / package, dest / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    target = dest / FLIPPED
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    return dest
+
+
+def test_one_flipped_byte_changes_the_manifest_and_verify_names_the_file(
+        published, image_inputs, log, tmp_path):
+    bad = tmp_path / "bad"
+    doc = build(image_inputs.build_inputs(_flipped_checkout(tmp_path / "checkout")), bad,
+                StepLog())
+    good = manifest.loads((published / manifest.MANIFEST_FILE).read_bytes())
+    assert doc["image"]["digest"] != good["image"]["digest"]
+    assert doc["measurements"]["sim"] != good["measurements"]["sim"]
+    assert manifest.first_difference(good, doc) == f"file opt/hushcc/code/{FLIPPED} differs"
+    # The modified release is even logged; an auditor rebuilding from the real checkout
+    # still refuses it and names the file.
+    assert _cli("image", "publish", str(bad), "--log", log.url, "--key",
+                str(log.release_key)).returncode == 0
+    done = _verify(bad, log, "--source", str(source_root()))
+    assert done.returncode == 1
+    assert f"FAIL  rebuild from the same inputs: file opt/hushcc/code/{FLIPPED} differs" \
+        in done.stdout
+    assert done.stdout.rstrip().endswith("image verification FAILED")
+
+
+def _bundle_from(app_root: Path, release: Release, tmp_path: Path, name: str) -> Path:
+    measured = node_measurement(app_root)
+    bundle = simulated_bundle(key_config=bytes(range(41)), measurement=measured.digest,
+                              now=datetime.now(UTC), release=release)
+    path = tmp_path / f"{name}.json"
+    path.write_bytes(bundle.to_json())
+    return path
+
+
+def test_b2_recomputed_equals_logged_equals_attested(published, log, tmp_path):
+    """SECURITY.md B2, and a node started from one modified file is refused (its twin)."""
+    doc = manifest.loads((published / manifest.MANIFEST_FILE).read_bytes())
+    stapled = json.loads((published / RELEASE_FILE).read_text())
+    entry = json.loads(base64.b64decode(stapled["entry"]))
+    release = Release(base64.b64decode(stapled["entry"]), stapled["index"],
+                      stapled["checkpoint"],
+                      tuple(base64.b64decode(h) for h in stapled["inclusion_proof"]))
+    # Recomputed from the published squashfs itself, as a node booted from it measures.
+    extracted = tmp_path / "root"
+    tools.unsquashfs(published / manifest.IMAGE_FILE, extracted)
+    recomputed = node_measurement(content.app_root(extracted)).hex
+    assert recomputed == doc["measurements"]["sim"] == entry["measurements"]["sim"]
+    policy = tmp_path / "policy.toml"
+    log_key = log.log_pub.read_text().strip()
+    policy.write_text(f'allow_simulated = true\nrequire_gpu = false\nlog_key = "{log_key}"\n')
+    good = _bundle_from(content.app_root(extracted), release, tmp_path, "good")
+    done = _cli("attest", "verify", str(good), "--policy", str(policy))
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The twin: the same image with one byte of one file changed, same stapled release.
+    target = content.app_root(extracted) / content.CONFIG_FILE
+    target.chmod(0o644)
+    target.write_bytes(target.read_bytes().replace(b"8443", b"8444"))
+    bad = _bundle_from(content.app_root(extracted), release, tmp_path, "bad")
+    done = _cli("attest", "verify", str(bad), "--policy", str(policy))
+    assert done.returncode == 1
+    assert "[FAIL] (4) measurement" in done.stdout
+    assert "[PASS] (4)" in _cli("attest", "verify", str(good), "--policy", str(policy)).stdout
