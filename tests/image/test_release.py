@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from attestation.bundle import Release
-from attestation.dev import simulated_bundle
 from attestation.measure import source_root
+from attestation.simulated_node import simulated_bundle
 from image import content, manifest, tools
 from image.build import build, node_measurement
 from image.content import PACKAGES

@@ -1,0 +1,150 @@
+"""Benchmark `hushcc image build`: build time per step and image size, cold vs warm.
+
+    PYTHONPATH=. python bench/image.py [--model PATH] [--wheels DIR] [--deps full|none] [--runs N]
+
+* The dependency set is the project's runtime closure (hushcc's requirements, walked through the
+  installed distributions with their markers), pinned to the versions installed in this venv.
+  Their wheels are gathered into `--wheels` (default ~/.cache/hushcc-bench/wheels) with
+  `pip download --no-deps --only-binary :all:` (pip's own index and cache; torch's CPU wheel
+  from the configured find-links); `--deps none` builds without a dependency set.
+* Run 1 is "cold": the wheel directory is filled first (timed separately) and the GGUF model is
+  converted to safetensors. Later runs are "warm": the wheels are already local. Every run
+  builds the whole image (nothing of the image itself is cached between runs).
+* Goal (issue 14): a full build under 3 minutes on the 2-core box, a warm rebuild under 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+
+# This script's folder is sys.path[0]; its own name must not shadow the `image` package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from attestation.measure import source_root  # noqa: E402
+from image.build import BuildInputs, build  # noqa: E402
+from image.deps import lock_from_wheels  # noqa: E402
+from image.model import default_model  # noqa: E402
+
+EPOCH = 1767225600
+
+
+class Timer:
+    """A build progress sink that records when each step starts."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = []
+
+    def step(self, name: str, total: int | None) -> None:
+        del total
+        self.marks.append((name, time.perf_counter()))
+
+    def advance(self, amount: int) -> None:
+        del amount
+
+    def durations(self, end: float) -> dict[str, float]:
+        out = {}
+        for (name, start), (_, stop) in zip(self.marks, [*self.marks[1:], ("", end)], strict=True):
+            out[name] = stop - start
+        return out
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def runtime_pins() -> dict[str, str]:
+    """The installed versions of hushcc's runtime requirement closure."""
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
+    env["extra"] = ""
+    todo = list(md.requires("hushcc") or [])
+    pins: dict[str, str] = {}
+    while todo:
+        req = Requirement(todo.pop())
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        name = _norm(req.name)
+        if name in pins:
+            continue
+        dist = md.distribution(req.name)
+        pins[name] = dist.version
+        todo.extend(dist.requires or [])
+    return dict(sorted(pins.items()))
+
+
+def fetch_wheels(pins: dict[str, str], wheels: Path) -> float:
+    """Fill `wheels` with one wheel per pin; return the seconds it took."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    have = {_norm(p.name.split("-")[0]) for p in wheels.glob("*.whl")}
+    missing = [f"{n}=={v}" for n, v in pins.items() if n not in have]
+    start = time.perf_counter()
+    if missing:
+        argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                "--quiet", "-d", str(wheels), *missing]
+        subprocess.run(argv, check=True)  # noqa: S603 - our interpreter, pinned names
+    return time.perf_counter() - start
+
+
+def one_build(inputs: BuildInputs) -> tuple[dict[str, float], float, int, int]:
+    timer = Timer()
+    with tempfile.TemporaryDirectory(prefix="hushcc-bench-") as tmp:
+        start = time.perf_counter()
+        doc = build(inputs, Path(tmp) / "out", timer)
+        total = time.perf_counter() - start
+        steps = timer.durations(time.perf_counter())
+        tree = (Path(tmp) / "out" / "rootfs.verity").stat().st_size
+    return steps, total, int(doc["image"]["size"]) + tree, len(doc["files"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="GGUF file or safetensors dir (default SmolLM2)")
+    parser.add_argument("--wheels", type=Path,
+                        default=Path.home() / ".cache" / "hushcc-bench" / "wheels")
+    parser.add_argument("--deps", choices=("full", "none"), default="full")
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    model = args.model or default_model()
+    lock = wheels = None
+    fetch = 0.0
+    if args.deps == "full":
+        pins = runtime_pins()
+        fetch = fetch_wheels(pins, args.wheels)
+        wheels = args.wheels
+        lock_text = "".join(line for line in lock_from_wheels(wheels).splitlines(keepends=True)
+                            if line.split("==")[0] in pins)
+        lock = Path(tempfile.mkdtemp(prefix="hushcc-bench-lock-")) / "requirements.lock"
+        lock.write_text(lock_text)
+        print(f"dependency set: {len(pins)} wheels pinned; "
+              f"fetching missing ones took {fetch:.1f} s")
+    inputs = BuildInputs(source_root(), model, EPOCH, lock, wheels)
+    rows = []
+    for run in range(args.runs):
+        steps, total, size, files = one_build(inputs)
+        rows.append(("cold" if run == 0 else "warm", steps, total, size, files))
+    names = list(rows[0][1])
+    print(f"\nimage build, model {model.name}, deps {args.deps} (seconds per step)")
+    header = f"{'step':<38}" + "".join(f"{label + ' ' + str(i + 1):>12}"
+                                        for i, (label, *_rest) in enumerate(rows))
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        print(f"{name:<38}" + "".join(f"{r[1].get(name, 0.0):>12.1f}" for r in rows))
+    print(f"{'total build':<38}" + "".join(f"{r[2]:>12.1f}" for r in rows))
+    print(f"{'image + hash tree (MiB)':<38}" + "".join(f"{r[3] / 2**20:>12.1f}" for r in rows))
+    print(f"{'files':<38}" + "".join(f"{r[4]:>12}" for r in rows))
+    print("goal: full build < 180 s, warm rebuild < 60 s (issue 14)")
+
+
+if __name__ == "__main__":
+    main()
