@@ -30,18 +30,23 @@ IMAGE_FILE = "rootfs.squashfs"
 HASH_FILE = "rootfs.verity"
 MANIFEST_FILE = "manifest.json"
 
-# SECURITY.md B3: no way in, no way to inspect, no way to change what runs. Matched against
-# every path component, so a planted `usr/bin/sh` or `site-packages/pip/` is found.
+# SECURITY.md B3: no way in, no way to inspect, no way to change what runs. A file whose name
+# is one of these programs (wherever it lies: `usr/bin/sh`, `etc/.../getty@.service`), or a
+# Python package of this kind installed at the top of a site-packages directory, is refused.
 FORBIDDEN = {
     "shell": ("sh", "bash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh", "ash", "fish",
               "busybox", "toybox"),
     "remote login": ("sshd", "ssh", "dropbear", "telnetd", "in.telnetd", "rshd", "cloud-init"),
     "getty": ("getty", "agetty", "mingetty", "serial-getty@.service", "getty@.service", "login"),
     "package manager": ("apt", "apt-get", "dpkg", "rpm", "yum", "dnf", "apk", "pip", "pip3",
-                        "ensurepip", "conda", "snap"),
-    "debugger": ("gdb", "gdbserver", "lldb", "strace", "ltrace", "perf", "bpftrace", "pdb.py"),
+                        "conda", "snap"),
+    "debugger": ("gdb", "gdbserver", "lldb", "strace", "ltrace", "perf", "bpftrace"),
     "compiler": ("gcc", "cc", "g++", "c++", "clang", "tcc", "ld", "as", "rustc", "go", "cython"),
 }
+FORBIDDEN_PACKAGES = {"pip": "package manager", "ensurepip": "package manager",
+                      "conda": "package manager", "Cython": "compiler", "pyximport": "compiler",
+                      "pdb": "debugger", "debugpy": "debugger", "pydevd": "debugger"}
+_SITE = "site-packages"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +138,18 @@ def first_difference(expected: dict[str, Any], actual: dict[str, Any]) -> str | 
 def scan_forbidden(paths: list[str]) -> list[tuple[str, str]]:
     """List every (path, kind) that names a forbidden program (SECURITY.md B3).
 
-    Kinds: a shell, remote login, getty, package manager, debugger or compiler.
+    Kinds: a shell, remote login, getty, package manager, debugger or compiler, as a file
+    name anywhere or as a top-level package (or module) in a site-packages directory.
     """
     kinds = {name: kind for kind, names in FORBIDDEN.items() for name in names}
     found = []
     for path in paths:
-        for part in PurePosixPath(path).parts:
-            kind = kinds.get(part)
-            if kind is not None:
-                found.append((path, kind))
-                break
+        parts = PurePosixPath(path).parts
+        kind = kinds.get(parts[-1])
+        for i, part in enumerate(parts[:-1]):
+            if kind is None and part == _SITE:
+                top = parts[i + 1].removesuffix(".py")
+                kind = FORBIDDEN_PACKAGES.get(top)
+        if kind is not None:
+            found.append((path, kind))
     return found

@@ -56,7 +56,8 @@ def mksquashfs(root: Path, out: Path, source_date_epoch: int) -> None:
     """Pack `root` into a squashfs at `out` with reproducible options.
 
     Files are sorted by name by mksquashfs itself; owners are root, every timestamp (inodes
-    and the superblock) is SOURCE_DATE_EPOCH, no xattrs, one thread for a fixed block order,
+    and the superblock) is SOURCE_DATE_EPOCH, no xattrs (the output does not depend on the
+    number of compressor threads: mksquashfs writes blocks in order),
     output padded to 4 KiB (so it is whole verity blocks).
 
     Raises:
@@ -66,7 +67,7 @@ def mksquashfs(root: Path, out: Path, source_date_epoch: int) -> None:
     epoch = str(source_date_epoch)
     _run([tool, str(root), str(out), "-noappend", "-reproducible", "-all-root", "-no-xattrs",
           "-mkfs-time", epoch, "-all-time", epoch, "-comp", "gzip", "-b", "131072",
-          "-processors", "1", "-no-progress", "-quiet"], _env())
+          "-no-progress", "-quiet"], _env())
 
 
 def unsquashfs(image: Path, dest: Path) -> None:

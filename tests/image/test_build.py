@@ -39,6 +39,8 @@ def _copy_with_other_mtimes(src: Path, dest: Path) -> Path:
 def _build_cli(out: Path, flags: list[str], *, env: dict[str, str], umask: int,
                hostname: str | None) -> subprocess.CompletedProcess[str]:
     argv = [*HUSHCC, "image", "build", "--out", str(out), *flags]
+    if hostname is not None and shutil.which("taskset"):
+        argv = ["taskset", "-c", "0", *argv]  # one CPU: mksquashfs runs one compressor thread
     if hostname is not None and shutil.which("unshare"):
         # A UTS namespace of its own, so the build runs under another hostname.
         argv = ["unshare", "--uts", "sh", "-c", f'hostname {hostname} && exec "$@"', "-", *argv]
@@ -47,7 +49,7 @@ def _build_cli(out: Path, flags: list[str], *, env: dict[str, str], umask: int,
 
 
 def test_b1_two_builds_in_different_environments_are_byte_identical(tmp_path, image_inputs):
-    """SECURITY.md B1: other dir, umask, TMPDIR, locale, hostname and input mtimes."""
+    """SECURITY.md B1: other dir, umask, TMPDIR, locale, hostname, CPU count, input mtimes."""
     other_source = _copy_with_other_mtimes(source_root(), tmp_path / "checkout")
     other_model = tmp_path / "model-copy"
     shutil.copytree(image_inputs.model, other_model)
@@ -100,9 +102,21 @@ def test_b3_the_built_image_holds_no_privileged_program(tmp_path, image_inputs):
     pytest.param("usr/bin/gdb", "debugger", id="gdb"),
     pytest.param("usr/bin/gcc", "compiler", id="gcc"),
     pytest.param("bin/busybox", "shell", id="busybox"),
+    pytest.param("opt/hushcc/site-packages/Cython/Compiler/Main.py", "compiler", id="cython"),
+    pytest.param("opt/hushcc/site-packages/debugpy/__init__.py", "debugger", id="debugpy"),
 ])
 def test_b3_scan_finds_each_kind(path, kind):
     assert manifest.scan_forbidden(["opt/hushcc/node.toml", path]) == [(path, kind)]
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("opt/hushcc/site-packages/numpy/_core/tests/examples/cython/checks.pyx",
+                 id="cython-test-data"),
+    pytest.param("opt/hushcc/site-packages/torch/include/c10/util/ssize.h", id="header"),
+    pytest.param("opt/hushcc/code/node/engine/sampling.py", id="own-code"),
+])
+def test_b3_scan_leaves_files_that_only_mention_a_name(path):
+    assert manifest.scan_forbidden([path]) == []
 
 
 def test_b3_a_dependency_planting_a_debugger_is_refused(tmp_path, image_inputs):
