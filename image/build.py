@@ -9,8 +9,11 @@ and UUID derived from the image digest, cross-checked against the pure `image.ve
 
 Invariants: the output depends only on the inputs and SOURCE_DATE_EPOCH — not on the build
 directory, TMPDIR, umask, locale, hostname or the inputs' mtimes (SECURITY.md B1). The
-self-measurement is `attestation.measure.measure_sources` over every file under the app root,
-the function and file set a node started from the image measures (`node_measurement`).
+self-measurement is what a node started from the image computes at start (`node.service`:
+`measure_sources(source_root())`, i.e. the source packages under `opt/hushcc/code`), so a
+simulated-TEE node from this content attests exactly the logged `sim` value (`node_measurement`).
+The model, configuration and dependencies are pinned by the image digest, the verity root and
+their own digests in the manifest and the release entry, but not (yet) by `sim`.
 """
 
 from __future__ import annotations
@@ -84,11 +87,12 @@ def all_files(root: Path) -> list[str]:
 
 
 def node_measurement(app_root: Path) -> Measurement:
-    """The self-measurement of a node running from `app_root` (code, deps, model, config).
+    """The self-measurement of a node running from `app_root`.
 
-    The same function and file set as at node start: `measure_sources` over every file.
+    The same call as at node start: `measure_sources(source_root())`, where `source_root()`
+    is the folder holding the project's packages, `app_root/code` in the image.
     """
-    measured, _ = measure_sources(app_root, all_files(app_root))
+    measured, _ = measure_sources(app_root / content.CODE_DIR)
     return measured
 
 

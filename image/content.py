@@ -6,7 +6,7 @@ Layout (everything the node runs lives under `opt/hushcc`, the *app root*):
     opt/hushcc/requirements.lock    that lock file
     opt/hushcc/model/...            the model as safetensors + config + tokenizer files
     opt/hushcc/node.toml            the node configuration
-    opt/hushcc/entrypoint.py        starts `hushcc node serve --config opt/hushcc/node.toml`
+    opt/hushcc/entrypoint.py        starts `hushcc node serve --config node.toml --model model`
 
 Invariants after `normalise`: only directories and regular files (a symlink, device or FIFO is
 refused), directories 0755, files 0644 (the entrypoint 0755), every mtime SOURCE_DATE_EPOCH, no
@@ -51,16 +51,15 @@ sys.path[:0] = [str(ROOT / "code"), str(ROOT / "site-packages")]
 
 from app.cli import main  # noqa: E402
 
-sys.exit(main(["node", "serve", "--config", str(ROOT / "node.toml")]))
+sys.exit(main(["node", "serve", "--config", str(ROOT / "node.toml"),
+               "--model", str(ROOT / "model")]))
 '''
 
-DEFAULT_CONFIG = """# hushcc node configuration carried in the image (measured with it).
-# Paths are relative to the image's app root (/opt/hushcc).
-[node]
+DEFAULT_CONFIG = """# hushcc node configuration carried in the image (`hushcc node serve --config`).
+# The entrypoint passes --model /opt/hushcc/model.
 host = "0.0.0.0"
 port = 8443
-model = "model"
-tee = "auto"
+tee = "simulated"
 """
 
 

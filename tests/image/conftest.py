@@ -46,4 +46,4 @@ def image_inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
 
 
 def hushcc_env(**extra: str) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(REPO), **extra)
+    return {**os.environ, "PYTHONPATH": str(REPO), **extra}

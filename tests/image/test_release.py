@@ -13,14 +13,12 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from attestation.bundle import Release
+from attestation.bundle import Bundle
 from attestation.measure import source_root
-from attestation.simulated_node import simulated_bundle
 from image import content, manifest, tools
 from image.build import build, node_measurement
 from image.content import PACKAGES
@@ -142,13 +140,18 @@ def test_one_flipped_byte_changes_the_manifest_and_verify_names_the_file(
     assert done.stdout.rstrip().endswith("image verification FAILED")
 
 
-def _bundle_from(app_root: Path, release: Release, tmp_path: Path, name: str) -> Path:
-    measured = node_measurement(app_root)
-    bundle = simulated_bundle(key_config=bytes(range(41)), measurement=measured.digest,
-                              now=datetime.now(UTC), release=release)
-    path = tmp_path / f"{name}.json"
-    path.write_bytes(bundle.to_json())
-    return path
+def _simulate_from(code: Path, published: Path, tmp_path: Path, name: str) -> Path:
+    """`hushcc attest simulate` run from the image's own code, as a node started from it."""
+    key_config = tmp_path / "key_config"
+    key_config.write_bytes(bytes(range(41)))
+    out = tmp_path / f"{name}.json"
+    done = subprocess.run(
+        [*HUSHCC, "attest", "simulate", "--key-config", str(key_config), "--out", str(out),
+         "--gpus", "0", "--release", str(published / RELEASE_FILE)],
+        capture_output=True, text=True, env=hushcc_env(PYTHONPATH=str(code)), check=False,
+        timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return out
 
 
 def test_b2_recomputed_equals_logged_equals_attested(published, log, tmp_path):
@@ -156,26 +159,28 @@ def test_b2_recomputed_equals_logged_equals_attested(published, log, tmp_path):
     doc = manifest.loads((published / manifest.MANIFEST_FILE).read_bytes())
     stapled = json.loads((published / RELEASE_FILE).read_text())
     entry = json.loads(base64.b64decode(stapled["entry"]))
-    release = Release(base64.b64decode(stapled["entry"]), stapled["index"],
-                      stapled["checkpoint"],
-                      tuple(base64.b64decode(h) for h in stapled["inclusion_proof"]))
-    # Recomputed from the published squashfs itself, as a node booted from it measures.
+    # Recomputed from the published squashfs itself, with the node's own start-up call.
     extracted = tmp_path / "root"
     tools.unsquashfs(published / manifest.IMAGE_FILE, extracted)
-    recomputed = node_measurement(content.app_root(extracted)).hex
+    app = content.app_root(extracted)
+    recomputed = node_measurement(app).hex
     assert recomputed == doc["measurements"]["sim"] == entry["measurements"]["sim"]
     policy = tmp_path / "policy.toml"
     log_key = log.log_pub.read_text().strip()
-    policy.write_text(f'allow_simulated = true\nrequire_gpu = false\nlog_key = "{log_key}"\n')
-    good = _bundle_from(content.app_root(extracted), release, tmp_path, "good")
+    policy.write_text(f'allow_simulated = true\nrequire_gpu = false\nlog_key = "{log_key}"\n'
+                      'revocation = "best-effort"\n')
+    good = _simulate_from(app / content.CODE_DIR, published, tmp_path, "good")
+    assert Bundle.from_json(good.read_bytes()).cpu.evidence  # a real simulated report
     done = _cli("attest", "verify", str(good), "--policy", str(policy))
     assert done.returncode == 0, done.stdout + done.stderr
-    # The twin: the same image with one byte of one file changed, same stapled release.
-    target = content.app_root(extracted) / content.CONFIG_FILE
+    assert "[PASS] (4)" in done.stdout
+    # The twin: the same image with one byte of one code file changed, same stapled release.
+    target = app / content.CODE_DIR / FLIPPED
     target.chmod(0o644)
-    target.write_bytes(target.read_bytes().replace(b"8443", b"8444"))
-    bad = _bundle_from(content.app_root(extracted), release, tmp_path, "bad")
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    bad = _simulate_from(app / content.CODE_DIR, published, tmp_path, "bad")
     done = _cli("attest", "verify", str(bad), "--policy", str(policy))
     assert done.returncode == 1
     assert "[FAIL] (4) measurement" in done.stdout
-    assert "[PASS] (4)" in _cli("attest", "verify", str(good), "--policy", str(policy)).stdout
