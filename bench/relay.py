@@ -36,6 +36,8 @@ from aiohttp import ClientSession, TCPConnector, web  # noqa: E402
 from app.cli import main as hushcc  # noqa: E402
 from relay.authscheme import format_authorization  # noqa: E402
 from relay.blindrsa import BlindSigner  # noqa: E402
+from relay.directory import NodeDirectory, NodeEntry  # noqa: E402
+from relay.guard import GuardedSite  # noqa: E402
 from relay.issuer_keys import read_pinned_key, read_private_key  # noqa: E402
 from relay.privacypass import (  # noqa: E402
     TokenChallenge,
@@ -44,10 +46,14 @@ from relay.privacypass import (  # noqa: E402
     issue,
     verify_token,
 )
+from relay.redemption import Redeemer, relay_challenge  # noqa: E402
+from relay.server import RelayServer  # noqa: E402
 from relay.spent import MemorySpentStore, RedisSpentStore  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from relay.issuer_keys import PinnedKey
 
 NODE_ID = "ab" * 32
 BODY = os.urandom(4096)
@@ -55,8 +61,8 @@ ANSWER = os.urandom(4096)
 CHALLENGE = TokenChallenge(2, "issuer.bench", b"", "relay.bench")
 
 
-def gateway_child(port_file: str) -> None:
-    """A loopback gateway stand-in (own process): every POST /ohttp gets a 4 KiB answer."""
+def _gateway_app() -> web.Application:
+    """A gateway stand-in: every POST /ohttp gets a 4 KiB answer."""
 
     async def ohttp(request: web.Request) -> web.Response:
         await request.read()
@@ -65,11 +71,17 @@ def gateway_child(port_file: str) -> None:
     async def attestation(_request: web.Request) -> web.Response:
         return web.json_response({"node": "bench"})
 
+    app = web.Application(client_max_size=1 << 20)
+    app.router.add_post("/ohttp", ohttp)
+    app.router.add_get("/attestation", attestation)
+    return app
+
+
+def gateway_child(port_file: str) -> None:
+    """The gateway stand-in in its own process; writes its port to `port_file`."""
+
     async def main() -> None:
-        app = web.Application(client_max_size=1 << 20)
-        app.router.add_post("/ohttp", ohttp)
-        app.router.add_get("/attestation", attestation)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(_gateway_app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         Path(port_file).write_text(str(runner.addresses[0][1]))  # noqa: ASYNC240 - once
@@ -227,6 +239,7 @@ def main() -> None:  # noqa: PLR0915, C901 - one linear script: set up, measure,
                     if round_:
                         results.setdefault(name, []).append(outcome)
             memory_spend, redis_spend = asyncio.run(_stores(redis_url if redis else None))
+            in_process = asyncio.run(_in_process(pinned, mint))
         finally:
             for relay in relays:
                 _stop(relay)
@@ -236,6 +249,12 @@ def main() -> None:  # noqa: PLR0915, C901 - one linear script: set up, measure,
                 redis.wait()
 
     _print_tables(args, results, [issuance, verification, memory_spend, redis_spend])
+    direct_p50, relay_p50 = (statistics.median(x) for x in in_process)
+    print("\nSame, sequential, gateway and relay (memory store) in this one event loop, so no "
+          "process\nscheduling between hops: the relay's own cost per request")
+    print(_row("direct to gateway (in process)", in_process[0]))
+    print(_row("through relay (in process)", in_process[1],
+               f"+{(relay_p50 - direct_p50) * 1e3:.3f} ms p50"))
 
 def _print_tables(args: argparse.Namespace, results: dict[str, list[tuple[float, list[float]]]],
                   costs: list[list[float]]) -> None:
@@ -267,6 +286,34 @@ def _print_tables(args: argparse.Namespace, results: dict[str, list[tuple[float,
     if redis_spend:
         print(_row("spent store: Redis SET NX EXAT", redis_spend))
 
+
+
+async def _in_process(pinned: PinnedKey, mint: Callable[[], str]) -> tuple[
+        list[float], list[float]]:
+    """Sequential 4 KiB requests, direct and through a relay, all in this event loop."""
+    gateway = web.AppRunner(_gateway_app(), access_log=None)
+    await gateway.setup()
+    await web.TCPSite(gateway, "127.0.0.1", 0).start()
+    gateway_url = f"http://127.0.0.1:{gateway.addresses[0][1]}"
+    challenge = relay_challenge("issuer.bench", "relay.bench")
+    server = RelayServer(NodeDirectory([NodeEntry(NODE_ID, gateway_url)]),
+                         Redeemer(pinned, challenge, MemorySpentStore()))
+    relay = web.AppRunner(server.app(), access_log=None)
+    await relay.setup()
+    await GuardedSite(relay, "127.0.0.1", 0, server.guard).start()
+    relay_url = f"http://127.0.0.1:{relay.addresses[0][1]}/v1/nodes/{NODE_ID}/ohttp"
+    try:
+        tokens = [{"Content-Type": "message/ohttp-req", "Authorization": mint()}
+                  for _ in range(330)]
+        await _load(gateway_url + "/ohttp", [{"Content-Type": "message/ohttp-req"}] * 30, 1)
+        await _load(relay_url, tokens[:30], 1)
+        _, direct = await _load(gateway_url + "/ohttp",
+                                [{"Content-Type": "message/ohttp-req"}] * 300, 1)
+        _, relayed = await _load(relay_url, tokens[30:], 1)
+    finally:
+        await relay.cleanup()
+        await gateway.cleanup()
+    return direct, relayed
 
 
 async def _stores(redis_url: str | None) -> tuple[list[float], list[float]]:
