@@ -51,7 +51,7 @@ from ohttp.bhttp import Response, decode_request, encode_response
 from ohttp.bhttp_stream import encode_response_end, encode_response_head
 from ohttp.encapsulation import RequestHeader, UnknownKeyError
 from ohttp.problems import DATE, OHTTP_KEY
-from ohttp.replay import ReplayError, ReplayStoreFull, check_date
+from ohttp.replay import ReplayError, ReplayStoreFullError, check_date
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -229,7 +229,7 @@ class Gateway:
         except ReplayError:
             self.counts["rejected_replay"] += 1
             raise ApiError(400, "replayed request", "replayed_request") from None
-        except ReplayStoreFull:
+        except ReplayStoreFullError:
             self.counts["rejected_busy"] += 1
             raise ApiError(503, "busy", "unavailable", "server_error") from None
 

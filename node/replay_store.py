@@ -3,7 +3,7 @@
 The gateway asks `check_and_record(enc, epoch=..., now=...)` after a request decapsulated and
 before anything else reads it (RFC 9458 §6.5; SECURITY.md G3, G4). Both stores remember an
 `enc` for `window` seconds within its key epoch and fail closed: a store that cannot answer (full,
-or Redis unreachable) refuses the request (`ReplayStoreFull`, answered 503), never admits it.
+or Redis unreachable) refuses the request (`ReplayStoreFullError`, answered 503), never admits it.
 
 * `MemoryReplayStore` wraps the pure `ohttp.replay.ReplayGuard` (bounded, time injected).
 * `RedisReplayStore` uses one atomic `SET key 1 NX PX window` per request: `NX` makes the first
@@ -17,7 +17,7 @@ import abc
 import hashlib
 from typing import TYPE_CHECKING
 
-from ohttp.replay import ReplayError, ReplayGuard, ReplayLimits, ReplayStoreFull
+from ohttp.replay import ReplayError, ReplayGuard, ReplayLimits, ReplayStoreFullError
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -32,7 +32,7 @@ class ReplayStore(abc.ABC):
 
         Raises:
             ReplayError: seen within the window.
-            ReplayStoreFull: the store cannot remember it (full or unreachable): refuse.
+            ReplayStoreFullError: the store cannot remember it (full or unreachable): refuse.
         """
 
     async def close(self) -> None:  # noqa: B027 - optional hook; the memory store needs none
@@ -78,7 +78,7 @@ class RedisReplayStore(ReplayStore):
         try:
             fresh = await self._client.set(key, b"1", nx=True, px=self._window_ms)
         except (redis.RedisError, OSError) as exc:
-            raise ReplayStoreFull from exc
+            raise ReplayStoreFullError from exc
         if not fresh:
             raise ReplayError
 

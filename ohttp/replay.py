@@ -7,7 +7,7 @@ Invariants:
 * An `enc` accepted once is refused for `window` seconds within its key epoch; entries are
   forgotten only after that, so a replay inside the window is always caught.
 * The store never grows past `max_entries`: when full of live entries it fails closed
-  (`ReplayStoreFull`) rather than evicting a live entry, which would reopen the replay window.
+  (`ReplayStoreFullError`) rather than evicting a live entry, which would reopen the window.
 * The Date check follows §6.5.1: a request whose `Date` is missing, malformed or outside
   [now - window, now + window] is refused with the `date` problem (see `ohttp.problems`).
 """
@@ -30,7 +30,7 @@ class ReplayError(ProtocolError):
         super().__init__("replayed request")
 
 
-class ReplayStoreFull(ProtocolError):  # noqa: N818 - a condition, named like its HTTP answer
+class ReplayStoreFullError(ProtocolError):
     """The replay store is full of live entries: refuse (503) rather than forget one."""
 
     status_hint = 503
@@ -40,7 +40,7 @@ class ReplayStoreFull(ProtocolError):  # noqa: N818 - a condition, named like it
         super().__init__("replay store full")
 
 
-class DateOutOfWindow(ProtocolError):  # noqa: N818 - named after the `date` problem it maps to
+class DateOutOfWindowError(ProtocolError):
     """The request's Date is missing, malformed or outside the acceptance window (§6.5.1)."""
 
     def __init__(self) -> None:
@@ -86,14 +86,14 @@ class ReplayGuard:
 
         Raises:
             ReplayError: `enc` was seen within the window in this epoch.
-            ReplayStoreFull: too many live entries to remember another one.
+            ReplayStoreFullError: too many live entries to remember another one.
         """
         self._expire(now)
         key = (epoch, bytes(enc))
         if key in self._seen:
             raise ReplayError
         if len(self._seen) >= self.limits.max_entries:
-            raise ReplayStoreFull
+            raise ReplayStoreFullError
         self._seen[key] = now
 
     def forget_epoch(self, epoch: int) -> None:
@@ -116,16 +116,16 @@ def check_date(date_value: str | bytes | None, *, now: datetime, window: timedel
         window: how far the Date may be from `now`, either way.
 
     Raises:
-        DateOutOfWindow: missing, unparseable, or outside the window.
+        DateOutOfWindowError: missing, unparseable, or outside the window.
     """
     if date_value is None:
-        raise DateOutOfWindow
+        raise DateOutOfWindowError
     try:
         text = date_value.decode("ascii") if isinstance(date_value, bytes) else date_value
         when = parsedate_to_datetime(text)
     except (ValueError, TypeError, IndexError, UnicodeDecodeError):
-        raise DateOutOfWindow from None
+        raise DateOutOfWindowError from None
     if when.tzinfo is None:
-        raise DateOutOfWindow
+        raise DateOutOfWindowError
     if abs(when - now) > window:
-        raise DateOutOfWindow
+        raise DateOutOfWindowError

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from node.replay_store import MemoryReplayStore, RedisReplayStore, ReplayStore
-from ohttp.replay import ReplayError, ReplayLimits, ReplayStoreFull
+from ohttp.replay import ReplayError, ReplayLimits, ReplayStoreFullError
 from tests.redis_server import RedisServer
 
 
@@ -52,7 +52,7 @@ def test_redis_down_fails_closed(redis_server: RedisServer) -> None:
         store = RedisReplayStore.from_url(redis_server.url, window=60)
         assert await accepts(store, os.urandom(32))
         redis_server.kill()
-        with pytest.raises(ReplayStoreFull):
+        with pytest.raises(ReplayStoreFullError):
             await store.check_and_record(os.urandom(32), epoch=0, now=0.0)
         await store.close()
     asyncio.run(go())
@@ -65,6 +65,6 @@ def test_memory_store_refuses_replay_and_fails_closed_when_full() -> None:
         assert await accepts(store, enc)
         assert not await accepts(store, enc)
         assert await accepts(store, os.urandom(32))
-        with pytest.raises(ReplayStoreFull):
+        with pytest.raises(ReplayStoreFullError):
             await store.check_and_record(os.urandom(32), epoch=0, now=1.0)
     asyncio.run(go())

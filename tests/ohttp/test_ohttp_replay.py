@@ -12,11 +12,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ohttp import bhttp, problems
 from ohttp.replay import (
-    DateOutOfWindow,
+    DateOutOfWindowError,
     ReplayError,
     ReplayGuard,
     ReplayLimits,
-    ReplayStoreFull,
+    ReplayStoreFullError,
     check_date,
     http_date,
 )
@@ -39,7 +39,7 @@ def test_store_is_bounded_and_fails_closed() -> None:
     guard = ReplayGuard(ReplayLimits(window=10, max_entries=3))
     for i in range(3):
         guard.check_and_record(bytes([i]), epoch=0, now=float(i))
-    with pytest.raises(ReplayStoreFull) as info:
+    with pytest.raises(ReplayStoreFullError) as info:
         guard.check_and_record(b"new", epoch=0, now=3.0)
     assert info.value.status_hint == 503
     with pytest.raises(ReplayError):  # live entries were not evicted
@@ -108,7 +108,7 @@ def test_date_inside_window(offset: int) -> None:
     ],
 )
 def test_date_outside_window(value: str | bytes | None) -> None:
-    with pytest.raises(DateOutOfWindow):
+    with pytest.raises(DateOutOfWindowError):
         check_date(value, now=NOW, window=WINDOW)
 
 
