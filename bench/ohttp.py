@@ -27,13 +27,12 @@ from typing import TYPE_CHECKING  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 
 from ohttp.encapsulation import (  # noqa: E402
-    REQUEST_LABEL,
-    build_info,
     decapsulate_request,
     decapsulate_response,
     encapsulate_request,
     encapsulate_response,
 )
+from ohttp.header import REQUEST_LABEL, build_info  # noqa: E402
 from ohttp.keyconfig import GatewayKey  # noqa: E402
 from ohttp.suites import (  # noqa: E402
     AeadId,

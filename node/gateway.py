@@ -49,7 +49,8 @@ from ohttp import chunked, encapsulation
 from ohttp.bhttp import Limits as BhttpLimits
 from ohttp.bhttp import Response, decode_request, encode_response
 from ohttp.bhttp_stream import encode_response_end, encode_response_head
-from ohttp.encapsulation import RequestHeader, UnknownKeyError
+from ohttp.encapsulation import UnknownKeyError
+from ohttp.header import RequestHeader
 from ohttp.problems import DATE, OHTTP_KEY
 from ohttp.replay import ReplayError, ReplayStoreFullError, check_date
 

@@ -6,6 +6,8 @@ vectors can be reproduced byte for byte.
 Modules:
 * `keyconfig`: key configurations and `application/ohttp-keys`; `GatewayKey`, the private key
   usable only for OHTTP decapsulation.
+* `header`: the 7-byte request header, HPKE `info` and the OHTTP labels (below `keyconfig` and
+  `encapsulation`, so neither imports the other's way back).
 * `encapsulation`: `message/ohttp-req` / `-res`, client and gateway side.
 * `chunked`: `message/ohttp-chunked-req` / `-res`, incremental encoders and decoders.
 * `bhttp`, `bhttp_stream`: binary HTTP messages, whole and streamed.
@@ -13,5 +15,6 @@ Modules:
 * `suites`, `varint`: algorithm identifiers and the crypto seam; QUIC integers.
 
 Errors: `hushcc.errors.DecryptError` (opaque) for any failure to open; `ProtocolError` (with
-`UnknownKeyError`, `UnsupportedAlgorithmError`, `ReplayError`, `DateOutOfWindow`) otherwise.
+`UnknownKeyError`, `UnsupportedAlgorithmError`, `ReplayError`, `ReplayStoreFullError`,
+`DateOutOfWindowError`) otherwise.
 """

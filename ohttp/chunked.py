@@ -24,18 +24,22 @@ from typing import TYPE_CHECKING
 
 from hushcc.errors import DecryptError, ProtocolError
 from ohttp.encapsulation import (
-    HEADER_LENGTH,
     ClientContext,
     GatewayContext,
-    RequestHeader,
     ResponseKeys,
     as_keyring,
+    body_offset,
     hpke_open,
-    recipient_context,
     select_key,
     sender_context,
 )
-from ohttp.suites import aead_open, aead_seal, kem_public_key_length
+from ohttp.header import (
+    CHUNKED_REQUEST_LABEL,
+    CHUNKED_RESPONSE_LABEL,
+    HEADER_LENGTH,
+    RequestHeader,
+)
+from ohttp.suites import aead_open, aead_seal
 from ohttp.varint import decode_varint, encode_varint
 
 if TYPE_CHECKING:
@@ -46,8 +50,6 @@ if TYPE_CHECKING:
     from ohttp.keyconfig import GatewayKey, KeyConfig
     from ohttp.suites import SymmetricSuite
 
-CHUNKED_REQUEST_LABEL = b"message/bhttp chunked request"
-CHUNKED_RESPONSE_LABEL = b"message/bhttp chunked response"
 FINAL_AAD = b"final"
 REQUEST_MEDIA_TYPE = "message/ohttp-chunked-req"
 RESPONSE_MEDIA_TYPE = "message/ohttp-chunked-res"
@@ -185,6 +187,7 @@ class ChunkedRequestDecoder:
         self._keys = as_keyring(keys)
         self._limits = limits or ChunkLimits()
         self._head = bytearray()
+        self._selected: tuple[RequestHeader, GatewayKey, SymmetricSuite] | None = None
         self._ctx: ContextInterface | None = None
         self._reader: _ChunkReader | None = None
         self._failed = False
@@ -195,23 +198,27 @@ class ChunkedRequestDecoder:
         return "ChunkedRequestDecoder(<redacted>)"
 
     def _start(self) -> None:
-        if len(self._head) < HEADER_LENGTH:
-            return
-        header = RequestHeader.from_bytes(bytes(self._head))
-        key, suite = select_key(header, self._keys)  # UnknownKeyError before any DH
-        body = HEADER_LENGTH + kem_public_key_length(key.config.kem_id)
+        """Parse the header and select the key once, then SetupBaseR once `enc` has arrived.
+
+        `select_key` raises `UnknownKeyError` as soon as the 7 header bytes are in, before any DH.
+        """
+        if self._selected is None:
+            if len(self._head) < HEADER_LENGTH:
+                return
+            header = RequestHeader.from_bytes(bytes(self._head))
+            self._selected = (header, *select_key(header, self._keys))
+        header, key, suite = self._selected
+        body = body_offset(key)
         if len(self._head) < body:
             return
-        _, _, enc, ctx, _ = recipient_context(bytes(self._head[:body]), self._keys,
-                                              CHUNKED_REQUEST_LABEL)
+        enc = bytes(self._head[HEADER_LENGTH:body])
+        ctx = key.setup_recipient(suite, enc, CHUNKED_REQUEST_LABEL, header.to_bytes())
         self._ctx = ctx
         self.context = GatewayContext(
             ResponseKeys.export(ctx, suite, enc, CHUNKED_RESPONSE_LABEL), header
         )
         self._reader = _ChunkReader(self._limits, suite.tag_length)
-        rest = bytes(self._head[body:])
-        self._head.clear()
-        self._head += rest
+        del self._head[:body]
 
     def _open_chunks(self, piece: bytes) -> list[bytes]:
         if self._ctx is None or self._reader is None:

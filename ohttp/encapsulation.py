@@ -21,6 +21,14 @@ from typing import TYPE_CHECKING
 from pyhpke import KEMKeyPair
 
 from hushcc.errors import DecryptError, ProtocolError
+from ohttp.header import (
+    HEADER_LENGTH,
+    REQUEST_LABEL,
+    RESPONSE_LABEL,
+    RequestHeader,
+    build_info,
+)
+from ohttp.keyconfig import GatewayKey
 from ohttp.suites import (
     SymmetricSuite,
     aead_id_from_int,
@@ -41,14 +49,11 @@ if TYPE_CHECKING:
 
     from pyhpke import ContextInterface
 
-    from ohttp.keyconfig import GatewayKey, KeyConfig
+    from ohttp.keyconfig import KeyConfig
 
 REQUEST_MEDIA_TYPE = "message/ohttp-req"  # §4.6 (and §9 IANA)
 RESPONSE_MEDIA_TYPE = "message/ohttp-res"
 KEYS_MEDIA_TYPE = "application/ohttp-keys"  # §3.2
-REQUEST_LABEL = b"message/bhttp request"
-RESPONSE_LABEL = b"message/bhttp response"
-HEADER_LENGTH = 7
 
 
 class UnknownKeyError(ProtocolError):
@@ -62,46 +67,6 @@ class UnknownKeyError(ProtocolError):
     def __init__(self) -> None:
         """Create the detail-free error."""
         super().__init__(self.MESSAGE)
-
-
-@dataclass(frozen=True, slots=True)
-class RequestHeader:
-    """The plaintext header of an Encapsulated Request: `key_id, kem_id, kdf_id, aead_id`."""
-
-    key_id: int
-    kem_id: int
-    kdf_id: int
-    aead_id: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> RequestHeader:
-        """Parse the first 7 bytes.
-
-        Raises:
-            DecryptError: fewer than 7 bytes (a short request is an opaque failure, G8).
-        """
-        if len(data) < HEADER_LENGTH:
-            raise DecryptError
-        return cls(
-            data[0],
-            int.from_bytes(data[1:3], "big"),
-            int.from_bytes(data[3:5], "big"),
-            int.from_bytes(data[5:7], "big"),
-        )
-
-    def to_bytes(self) -> bytes:
-        """The 7 header bytes."""
-        return (
-            bytes([self.key_id])
-            + self.kem_id.to_bytes(2, "big")
-            + self.kdf_id.to_bytes(2, "big")
-            + self.aead_id.to_bytes(2, "big")
-        )
-
-
-def build_info(label: bytes, header: bytes) -> bytes:
-    """HPKE `info` = label || 0x00 || header (RFC 9458 §4.3)."""
-    return label + b"\x00" + header
 
 
 def select_key(
@@ -126,8 +91,6 @@ def select_key(
 
 def as_keyring(keys: GatewayKey | Iterable[GatewayKey]) -> dict[int, GatewayKey]:
     """Index gateway keys by key id (one key, or several during rotation)."""
-    from ohttp.keyconfig import GatewayKey  # noqa: PLC0415 - runtime import avoids a cycle
-
     if isinstance(keys, GatewayKey):
         return {keys.config.key_id: keys}
     ring: dict[int, GatewayKey] = {}
@@ -158,6 +121,11 @@ def sender_context(
     return header, bytes(enc), ctx
 
 
+def body_offset(key: GatewayKey) -> int:
+    """Where the ciphertext starts in a request to `key`: after the header and `enc` (Nenc)."""
+    return HEADER_LENGTH + kem_public_key_length(key.config.kem_id)
+
+
 def recipient_context(
     data: bytes, keys: Mapping[int, GatewayKey], label: bytes
 ) -> tuple[RequestHeader, SymmetricSuite, bytes, ContextInterface, int]:
@@ -169,8 +137,7 @@ def recipient_context(
     """
     header = RequestHeader.from_bytes(data)
     key, suite = select_key(header, keys)
-    nenc = kem_public_key_length(key.config.kem_id)
-    body = HEADER_LENGTH + nenc
+    body = body_offset(key)
     if len(data) < body:
         raise DecryptError
     enc = bytes(data[HEADER_LENGTH:body])

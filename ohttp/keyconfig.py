@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from hushcc.errors import DecryptError, ProtocolError
-from ohttp.encapsulation import RequestHeader, build_info
+from ohttp.header import OHTTP_REQUEST_LABELS, RequestHeader, build_info
 from ohttp.suites import (
     KemId,
     SymmetricSuite,
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     from pyhpke import ContextInterface
 
 KEY_FILE_FORMAT = "hushcc-ohttp-gateway-key/v1"
-# The HPKE `info` labels a gateway key may decapsulate under (RFC 9458 §4.3, chunked draft-08 §5).
-OHTTP_REQUEST_LABELS = frozenset({b"message/bhttp request", b"message/bhttp chunked request"})
 
 
 def _u16(data: bytes, offset: int) -> int:

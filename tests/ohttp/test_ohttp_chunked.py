@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hushcc.errors import DecryptError, ProtocolError
+from ohttp import chunked, encapsulation
 from ohttp.chunked import (
     ChunkedRequestDecoder,
     ChunkedRequestEncoder,
@@ -181,3 +184,22 @@ def test_encoders_refuse_use_after_final() -> None:
     response.final()
     with pytest.raises(ProtocolError):
         response.chunk(b"y")
+
+
+def test_header_parsed_and_key_selected_once_when_fed_byte_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    real = encapsulation.select_key
+
+    def counting(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(chunked, "select_key", counting)
+    _, wire = _exchange([b"abc"], b"end")
+    decoder = ChunkedRequestDecoder(KEY)
+    opened = [chunk for byte in wire for chunk in decoder.feed(bytes([byte]))]
+    assert opened == [b"abc"]
+    assert decoder.finish() == b"end"
+    assert len(calls) == 1

@@ -12,15 +12,13 @@ from pyhpke import KEMKeyPair
 from hushcc.errors import DecryptError, ProtocolError
 from ohttp.chunked import ChunkedRequestDecoder, ChunkedRequestEncoder
 from ohttp.encapsulation import (
-    REQUEST_LABEL,
     UnknownKeyError,
-    build_info,
     decapsulate_request,
     decapsulate_response,
     encapsulate_request,
     encapsulate_response,
 )
-from ohttp.keyconfig import OHTTP_REQUEST_LABELS
+from ohttp.header import OHTTP_REQUEST_LABELS, REQUEST_LABEL, build_info
 from ohttp.suites import (
     AeadId,
     KdfId,

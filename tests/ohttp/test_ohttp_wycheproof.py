@@ -15,7 +15,8 @@ import pytest
 from pyhpke.consts import Mode
 
 from hushcc.errors import DecryptError
-from ohttp.encapsulation import REQUEST_LABEL, build_info, decapsulate_request
+from ohttp.encapsulation import decapsulate_request
+from ohttp.header import REQUEST_LABEL, build_info
 from ohttp.keyconfig import GatewayKey
 from ohttp.suites import (
     AeadId,
