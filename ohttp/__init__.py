@@ -10,8 +10,10 @@ Modules:
   `encapsulation`, so neither imports the other's way back).
 * `encapsulation`: `message/ohttp-req` / `-res`, client and gateway side.
 * `chunked`: `message/ohttp-chunked-req` / `-res`, incremental encoders and decoders.
-* `bhttp`, `bhttp_stream`: binary HTTP messages, whole and streamed.
-* `replay`, `problems`: replay store, Date window, RFC 9457 problem shapes.
+* `bhttp`, `bhttp_stream`: binary HTTP messages, whole and streamed; `http_syntax`: what RFC 9292
+  makes invalid in their fields and control data.
+* `replay`, `problems`: the `ReplayStore` interface and its in-memory store, the Date window,
+  RFC 9457 problem shapes.
 * `suites`, `varint`: algorithm identifiers and the crypto seam; QUIC integers.
 
 Errors: `hushcc.errors.DecryptError` (opaque) for any failure to open; `ProtocolError` (with

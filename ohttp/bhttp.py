@@ -5,9 +5,13 @@ responses, truncation (§3.8) and padding (§3.8). Decoding checks every declare
 `Limits` *before* reading it, and raises only `ProtocolError`.
 
 Invariants:
-* `decode_*(encode_*(m, ...)) == m` for every message and framing choice; the RFC 9292 §5
+* `decode_*(encode_*(m, ...)) == m` for every valid message and framing choice; the RFC 9292 §5
   examples encode to their exact published bytes given their framing, padding and truncation.
+* What RFC 9292 makes invalid (field names, values, pseudo-fields, control data: see
+  `ohttp.http_syntax`) is refused by the decoders and never produced by the encoders.
 * Padding must be zero bytes; anything else after the message is an error.
+* Decoding is linear in the message size, and the work per message is bounded by `Limits`: at
+  most `max_chunks` content chunks and `max_fields` fields per section.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from hushcc.errors import ProtocolError
+from ohttp.http_syntax import check_control_data, check_fields
 from ohttp.varint import decode_varint, encode_varint
 
 Fields = tuple[tuple[bytes, bytes], ...]
@@ -38,6 +43,7 @@ class Limits:
     max_field_section: int = 64 << 10
     max_fields: int = 256
     max_content: int = 16 << 20
+    max_chunks: int = 1 << 16  # indeterminate-length content chunks per message
     max_informational: int = 8
 
 
@@ -81,10 +87,8 @@ def _string(value: bytes) -> bytes:
 
 
 def _fields(fields: Fields, *, indeterminate: bool) -> bytes:
+    check_fields(fields)
     lines = b"".join(_string(name) + _string(value) for name, value in fields)
-    for name, _ in fields:
-        if not name:
-            raise ProtocolError("a field name must not be empty")
     if indeterminate:
         return lines + b"\x00"
     return _string(lines)
@@ -129,8 +133,9 @@ def encode_request(
         The binary HTTP bytes.
 
     Raises:
-        ProtocolError: empty field name or negative padding.
+        ProtocolError: invalid control data or fields (`ohttp.http_syntax`), negative padding.
     """
+    check_control_data(request.method, request.scheme, request.authority, request.path)
     framing = Framing.INDETERMINATE_REQUEST if indeterminate else Framing.KNOWN_REQUEST
     control = encode_varint(framing) + b"".join(
         _string(v) for v in (request.method, request.scheme, request.authority, request.path)
@@ -159,7 +164,8 @@ def encode_response(
         The binary HTTP bytes.
 
     Raises:
-        ProtocolError: a status out of range, empty field name or negative padding.
+        ProtocolError: a status out of range, invalid fields (`ohttp.http_syntax`) or negative
+            padding.
     """
     framing = Framing.INDETERMINATE_RESPONSE if indeterminate else Framing.KNOWN_RESPONSE
     head = bytearray(encode_varint(framing))
@@ -247,6 +253,7 @@ def _field_lines(reader: _Reader, end: int | None) -> Fields:
             raise ProtocolError("too many fields in a binary HTTP field section")
     if end is not None and reader.pos != end:
         raise ProtocolError("binary HTTP field lines overrun their section")
+    check_fields(lines)
     return tuple(lines)
 
 
@@ -272,13 +279,14 @@ def _content_section(reader: _Reader, *, indeterminate: bool) -> bytes:
     if not indeterminate:
         return reader.string(max_content)
     chunks = bytearray()
-    while True:
+    for _ in range(reader.limits.max_chunks + 1):
         if reader.at_end():
             raise ProtocolError("binary HTTP content is truncated")
         length = reader.varint()
         if length == 0:
             return bytes(chunks)
         chunks += reader.take(length, max_content - len(chunks))
+    raise ProtocolError("too many binary HTTP content chunks")
 
 
 def _framing(reader: _Reader, *, request: bool) -> bool:
@@ -295,13 +303,14 @@ def decode_request(data: bytes, *, limits: Limits | None = None) -> Request:
     """Decode a binary HTTP request, either framing, truncated or padded.
 
     Raises:
-        ProtocolError: malformed, not a request, or over a limit.
+        ProtocolError: malformed, invalid (`ohttp.http_syntax`), not a request, or over a limit.
     """
     reader = _Reader(bytes(data), limits or Limits())
     indeterminate = _framing(reader, request=True)
     method, scheme, authority, path = (
         reader.string(reader.limits.max_field_section) for _ in range(4)
     )
+    check_control_data(method, scheme, authority, path)
     headers = _fields_section(reader, indeterminate=indeterminate)
     content = _content_section(reader, indeterminate=indeterminate)
     trailers = _fields_section(reader, indeterminate=indeterminate)
@@ -313,7 +322,8 @@ def decode_response(data: bytes, *, limits: Limits | None = None) -> Response:
     """Decode a binary HTTP response with its informational responses.
 
     Raises:
-        ProtocolError: malformed, not a response, status out of range, or over a limit.
+        ProtocolError: malformed, invalid fields (`ohttp.http_syntax`), not a response, status
+            out of range, or over a limit.
     """
     reader = _Reader(bytes(data), limits or Limits())
     indeterminate = _framing(reader, request=False)

@@ -8,8 +8,10 @@ Invariants:
 * `encode_response_head(...) + encode_content_chunk(c)... + encode_response_end(t)` is a valid
   RFC 9292 indeterminate-length response that `bhttp.decode_response` accepts.
 * The decoder accepts input in arbitrary pieces, yields exactly what `bhttp.decode_response`
-  would for the same bytes, checks every declared length against `Limits` before buffering it,
-  and raises only `ProtocolError`. A message that ends inside a section is an error at `finish()`.
+  would for the same bytes (the same `ohttp.http_syntax` checks included), checks every declared
+  length against `Limits` before buffering it, and raises only `ProtocolError`. A message that
+  ends inside a section is an error at `finish()`. Work is linear in the bytes fed, however they
+  are cut: a partly received field section is not parsed again from its start.
 * Known-length responses are accepted too, but only yield their events at `finish()`.
 """
 
@@ -28,6 +30,7 @@ from ohttp.bhttp import (
     decode_response,
     encode_response,
 )
+from ohttp.http_syntax import check_fields
 from ohttp.varint import decode_varint, encode_varint
 
 
@@ -56,7 +59,7 @@ def encode_response_head(
     """Framing indicator 3, informational responses, final status and header fields.
 
     Raises:
-        ProtocolError: a status out of range or an empty field name.
+        ProtocolError: a status out of range or invalid fields (`ohttp.http_syntax`).
     """
     whole = encode_response(
         Response(status, headers, informational=informational), indeterminate=True
@@ -79,7 +82,7 @@ def encode_response_end(trailers: Fields = ()) -> bytes:
     """Content terminator, trailer fields and their terminator.
 
     Raises:
-        ProtocolError: an empty field name.
+        ProtocolError: invalid fields (`ohttp.http_syntax`).
     """
     whole = encode_response(Response(200, trailers=trailers), indeterminate=True)
     return whole[4:]  # after framing (1), status 200 (2) and the empty header section (1)
@@ -109,6 +112,9 @@ class ResponseStreamDecoder:
         self._content_started = False
         self._status = 0
         self._informational: list[InformationalResponse] = []
+        self._lines: list[tuple[bytes, bytes]] = []  # the field section being read
+        self._field_pos = 0  # where its next line starts in `_buffer`
+        self._chunks = 0
         self._failed = False
 
     def _varint(self) -> int | None:
@@ -120,31 +126,35 @@ class ResponseStreamDecoder:
         return value
 
     def _fields(self) -> Fields | None:
-        """A whole indeterminate-length field section, or None until it has all arrived."""
-        lines: list[tuple[bytes, bytes]] = []
-        pos = 0
+        """A whole indeterminate-length field section, or None until it has all arrived.
+
+        Lines already parsed are kept (`_lines`, `_field_pos`), so a section fed a byte at a time
+        is parsed once, not once per piece.
+        """
+        limit = self._limits.max_field_section
         while True:
+            pos = self._field_pos
             name = decode_varint(self._buffer, pos)
             if name is None:
                 break
             if name[0] == 0:
                 del self._buffer[: name[1]]
-                return tuple(lines)
-            value = None
-            if name[0] <= self._limits.max_field_section:
-                value = decode_varint(self._buffer, name[1] + name[0])
-            if name[0] > self._limits.max_field_section or (
-                value is not None and value[0] > self._limits.max_field_section
-            ):
+                lines, self._lines, self._field_pos = tuple(self._lines), [], 0
+                check_fields(lines)
+                return lines
+            if name[0] > limit:
+                raise ProtocolError("binary HTTP length exceeds its limit")
+            value = decode_varint(self._buffer, name[1] + name[0])
+            if value is not None and value[0] > limit:
                 raise ProtocolError("binary HTTP length exceeds its limit")
             if value is None or value[1] + value[0] > len(self._buffer):
                 break
-            lines.append((bytes(self._buffer[name[1] : name[1] + name[0]]),
-                          bytes(self._buffer[value[1] : value[1] + value[0]])))
-            if len(lines) > self._limits.max_fields:
+            self._lines.append((bytes(self._buffer[name[1] : name[1] + name[0]]),
+                                bytes(self._buffer[value[1] : value[1] + value[0]])))
+            if len(self._lines) > self._limits.max_fields:
                 raise ProtocolError("too many fields in a binary HTTP field section")
-            pos = value[1] + value[0]
-        if len(self._buffer) > self._limits.max_field_section:
+            self._field_pos = value[1] + value[0]
+        if len(self._buffer) > limit:
             raise ProtocolError("binary HTTP field section exceeds its limit")
         return None
 
@@ -222,11 +232,14 @@ class ResponseStreamDecoder:
             return True, []
         if self._content + length > self._limits.max_content:
             raise ProtocolError("binary HTTP length exceeds its limit")
+        if self._chunks >= self._limits.max_chunks:
+            raise ProtocolError("too many binary HTTP content chunks")
         if len(self._buffer) < start + length:
             return False, []
         chunk = bytes(self._buffer[start : start + length])
         del self._buffer[: start + length]
         self._content += length
+        self._chunks += 1
         return True, [chunk]
 
     def feed(self, piece: bytes) -> list[Event]:

@@ -98,6 +98,21 @@ PARSERS: dict[str, tuple[Callable[[bytes, int], object], bytes]] = {
 }
 
 
+# Repetition cases (issue 9 item 10): name -> (prefix, suffix) around a unit repeated up to a size,
+# placed where indeterminate-length content starts; unit b"\x01x" is 1-byte content chunks.
+REPEATED: dict[str, tuple[bytes, bytes]] = {
+    "bhttp_request": (b"\x02\x04POST\x05https\x01n\x01/\x00", b"\x00\x00"),
+    "bhttp_response": (b"\x03\x40\xc8\x00", b"\x00\x00"),
+    "bhttp_stream": (b"\x03\x40\xc8\x00", b"\x00\x00"),
+}
+
+
+def repeated(name: str, unit: bytes, size: int) -> bytes:
+    """`REPEATED[name]`'s prefix, `unit` repeated to about `size` bytes, then its suffix."""
+    prefix, suffix = REPEATED[name]
+    return prefix + unit * max(1, size // max(1, len(unit))) + suffix
+
+
 def run(name: str, data: bytes, step: int = 1 << 30) -> bool:
     """Run one parser; True if it returned a value, False if it raised an allowed error."""
     parser, _ = PARSERS[name]

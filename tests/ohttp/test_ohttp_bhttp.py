@@ -13,14 +13,27 @@ from hushcc.errors import ProtocolError
 from ohttp import bhttp
 from ohttp.varint import decode_varint, encode_varint
 
-names = st.binary(min_size=1, max_size=20)
-fields = st.lists(st.tuples(names, st.binary(max_size=40)), max_size=5).map(tuple)
+TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+tokens = st.text(TCHARS, min_size=1, max_size=20).map(str.encode)
+# Field values RFC 9113 §8.2.1 allows: any bytes but NUL, CR, LF; no SP/HTAB at either end.
+values = st.binary(max_size=40).map(
+    lambda b: bytes(c for c in b if c not in b"\x00\r\n").strip(b" \t")
+)
+paths = st.binary(max_size=30).map(lambda b: bytes(c for c in b if c > 0x20 and c != 0x7F))
+# Extension pseudo-fields (never the five control-data names) first, then regular fields.
+pseudo_names = tokens.filter(
+    lambda t: t.lower() not in {b"method", b"scheme", b"authority", b"path", b"status"}
+).map(lambda t: b":" + t)
+fields = st.tuples(
+    st.lists(st.tuples(pseudo_names, values), max_size=1),
+    st.lists(st.tuples(tokens, values), max_size=5),
+).map(lambda parts: (*parts[0], *parts[1]))
 requests = st.builds(
     bhttp.Request,
-    method=st.binary(max_size=10),
-    scheme=st.binary(max_size=10),
-    authority=st.binary(max_size=20),
-    path=st.binary(max_size=30),
+    method=tokens,
+    scheme=values,
+    authority=values,
+    path=paths,
     headers=fields,
     content=st.binary(max_size=200),
     trailers=fields,
@@ -73,6 +86,7 @@ def test_varint_accepts_non_shortest_encodings() -> None:
 REQ = bhttp.Request(b"POST", b"https", b"node", b"/v1/chat/completions",
                     ((b"content-type", b"application/json"),), b'{"x": 1}')
 GOOD_REQ = bhttp.encode_request(REQ)
+CONTROL = b"\x03GET\x05https\x00\x01/"  # method, scheme, authority, path of a valid request
 GOOD_RESP = bhttp.encode_response(bhttp.Response(200, (), b"ok"), indeterminate=True)
 
 
@@ -88,13 +102,13 @@ GOOD_RESP = bhttp.encode_response(bhttp.Response(200, (), b"ok"), indeterminate=
         pytest.param(b"\x01\x40\x63", bhttp.decode_response, id="status-99"),
         pytest.param(b"\x01\x42\x58", bhttp.decode_response, id="status-600"),
         pytest.param(b"\x01\x40\x66", bhttp.decode_response, id="only-informational"),
-        pytest.param(b"\x00\x00\x00\x00\x00\x05\x00\x01x", bhttp.decode_request,
+        pytest.param(b"\x00" + CONTROL + b"\x05\x00\x01x", bhttp.decode_request,
                      id="empty-field-name-known"),
-        pytest.param(b"\x00\x00\x00\x00\x00\x05\x01a\x05x", bhttp.decode_request,
+        pytest.param(b"\x00" + CONTROL + b"\x05\x01a\x05x", bhttp.decode_request,
                      id="field-value-overruns-section"),
-        pytest.param(b"\x02\x00\x00\x00\x00\x01a\x01b", bhttp.decode_request,
+        pytest.param(b"\x02" + CONTROL + b"\x01a\x01b", bhttp.decode_request,
                      id="indeterminate-fields-unterminated"),
-        pytest.param(b"\x02\x00\x00\x00\x00\x00\x03abc", bhttp.decode_request,
+        pytest.param(b"\x02" + CONTROL + b"\x00\x03abc", bhttp.decode_request,
                      id="indeterminate-content-unterminated"),
         pytest.param(GOOD_RESP[:-3], bhttp.decode_response, id="indeterminate-cut"),
     ],
@@ -133,7 +147,7 @@ def test_limits_enforced_while_decoding(limits: bhttp.Limits, data: bytes) -> No
 
 def test_declared_length_checked_before_reading() -> None:
     # A field section that claims 2^40 bytes is refused from the prefix alone.
-    huge = b"\x00\x00\x00\x00\x00" + encode_varint(1 << 40)
+    huge = b"\x00" + CONTROL + encode_varint(1 << 40)
     with pytest.raises(ProtocolError, match="limit"):
         bhttp.decode_request(huge)
 

@@ -1,7 +1,9 @@
 """Fuzz every ohttp parser: only ProtocolError / DecryptError may escape (STYLE.md §7, G8, C4).
 
-Hypothesis drives arbitrary bytes and mutations of valid seeds, fed whole and in pieces; a short
-bounded atheris (libFuzzer) run of the same harness runs in a subprocess (it exits the process).
+Hypothesis drives arbitrary bytes and mutations of valid seeds, fed whole and in pieces, and small
+units repeated to 16 MB (`REPEATED`: bounded work, not only no crash); a short bounded atheris
+(libFuzzer) run of the same parsers runs in a subprocess (it exits the process). The repetitions
+stay out of atheris: instrumented, each costs seconds and the short run would time out.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.ohttp.ohttp_parsers import PARSERS, run
+from ohttp import bhttp, bhttp_stream, varint
+from tests.ohttp.ohttp_parsers import PARSERS, REPEATED, repeated, run
 
 NAMES = sorted(PARSERS)
 
@@ -66,6 +69,28 @@ def test_every_prefix_whole_and_byte_at_a_time(name: str) -> None:
     assert run(name, seed, 1)
     if name not in {"key_file", "bhttp_request", "bhttp_response", "bhttp_stream"}:
         assert not any(results), "a strict prefix of an encapsulated message was accepted"
+
+
+@pytest.mark.parametrize("name", sorted(REPEATED))
+@settings(max_examples=4, deadline=None)
+@given(unit=st.binary(min_size=1, max_size=4))
+@example(unit=b"\x01x")  # 16 MB of 1-byte chunks: 14.7 s of CPU before the chunk cap
+@example(unit=b"\x00")  # 16 MB of zero padding: decodes
+def test_sixteen_megabytes_of_a_repeated_unit_decode_or_are_refused_in_bounded_work(
+    name: str, unit: bytes
+) -> None:
+    reads: list[int] = []
+
+    def counted(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int] | None:
+        reads.append(offset)
+        return varint.decode_varint(data, offset)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bhttp, "decode_varint", counted)
+        patch.setattr(bhttp_stream, "decode_varint", counted)
+        run(name, repeated(name, unit, 16 << 20), 1 << 16)
+    # Work is bounded by the caps, not by the size: every loop iteration reads one integer.
+    assert len(reads) <= bhttp.Limits().max_chunks + 256
 
 
 def test_atheris_short_run(tmp_path: Path) -> None:
