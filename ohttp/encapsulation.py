@@ -107,7 +107,8 @@ def sender_context(
     """SetupBaseS to `config` with an ephemeral key drawn from `rng`: (header, enc, context).
 
     Raises:
-        ProtocolError: `suite` is not offered by `config`.
+        ProtocolError: `suite` is not offered by `config`, or HPKE cannot encapsulate to its key
+            (the crypto library's own exceptions are mapped here, G9 on the client side).
     """
     if suite not in config.suites:
         raise ProtocolError("the key configuration does not offer that suite")
@@ -115,9 +116,11 @@ def sender_context(
     cipher = hpke_suite(config.kem_id, suite)
     ephemeral = x25519_private_key(rng(32))
     pair = KEMKeyPair(hpke_key(ephemeral), hpke_key(ephemeral.public_key()))
-    enc, ctx = cipher.create_sender_context(
-        hpke_public_key(config.kem_id, config.public_key), build_info(label, header), eks=pair
-    )
+    public_key = hpke_public_key(config.kem_id, config.public_key)
+    try:
+        enc, ctx = cipher.create_sender_context(public_key, build_info(label, header), eks=pair)
+    except Exception as exc:  # pyca's ValueError on a low-order key, pyhpke's own errors
+        raise ProtocolError("cannot encapsulate to this key configuration") from exc
     return header, bytes(enc), ctx
 
 

@@ -3,6 +3,8 @@
 Pure. Invariants:
 * `KeyConfig.from_bytes(c.to_bytes()) == c`; parsing validates every length and identifier and
   raises only `ProtocolError` (unknown identifiers included).
+* No `KeyConfig` holds a public key that fails to load or is a low-order point (checked on
+  construction, so parsed and built configs alike).
 * `GatewayKey` is the only holder of a gateway private key. It is usable for nothing but OHTTP
   decapsulation with the OHTTP labels (the `encapsulation` and `chunked` modules): it offers no
   generic open, sign or export operation (SECURITY.md G13), and its `repr` shows no secret.
@@ -23,8 +25,8 @@ from ohttp.suites import (
     SymmetricSuite,
     UnsupportedAlgorithmError,
     aead_id_from_int,
+    check_kem_public_key,
     hpke_key,
-    hpke_public_key,
     hpke_suite,
     kdf_id_from_int,
     kem_id_from_int,
@@ -60,8 +62,7 @@ class KeyConfig:
         """Validate ranges so an invalid config can never be serialized."""
         if not 0 <= self.key_id <= 0xFF:
             raise ProtocolError("key id must fit in one byte")
-        if len(self.public_key) != kem_public_key_length(self.kem_id):
-            raise ProtocolError("public key has the wrong length for its KEM")
+        check_kem_public_key(self.kem_id, self.public_key)  # length, loads, not low order
         if not self.suites or len(self.suites) > 0xFFFF // 4:
             raise ProtocolError("a key configuration offers 1 to 16383 symmetric suites")
 
@@ -91,7 +92,6 @@ class KeyConfig:
             SymmetricSuite(kdf_id_from_int(_u16(data, i)), aead_id_from_int(_u16(data, i + 2)))
             for i in range(pk_end + 2, end, 4)
         )
-        hpke_public_key(kem_id, public_key)  # must load as a KEM public key
         return cls(key_id, kem_id, public_key, suites), end
 
     @classmethod
@@ -154,6 +154,58 @@ def parse_key_configs(data: bytes, *, skip_unsupported: bool = False) -> tuple[K
     if not configs:
         raise ProtocolError("key configuration list has no supported entry")
     return tuple(configs)
+
+
+PRIVATE_KEY_FILE_MESSAGE = (
+    "this is an OHTTP gateway private key file, not a public key configuration: give the "
+    "FILE.pub that `hushcc ohttp keygen` wrote next to it"
+)
+PUBLIC_CONFIG_MESSAGE = (
+    "this is a public OHTTP key configuration (application/ohttp-keys), not a gateway private "
+    "key file: give the FILE that `hushcc ohttp keygen` wrote, not FILE.pub"
+)
+
+
+def _is_gateway_key_file(data: bytes) -> bool:
+    """Whether `data` is (or tries to be) a `GatewayKey.to_key_file` document."""
+    if data.lstrip()[:1] != b"{":
+        return False
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        return KEY_FILE_FORMAT.encode() in data or b'"private_key"' in data
+    return isinstance(document, dict) and (
+        document.get("format") == KEY_FILE_FORMAT or "private_key" in document
+    )
+
+
+def _holds_a_private_key(data: bytes) -> bool:
+    """Other private keys people mix up with key configs: PEM, and signed-note (log) keys."""
+    return b"PRIVATE KEY-----" in data or data.lstrip().startswith(b"PRIVATE+KEY+")
+
+
+def parse_public_key_config(data: bytes) -> KeyConfig:
+    """Read a gateway's public key configuration where exactly one is expected.
+
+    The one reader for every such place (the attestation bundle's key config, the CLI, the demo,
+    the client): an `application/ohttp-keys` body (RFC 9458 §3.2) holding exactly one supported
+    configuration and nothing after it. A private key file given by mistake is named as such.
+
+    Raises:
+        ProtocolError: a private key file, an empty list, more than one configuration, bytes
+            after it, or a malformed, unsupported or low-order configuration. The message never
+            includes the data.
+    """
+    if _is_gateway_key_file(data):
+        raise ProtocolError(PRIVATE_KEY_FILE_MESSAGE)
+    if _holds_a_private_key(data):
+        raise ProtocolError("this holds a private key, not a public OHTTP key configuration")
+    configs = parse_key_configs(data)
+    if len(configs) != 1:
+        raise ProtocolError(
+            f"expected exactly one OHTTP key configuration, found {len(configs)}"
+        )
+    return configs[0]
 
 
 def serialize_key_configs(configs: Iterable[KeyConfig]) -> bytes:
@@ -260,9 +312,16 @@ class GatewayKey:
         """Parse `to_key_file` output.
 
         Raises:
-            ProtocolError: not a key file of this format, or inconsistent contents (the message
-                never includes the file's contents).
+            ProtocolError: not a key file of this format (a public key configuration is named as
+                such), or inconsistent contents (the message never includes the file's contents).
         """
+        if not _is_gateway_key_file(data):
+            try:
+                parse_public_key_config(data)
+            except ProtocolError:
+                pass
+            else:
+                raise ProtocolError(PUBLIC_CONFIG_MESSAGE)
         try:
             document = json.loads(data)
             file_format = document.get("format")

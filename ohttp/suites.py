@@ -162,6 +162,27 @@ def hpke_public_key(kem_id: KemId, raw: bytes) -> KEMKeyInterface:
         raise ProtocolError("public key does not load") from exc
 
 
+# A fixed, public probe scalar. X25519 clamps every scalar to a multiple of 8, so the probe's
+# product with a point is zero exactly when the point's order divides 8 (on the curve or its
+# twist, whatever its encoding): the low-order points of RFC 7748 §6.1 and Wycheproof.
+_LOW_ORDER_PROBE = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+
+
+def check_kem_public_key(kem_id: KemId, raw: bytes) -> None:
+    """Refuse a public key an OHTTP client must not encapsulate to.
+
+    Raises:
+        ProtocolError: wrong length, does not load, or a low-order X25519 point (0, 1, p - 1 and
+            the rest of the Wycheproof low-order set, in any encoding): DH with it gives the
+            all-zero secret RFC 9180 §7.1.4 forbids.
+    """
+    hpke_public_key(kem_id, raw)
+    try:
+        _LOW_ORDER_PROBE.exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError:  # pyca: "Error computing shared key" (all-zero output)
+        raise ProtocolError("public key is a low-order point") from None
+
+
 def _aead(aead_id: AeadId, key: bytes) -> AESGCM | ChaCha20Poly1305:
     if aead_id is AeadId.CHACHA20_POLY1305:
         return ChaCha20Poly1305(key)
