@@ -4,14 +4,16 @@ What exists is run for real, on loopback, in a temporary directory that is remov
 
 1. a transparency log server (`hushcc log serve`, a subprocess) receives this node's release
    entry, signed with a release key, and returns a signed checkpoint and inclusion proof;
-2. a node with a simulated TEE makes an OHTTP key and an attestation bundle binding that key to
-   its self-measurement (SEV-SNP report format + simulated H100 evidence), with the log proof;
-3. the client verifies the bundle step by step before it sends a byte, and shows that a node
-   running modified code (a measurement not in the log) is refused;
-4. the client encrypts a chat request to the verified key (chunked OHTTP); the node side opens it,
-   runs the in-memory engine, and streams encrypted chunks back; the client decrypts them.
+2. the sealed node (`hushcc node serve`, a subprocess, simulated TEE) starts: it makes its HPKE
+   key in memory, fetches its release proof from the log, and serves an attestation bundle binding
+   that key to its self-measurement (SEV-SNP report format + simulated H100 evidence);
+3. the client fetches the bundle from the node and verifies it step by step before it sends a
+   byte, and shows that a node running modified code (a measurement not in the log) is refused;
+4. the client encrypts a chat request to the verified key (chunked OHTTP) and posts it to the
+   node; the node opens it, runs its one engine, and streams encrypted chunks back, one per SSE
+   event; the client decrypts them.
 
-Components still to come (gateway service, relay, SDK, image) are named at the end. The demo
+Components still to come (relay, SDK, image) are named at the end. The demo
 prints public facts (sizes, digests, key ids, the verification report) and, on the client side
 only, the decrypted answer — the one party allowed to see it.
 """
@@ -40,10 +42,8 @@ if TYPE_CHECKING:
     from attestation.bundle import Release
     from attestation.verify_bundle import VerifiedBundle
     from hushcc.cliparse import OneLineErrorParser
-    from ohttp.keyconfig import GatewayKey
 
 NOT_BUILT = (
-    "node gateway service (`hushcc node serve`: OHTTP endpoint, key lifecycle, hardening)",
     "relay with Privacy Pass tokens (`hushcc relay serve`)",
     "client SDK (`hushcc ask`: directory, random node choice, verify-then-send)",
     "reproducible image build (`hushcc image build`)",
@@ -66,7 +66,7 @@ class DemoState:
     log_url: str = ""
     measurement: bytes = b""
     stapled: Release | None = None
-    gateway_key: GatewayKey | None = None
+    node_url: str = ""
     bundle: bytes = b""
     verified: VerifiedBundle | None = None
 
@@ -129,22 +129,45 @@ def stage_log(state: DemoState) -> Iterator[None]:
         server.wait(timeout=30)
 
 
-def stage_attest(state: DemoState) -> None:
-    """(2) The node makes an OHTTP key and a simulated-TEE attestation bundle."""
-    from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
-    from attestation.simulated_node import simulated_bundle  # noqa: PLC0415
-    from ohttp.keyconfig import GatewayKey, serialize_key_configs  # noqa: PLC0415
-    from ohttp.suites import AeadId, KdfId, SymmetricSuite  # noqa: PLC0415
+def _start_node(state: DemoState, release_file: Path) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "app", "node", "serve", "--host", "127.0.0.1", "--port",
+               "0", "--tee", "simulated", "--release", str(release_file),
+               "--log-url", state.log_url]
+    node = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,  # noqa: S603
+                            text=True)
+    ready = node.stdout.readline().strip() if node.stdout else ""
+    if not ready.startswith("listening on "):
+        node.terminate()
+        raise DemoError("the node did not start")
+    state.node_url = ready.removeprefix("listening on ")
+    return node
 
-    state.gateway_key = GatewayKey.generate(
-        1, (SymmetricSuite(KdfId.HKDF_SHA256, AeadId.AES_128_GCM),), rng=os.urandom)
-    key_config = serialize_key_configs([state.gateway_key.config])
-    bundle = simulated_bundle(key_config=key_config, measurement=state.measurement,
-                              now=datetime.now(UTC), gpus=[SimulatedGpu()], release=state.stapled)
-    state.bundle = bundle.to_json()
-    _say(f"OHTTP key id {state.gateway_key.config.key_id} ({len(key_config)}-byte key config)")
-    _say(f"attestation bundle: simulated SEV-SNP report + 1 simulated H100, "
-         f"{len(state.bundle)} bytes, node {bundle.node_id.hex()[:16]}...")
+
+@contextlib.contextmanager
+def stage_node(state: DemoState) -> Iterator[None]:
+    """(2) Start the sealed node; it serves its bundle and requests until the demo ends."""
+    from attestation.bundle import Bundle  # noqa: PLC0415
+    from ohttp.keyconfig import parse_key_configs  # noqa: PLC0415
+
+    if state.stapled is None:
+        raise DemoError("the release was not logged")
+    release_file = state.workdir / "release.json"  # entry + index; the node fetches the proof
+    release_file.write_text(json.dumps({
+        "entry": base64.b64encode(state.stapled.entry).decode(), "index": state.stapled.index}))
+    node = _start_node(state, release_file)
+    try:
+        with urllib.request.urlopen(state.node_url + "/attestation", timeout=30) as response:  # noqa: S310 - loopback URL our own node printed
+            state.bundle = response.read()
+        bundle = Bundle.from_json(state.bundle)
+        key = parse_key_configs(bundle.key_config)[0]
+        _say(f"node {state.node_url}: `hushcc node serve`, one engine, keys made in memory")
+        _say(f"OHTTP key id {key.key_id} ({len(bundle.key_config)}-byte key config)")
+        _say(f"attestation bundle: simulated SEV-SNP report + {len(bundle.gpu)} simulated H100, "
+             f"{len(state.bundle)} bytes, node {bundle.node_id.hex()[:16]}...")
+        yield
+    finally:
+        node.terminate()
+        node.wait(timeout=60)
 
 
 def _verify(state: DemoState, bundle: bytes) -> VerifiedBundle:
@@ -189,6 +212,7 @@ def _client_request(question: str) -> bytes:
     from ohttp.bhttp import Request, encode_request  # noqa: PLC0415
 
     body = json.dumps({"model": "smollm2-135m-instruct", "stream": True, "max_tokens": 40,
+                       "temperature": 0,
                        "messages": [{"role": "user", "content": question}]}).encode()
     return encode_request(Request(b"POST", b"https", b"node.hushcc.invalid",
                                   b"/v1/chat/completions",
@@ -197,51 +221,22 @@ def _client_request(question: str) -> bytes:
 
 
 async def _node_answer(state: DemoState, encrypted_request: bytes) -> AsyncIterator[bytes]:
-    """The node's side, wired from the pieces that exist: open, generate, seal each SSE event.
+    """POST the encapsulated request to the node; yield each chunk as the node flushed it."""
+    import aiohttp  # noqa: PLC0415
 
-    The gateway service (replay checks, route allowlist, key rotation) is a later component;
-    this uses the same ohttp and engine calls it will.
-    """
-    import secrets  # noqa: PLC0415
+    from ohttp.chunked import REQUEST_MEDIA_TYPE  # noqa: PLC0415
 
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
-
-    from node.engine.engine import Engine, EngineConfig, GenerateRequest  # noqa: PLC0415
-    from node.engine.model import load_smollm2  # noqa: PLC0415
-    from node.engine.runner import PagedRunner  # noqa: PLC0415
-    from node.engine.sampling import SamplingParams  # noqa: PLC0415
-    from node.engine.tokenizer import encode_chat, load_smollm2_tokenizer  # noqa: PLC0415
-    from ohttp.bhttp import decode_request  # noqa: PLC0415
-    from ohttp.bhttp_stream import (  # noqa: PLC0415
-        encode_content_chunk,
-        encode_response_end,
-        encode_response_head,
-    )
-    from ohttp.chunked import ChunkedRequestDecoder, ChunkedResponseEncoder  # noqa: PLC0415
-
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    decoder = ChunkedRequestDecoder(state.gateway_key)  # type: ignore[arg-type]
-    pieces = decoder.feed(encrypted_request)
-    inner = decode_request(b"".join(pieces) + decoder.finish())
-    chat = json.loads(inner.content)
-    weights, tokenizer = load_smollm2(), load_smollm2_tokenizer()
-    runner = PagedRunner(weights, num_blocks=64, block_size=16)
-    engine = Engine(runner, tokenizer, EngineConfig(eos_token_ids=(tokenizer.eos_token_id,),
-                                                    vocab_size=weights.config.vocab_size))
-    prompt = encode_chat(tokenizer, [(m["role"], m["content"]) for m in chat["messages"]])
-    params = SamplingParams(max_tokens=int(chat["max_tokens"]))
-    if decoder.context is None or state.gateway_key is None:
-        raise DemoError("the request header was not read")
-    sealer = ChunkedResponseEncoder(decoder.context)
-    yield sealer.chunk(encode_response_head(200, ((b"content-type", b"text/event-stream"),)))
-    tenant_salt = secrets.token_bytes(32)  # the node derives it; the request cannot set it
-    async for delta in engine.submit(GenerateRequest(tuple(prompt), params), tenant_salt):
-        event = json.dumps({"choices": [{"delta": {"content": delta.text},
-                                         "finish_reason": delta.finish_reason}]})
-        yield sealer.chunk(encode_content_chunk(f"data: {event}\n\n".encode()))
-    await engine.close()
-    yield sealer.final(encode_content_chunk(b"data: [DONE]\n\n") + encode_response_end())
-    _say(f"node: engine idle, KV pool all zero: {runner.kv_pool_is_zero()}")
+    async with aiohttp.ClientSession() as session, session.post(
+            state.node_url + "/ohttp", data=encrypted_request,
+            headers={"Content-Type": REQUEST_MEDIA_TYPE}) as response:
+        if response.status != 200:
+            raise DemoError(f"the node answered HTTP {response.status}")
+        buffer = b""
+        async for data, end_of_chunk in response.content.iter_chunks():
+            buffer += data
+            if end_of_chunk and buffer:
+                yield buffer
+                buffer = b""
 
 
 def stage_ask(state: DemoState) -> None:
@@ -291,9 +286,10 @@ def _sse_text(event: object) -> str:
 def _stages() -> list[tuple[str, Callable[[DemoState], object]]]:
     return [
         ("transparency log: a real log server on loopback", stage_log),
-        ("sealed node (simulated TEE): OHTTP key + attestation bundle", stage_attest),
+        ("sealed node (simulated TEE): `hushcc node serve` + attestation bundle", stage_node),
         ("client: verify the node before sending a byte", stage_verify),
-        ("request: chunked OHTTP -> engine (SmolLM2-135M) -> encrypted stream", stage_ask),
+        ("request: chunked OHTTP -> node -> engine (SmolLM2-135M) -> encrypted stream",
+         stage_ask),
     ]
 
 
