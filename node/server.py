@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from hushcc.errors import HushError
 from node.gateway import Plain
 
 if TYPE_CHECKING:
@@ -155,10 +156,31 @@ class NodeServer:
                 self.audit.event("key.retired", key_id=epoch.key_id, epoch=epoch.serial)
             del new, retired
 
+    async def refresh_release(self, log_url: str, interval: float) -> None:
+        """Background task: re-staple the release proof from the log every `interval` seconds.
+
+        A failed refresh keeps the previous proof (clients judge its age by their policy).
+        """
+        from node.attest import refresh_release  # noqa: PLC0415
+
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            current = self.attester.release
+            try:
+                fresh = await loop.run_in_executor(None, refresh_release, log_url, current)
+            except HushError:
+                self.audit.event("release.refresh_failed", index=current.index)
+                continue
+            self.attester.restaple(fresh)
+            self.audit.event("release.refreshed", index=fresh.index,
+                             tree_size=int(fresh.checkpoint.split("\n")[1]))
+
 
 async def serve(server: NodeServer, host: str, port: int, stop: asyncio.Event,  # noqa: PLR0913
                 *, operator: web.Application | None = None, operator_port: int | None = None,
-                listening: Callable[[], None] | None = None) -> None:
+                listening: Callable[[], None] | None = None,
+                release_refresh: tuple[str, float] | None = None) -> None:
     """Serve until `stop`; print the one ready line; drain in-flight requests, then return.
 
     `listening` runs once every socket listens, before the ready line (the seccomp filter).
@@ -173,7 +195,9 @@ async def serve(server: NodeServer, host: str, port: int, stop: asyncio.Event,  
         await ops.setup()
         await web.TCPSite(ops, host, operator_port).start()
         server.audit.event("metrics.listening", port=ops.addresses[0][1])
-    rotation = asyncio.create_task(server.rotate_keys())
+    tasks = [asyncio.create_task(server.rotate_keys())]
+    if release_refresh is not None:
+        tasks.append(asyncio.create_task(server.refresh_release(*release_refresh)))
     if listening is not None:
         listening()
     bound = runner.addresses[0][1] if runner.addresses else port
@@ -181,9 +205,10 @@ async def serve(server: NodeServer, host: str, port: int, stop: asyncio.Event,  
     try:
         await stop.wait()
     finally:
-        rotation.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await rotation
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await runner.cleanup()  # stops accepting, waits for in-flight handlers (drain)
         if ops is not None:
             await ops.cleanup()

@@ -50,6 +50,7 @@ class NodeOptions:
     redis_url: str | None = None
     key_interval: float = 3600.0
     key_grace: float = 300.0
+    release_refresh: float = 3600.0
     num_blocks: int = 512
     block_size: int = 16
     max_num_seqs: int = 64
@@ -154,8 +155,11 @@ def run(options: NodeOptions) -> int:
             for measure, result in seal_syscalls():
                 audit.event("node.hardening", measure=measure, result=result)
 
+        refresh = ((options.log_url, options.release_refresh)
+                   if options.log_url is not None and options.release is not None else None)
         await serve(server, options.host, options.port, stop, operator=operator,
-                    operator_port=options.metrics_port, listening=listening)
+                    operator_port=options.metrics_port, listening=listening,
+                    release_refresh=refresh)
 
     asyncio.run(main())
     audit.event("node.stopped", requests=server.gateway.counts["submitted"])

@@ -42,9 +42,10 @@ class Clock:
         return self.now
 
 
-def make_gateway(model: LoadedModel, clock: Clock | None = None, **config: object) -> Gateway:
+def make_gateway(model: LoadedModel, clock: Clock | None = None, num_blocks: int = 128,
+                 **config: object) -> Gateway:
     clock = clock or Clock()
-    runner = PagedRunner(model.weights, num_blocks=128, block_size=4)
+    runner = PagedRunner(model.weights, num_blocks=num_blocks, block_size=4)
     engine = Engine(runner, model.tokenizer, EngineConfig(
         limits=EngineLimits(max_model_len=512, max_tokens_cap=64, max_num_seqs=32,
                             max_num_batched_tokens=512),
@@ -351,4 +352,52 @@ def test_error_bodies_carry_no_request_content_n4(model: LoadedModel, doc: dict[
         response = open_whole(ctx, chunks[0])
         assert response.status == 400
         assert b"canary" not in response.content
+    run(gw, go)
+
+
+def test_concurrent_canaries_under_forced_preemption_e6(model: LoadedModel) -> None:
+    gw = make_gateway(model, num_blocks=24)  # 96 token slots for 12 requests of ~30: preempts
+
+    async def one(i: int) -> tuple[str, str]:
+        canary = f"zq{i:02d}canary"
+        doc = {"prompt": canary, "echo": True, "max_tokens": 24, "temperature": 0.7,
+               "seed": i, "ignore_eos": True, "stream": i % 2 == 0}
+        stream = i % 2 == 0
+        body, ctx = seal(gw.keys.current.key.config, inner(COMPLETIONS, doc), chunked=stream)
+        chunks = await call(gw, CREQ if stream else REQ, body)
+        assert isinstance(chunks, list)
+        if stream:
+            return canary, open_stream(ctx, chunks).text()
+        return canary, json.loads(open_whole(ctx, chunks[0]).content)["choices"][0]["text"]
+
+    async def go() -> None:
+        results = await asyncio.gather(*(one(i) for i in range(12)))
+        names = [c for c, _ in results]
+        for canary, text in results:
+            assert text.startswith(canary)
+            assert [c for c in names if c in text] == [canary]
+        assert gw.engine.stats().preemptions > 0  # the batches really were squeezed
+    run(gw, go)
+
+
+def test_retired_key_object_is_gone_from_the_process_k5_g7(model: LoadedModel) -> None:
+    import gc  # noqa: PLC0415
+
+    from ohttp.keyconfig import GatewayKey  # noqa: PLC0415
+
+    clock = Clock()
+    gw = make_gateway(model, clock)
+
+    async def go() -> None:
+        old = gw.keys.current.key.config.public_key
+
+        def live_keys() -> list[bytes]:
+            gc.collect()
+            return [o.config.public_key for o in gc.get_objects() if type(o) is GatewayKey]
+
+        assert old in live_keys()  # positive twin: found while live
+        clock.now += timedelta(hours=1, minutes=5)
+        gw.keys.tick(clock.now)
+        assert old not in live_keys()
+        assert gw.keys.current.key.config.public_key in live_keys()
     run(gw, go)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from attestation.bundle import Bundle
 from attestation.gpu import GpuPolicy
 from attestation.gpu.simulated import SimulatedGpu
 from attestation.measure import measure_sources, source_root
@@ -29,6 +30,7 @@ from transparency_log.keys import write_key_pair
 from transparency_log.note import Signer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -59,37 +61,57 @@ def verify(bundle: bytes, log_key: str) -> object:
         cpu_trust=WITH_SIMULATED)
 
 
-def test_bundle_from_log_stapled_release_verifies(tmp_path: Path) -> None:
+def add_entry(log_url: str, measurement: bytes, signer: Signer) -> tuple[ReleaseEntry, int]:
+    import urllib.request  # noqa: PLC0415
+
+    entry = ReleaseEntry.from_bytes(release_entry(measurement))
+    add = urllib.request.Request(log_url + "/add", data=sign_entry(entry, signer), method="POST")
+    with urllib.request.urlopen(add, timeout=30) as response:
+        return entry, int(json.loads(response.read())["index"])
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_bundle_from_log_stapled_release_verifies_and_refreshes(tmp_path: Path) -> None:
     log, log_url, log_key, release_signer = start_log(tmp_path)
+    node = None
     try:
         measurement = measure_sources(source_root())[0].digest
-        entry = ReleaseEntry.from_bytes(release_entry(measurement))
-        import urllib.request  # noqa: PLC0415
-
-        add = urllib.request.Request(log_url + "/add", data=sign_entry(entry, release_signer),
-                                     method="POST")
-        with urllib.request.urlopen(add, timeout=30) as response:
-            index = json.loads(response.read())["index"]
+        entry, index = add_entry(log_url, measurement, release_signer)
         release = tmp_path / "release.json"  # only entry + index: the node fetches the proof
         release.write_text(json.dumps({"entry": base64.b64encode(entry.to_bytes()).decode(),
                                        "index": index}))
+        config = tmp_path / "node.toml"
+        config.write_text("release_refresh = 0.5\n")
         node = start_node(tmp_path / "node", "--tiny-model", "--release", str(release),
-                          "--log-url", log_url)
-    finally:
-        log.terminate()
-        log.wait(timeout=30)
-    try:  # the log is gone: the node never contacts it per request (L9)
+                          "--log-url", log_url, "--config", str(config))
         bundle = node.get("/attestation")
         verified = verify(bundle, log_key)
         assert verified.node_id.hex() == json.loads(bundle)["node_id"]  # type: ignore[attr-defined]
         with pytest.raises(AttestationError):  # twin: another pinned log key refuses it
             verify(bundle, Signer.generate("other.hushcc/log").verifier().to_string())
+        add_entry(log_url, bytes(48), release_signer)  # the log grows: the node re-staples
+
+        def tree_size() -> int:
+            return int(Bundle.from_json(node.get("/attestation")).release.checkpoint
+                       .split("\n")[1])
+        wait_for(lambda: tree_size() == 2, "the node did not refresh its release proof")
+        verify(node.get("/attestation"), log_key)  # the refreshed proof verifies too
+    finally:
+        log.terminate()
+        log.wait(timeout=30)
+    try:  # the log is gone: a refresh fails, the node keeps its proof and keeps serving (L9)
+        wait_for(lambda: "release.refresh_failed" in [e["event"] for e in node.audit_lines()],
+                 "the failed refresh was not reported")
+        verify(node.get("/attestation"), log_key)
         body, ctx = seal(node.key_config(), inner(CHAT, {"messages": [
             {"role": "user", "content": "hi"}], "max_tokens": 2}), chunked=False)
         assert open_whole(ctx, b"".join(post_sync(node, body, "message/ohttp-req").chunks)
                           ).status == 200
-        events = [e["event"] for e in node.audit_lines()]
-        assert "release.refreshed" in events
     finally:
         assert node.stop() == 0
-        time.sleep(0)
