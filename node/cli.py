@@ -102,6 +102,9 @@ def options_from(args: argparse.Namespace) -> NodeOptions:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from node.hygiene import reexec_with_memory_hygiene  # noqa: PLC0415
+
+    reexec_with_memory_hygiene()  # first: freed memory overwritten from the very start
     from node.service import run  # noqa: PLC0415
 
     return run(options_from(args))

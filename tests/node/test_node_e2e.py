@@ -14,6 +14,7 @@ import signal
 import socket
 import time
 import urllib.error
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -28,7 +29,6 @@ from tests.node.node_process import NodeProcess, post, post_sync, start_node
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 REQ, CREQ = "message/ohttp-req", "message/ohttp-chunked-req"
 
@@ -340,3 +340,17 @@ def test_no_canary_anywhere_after_sigkill_n1(model_dir: Path, tmp_path: Path) ->
         data = path.read_bytes()
         assert not any(f in data for f in forms), "canary found in a file the node could write"
     assert not any(f.decode() in metrics_text for f in forms)
+
+
+def test_node_runs_under_memory_hygiene(node: NodeProcess) -> None:
+    from node.hygiene import OTHER_SETTINGS, PERTURB_BYTE  # noqa: PLC0415
+
+    # /proc/PID/environ is the environment the node was (re-)executed with; glibc rewrites
+    # GLIBC_TUNABLES in place while parsing it, so only its first tunable is read back here.
+    raw = (Path("/proc") / str(node.process.pid) / "environ").read_bytes()
+    environ = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+    for name, value in OTHER_SETTINGS.items():
+        assert environ.get(name) == value
+    assert f"glibc.malloc.perturb={PERTURB_BYTE}" in environ.get("GLIBC_TUNABLES", "")
+    mine = (Path("/proc") / "self" / "environ").read_bytes().decode()
+    assert "PYTHONMALLOC=malloc" not in mine  # twin: the test process was not re-executed
