@@ -104,8 +104,9 @@ def run_engine(model: LoadedModel, reqs: Workload, concurrency: int
 
 
 def start_node(args: list[str]) -> tuple[subprocess.Popen[str], str]:
-    node = subprocess.Popen([sys.executable,  # noqa: S603 - our own command "-m", "app", "node", "serve", "--host", "127.0.0.1",
-                             "--port", "0", *args], stdout=subprocess.PIPE,
+    command = [sys.executable, "-m", "app", "node", "serve", "--host", "127.0.0.1",
+               "--port", "0", *args]
+    node = subprocess.Popen(command, stdout=subprocess.PIPE,  # noqa: S603 - our own command
                             stderr=subprocess.DEVNULL, text=True)
     line = node.stdout.readline().strip() if node.stdout else ""
     if not line.startswith("listening on "):
