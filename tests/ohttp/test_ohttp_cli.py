@@ -14,7 +14,7 @@ from ohttp.keyconfig import GatewayKey, parse_key_configs
 from ohttp.suites import AeadId
 
 if TYPE_CHECKING:
-    from tests.conftest import CanaryRegistry
+    from tests.canary_guard import CanaryRegistry
 
 
 def test_keygen_writes_private_0600_and_public_config(

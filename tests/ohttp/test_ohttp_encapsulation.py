@@ -31,7 +31,7 @@ from ohttp.suites import (
 from tests.ohttp.ohttp_helpers import ALL_SUITES, counter_rng, make_key
 
 if TYPE_CHECKING:
-    from tests.conftest import CanaryRegistry
+    from tests.canary_guard import CanaryRegistry
 
 KEY = make_key()
 MESSAGE = b"\x00\x04POST\x05https\x00\x14/v1/chat/completions"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hushcc.errors import VerificationError
+from tests.conftest import shared_vectors_dir
 from transparency_log import merkle
 
 H = bytes.fromhex
@@ -75,10 +75,7 @@ def test_classic_consistency_proofs_generate_and_verify(shared_vectors: Path) ->
 
 
 def _probe_ids(kind: str) -> list[Any]:
-    override = os.environ.get("HUSHCC_SHARED_VECTORS")
-    root = Path(__file__).resolve().parents[3]
-    base = Path(override) if override else root / "shared" / "vectors"
-    path = base / "merkle_rfc6962_vectors.json"
+    path = shared_vectors_dir() / "merkle_rfc6962_vectors.json"
     if not path.is_file():
         return [pytest.param(None, id="vectors-absent")]
     probes = json.loads(path.read_text())[f"{kind}_probes"]

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from node.engine.batch import ForwardChunk
-    from tests.conftest import CanaryRegistry
+    from tests.canary_guard import CanaryRegistry
 
 SKIP = (PagedRunner, ToyTokenizer, torch.Tensor, torch.Generator)
 
