@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hushcc.cliparse import short_text
 from hushcc.errors import HushError
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class DemoError(HushError):
 
 
 DEMO_QUESTION = "In one sentence, what does a transparency log guarantee?"
+MAX_QUESTION = 2000  # characters; the tiny default model's context is what bounds it in practice
 
 
 @dataclass(slots=True)
@@ -62,6 +64,7 @@ class DemoState:
     """What one stage hands to the next."""
 
     workdir: Path
+    question: str = DEMO_QUESTION
     log_key: str = ""
     log_url: str = ""
     measurement: bytes = b""
@@ -251,7 +254,7 @@ def stage_ask(state: DemoState) -> None:
         raise DemoError("the node was not verified")
     config = parse_key_configs(state.verified.key_config)[0]
     sender = ChunkedRequestEncoder(config)
-    encrypted = sender.final(_client_request(DEMO_QUESTION))
+    encrypted = sender.final(_client_request(state.question))
     _say(f"client -> node: {len(encrypted)} encrypted bytes, chunked OHTTP to key {config.key_id}")
     opener, reader = ChunkedResponseDecoder(sender.context), ResponseStreamDecoder()
     answer: list[str] = []
@@ -293,11 +296,11 @@ def _stages() -> list[tuple[str, Callable[[DemoState], object]]]:
     ]
 
 
-def run_demo() -> int:
+def run_demo(question: str = DEMO_QUESTION) -> int:
     """Run every built stage in a temporary directory; report what is not built yet."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # model loading's progress bars (read at import)
     with tempfile.TemporaryDirectory(prefix="hushcc-demo-") as tmp:
-        state = DemoState(Path(tmp))
+        state = DemoState(Path(tmp), question)
         with contextlib.ExitStack() as servers:  # stages that start a server keep it up
             for title, stage in _stages():
                 print(f"== {title}", flush=True)
@@ -309,13 +312,21 @@ def run_demo() -> int:
     return 0
 
 
-def _handle(_args: argparse.Namespace) -> int:
-    return run_demo()
+def _handle(args: argparse.Namespace) -> int:
+    return run_demo(args.question)
 
 
 def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None:
     """Add `hushcc demo`."""
-    demo = subparsers.add_parser("demo", help="run the end-to-end demo on loopback")
+    demo = subparsers.add_parser(
+        "demo", help="run the end-to-end demo on loopback",
+        description="Run hushcc end to end on loopback in a temporary directory: a transparency "
+        "log server, a node in the simulated TEE with an attestation bundle, a client that "
+        "verifies it (and refuses a node running modified code), then one encrypted chat "
+        "request answered by the in-memory engine (SmolLM2-135M-Instruct) and decrypted on "
+        "the client side only.")
+    demo.add_argument("--question", type=short_text(MAX_QUESTION), default=DEMO_QUESTION,
+                      help=f"what the client asks (default: {DEMO_QUESTION!r})")
     demo.set_defaults(handler=_handle)
 
 

@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hushcc.cliparse import add_group
+from hushcc.cliparse import add_group, bounded_float, bounded_int
 from hushcc.errors import ConfigError, ProtocolError
+from hushcc.files import read_bytes, read_text
 
 if TYPE_CHECKING:
     import argparse
@@ -27,50 +28,64 @@ if TYPE_CHECKING:
     from attestation.bundle import Release
     from hushcc.cliparse import OneLineErrorParser
 
+MAX_GPUS = 16
+MAX_HOURS = 24.0 * 366  # a development bundle lives at most a year
+MIN_HOURS = 1.0 / 60  # and at least a minute
 
 
 def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None:
     """Add the `attest` command group."""
-    group = add_group(subparsers, "attest", "attestation bundles: show, verify, simulate")
-    show = group.add_parser("show", help="print a bundle's public fields")
+    group = add_group(subparsers, "attest",
+                      "attestation bundles: show, verify, simulate, measure")
+    show = group.add_parser("show", help="print a bundle's public fields",
+                            description="Print a bundle's public fields (no verification).")
     show.add_argument("bundle", type=Path)
     show.set_defaults(handler=_show)
-    verify = group.add_parser("verify", help="verify a bundle and print every step")
+    verify = group.add_parser(
+        "verify", help="verify a bundle and print every step",
+        description="Verify a bundle against a policy and print every step; any failed step "
+        "exits 1 (fail closed). Revocation that could not be checked prints as [WARN].")
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--policy", type=Path, required=True, help="policy TOML file")
     verify.add_argument("--at", help="verification time, RFC 3339 (default: now)")
     verify.add_argument("--nonce", help="the per-request nonce you asked for (64 hex digits)")
-    verify.add_argument("--gpu-driver-rim", type=Path, help="NVIDIA driver RIM (SWID XML)")
-    verify.add_argument("--gpu-vbios-rim", type=Path, help="NVIDIA VBIOS RIM (SWID XML)")
+    verify.add_argument("--gpu-driver-rim", type=Path,
+                        help="NVIDIA driver RIM (SWID XML); needs --gpu-vbios-rim too")
+    verify.add_argument("--gpu-vbios-rim", type=Path,
+                        help="NVIDIA VBIOS RIM (SWID XML); needs --gpu-driver-rim too")
     verify.add_argument("--tdx-collateral", type=Path, help="cached Intel PCS collateral (JSON)")
     verify.add_argument("--revocation-cache", type=Path,
                         help="directory of cached AMD CRLs (amd/<Product>.crl) and NVIDIA OCSP "
                              "answers (nvidia-ocsp/*.der)")
     verify.set_defaults(handler=_verify)
-    sim = group.add_parser("simulate", help="write a development bundle (simulated TEE)")
+    sim = group.add_parser(
+        "simulate", help="write a development bundle (simulated TEE)",
+        description="Write a development bundle from the simulated TEE and simulated GPUs, "
+        "binding the public key config to this installation's self-measurement.")
     sim.add_argument("--key-config", type=Path, required=True,
-                     help="application/ohttp-keys config file (binary)")
-    sim.add_argument("--out", type=Path, required=True)
-    sim.add_argument("--gpus", type=int, default=1, help="simulated GPUs (default 1)")
-    sim.add_argument("--hours", type=float, default=12.0, help="validity in hours")
+                     help="public key config: the FILE.pub of `hushcc ohttp keygen`")
+    sim.add_argument("--out", type=Path, required=True, help="bundle file to create")
+    sim.add_argument("--gpus", type=bounded_int(0, MAX_GPUS), default=1,
+                     help=f"simulated GPUs, 0-{MAX_GPUS} (default 1)")
+    sim.add_argument("--hours", type=bounded_float(MIN_HOURS, MAX_HOURS), default=12.0,
+                     help="validity in hours (default 12, at most a year)")
     sim.add_argument("--release", type=Path,
                      help="stapled release JSON {entry, index, checkpoint, inclusion_proof}")
     sim.set_defaults(handler=_simulate)
-    measure = group.add_parser("measure", help="print the self-measurement of files")
-    measure.add_argument("--root", type=Path, required=True)
+    measure = group.add_parser(
+        "measure", help="print the self-measurement of files",
+        description="Print the self-measurement (hushcc-measure/v1) of FILE... under --root, "
+        "or of the source packages found there; a root with nothing to measure is an error.")
+    measure.add_argument("--root", type=Path, required=True, help="directory to measure")
     measure.add_argument("files", nargs="*", help="relative paths (default: the source packages)")
     measure.set_defaults(handler=_measure)
-
-
-def _read(path: Path) -> bytes:
-    return path.read_bytes()
 
 
 def _show(args: argparse.Namespace) -> int:
     from attestation.bundle import Bundle  # noqa: PLC0415 - keep `--help` fast
     from attestation.sevsnp import SnpReport  # noqa: PLC0415
 
-    b = Bundle.from_json(_read(args.bundle))
+    b = Bundle.from_json(read_bytes(args.bundle, "bundle"))
     print(f"node_id:     {b.node_id.hex()}")
     print(f"key_config:  {len(b.key_config)} bytes, sha256 {_sha256(b.key_config)}")
     print(f"valid:       {b.not_before.isoformat()} .. {b.not_after.isoformat()}")
@@ -119,7 +134,7 @@ def _verify(args: argparse.Namespace) -> int:
     from attestation.amd import AMD_TRUST  # noqa: PLC0415
     from attestation.gpu import GpuPolicy  # noqa: PLC0415
     from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
-    from attestation.policy import load_policy  # noqa: PLC0415
+    from attestation.policy import parse_policy  # noqa: PLC0415
     from attestation.revocation import RevocationSources, load_revocation_cache  # noqa: PLC0415
     from attestation.simulated import WITH_SIMULATED  # noqa: PLC0415
     from attestation.tdx import TdxPolicy  # noqa: PLC0415
@@ -129,18 +144,20 @@ def _verify(args: argparse.Namespace) -> int:
         verify_bundle,
     )
 
-    policy = load_policy(args.policy)
+    policy = parse_policy(read_text(args.policy, "policy file", allow_empty=True))
     now = _time(args.at)
     nonce = _hex32(args.nonce) if args.nonce else None
     gpu_policy = None
+    if (args.gpu_driver_rim is None) != (args.gpu_vbios_rim is None):
+        raise ConfigError("--gpu-driver-rim and --gpu-vbios-rim go together: give both")
     if args.gpu_driver_rim and args.gpu_vbios_rim:
-        gpu_policy = GpuPolicy(driver_rim=_read(args.gpu_driver_rim),
-                               vbios_rim=_read(args.gpu_vbios_rim))
+        gpu_policy = GpuPolicy(driver_rim=read_bytes(args.gpu_driver_rim, "GPU driver RIM"),
+                               vbios_rim=read_bytes(args.gpu_vbios_rim, "GPU VBIOS RIM"))
     elif policy.allow_simulated:
         gpu_policy = GpuPolicy(reference_measurements=SimulatedGpu().reference_measurements())
     tdx = None
     if args.tdx_collateral:
-        tdx = DcapTdxVerifier(args.tdx_collateral.read_text(encoding="utf-8"),
+        tdx = DcapTdxVerifier(read_text(args.tdx_collateral, "TDX collateral"),
                               TdxPolicy(allow_debug=policy.allow_debug))
     witnesses = None
     if policy.log_witnesses:
@@ -155,8 +172,8 @@ def _verify(args: argparse.Namespace) -> int:
     from attestation.report import AttestationError  # noqa: PLC0415
 
     try:
-        verified = verify_bundle(_read(args.bundle), policy=policy, now=now, log=log,
-                                 gpu_policy=gpu_policy, expected_nonce=nonce, tdx=tdx,
+        verified = verify_bundle(read_bytes(args.bundle, "bundle"), policy=policy, now=now,
+                                 log=log, gpu_policy=gpu_policy, expected_nonce=nonce, tdx=tdx,
                                  revocation=load_revocation_cache(args.revocation_cache)
                                  if args.revocation_cache else RevocationSources(),
                                  cpu_trust=WITH_SIMULATED if policy.allow_simulated else AMD_TRUST)
@@ -180,29 +197,48 @@ def _hex32(text: str) -> bytes:
 def _release(path: Path) -> Release:
     from attestation.bundle import Release  # noqa: PLC0415
 
+    text = read_text(path, "release file")
+    problem = ConfigError(f"release file {path} is not the {{entry, index, checkpoint, "
+                          "inclusion_proof}} JSON that `hushcc log add` prints")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        return Release(base64.b64decode(doc["entry"], validate=True), int(doc["index"]),
-                       str(doc["checkpoint"]),
-                       tuple(base64.b64decode(p, validate=True) for p in doc["inclusion_proof"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"release file {path} is not {{entry, index, checkpoint, "
-                          "inclusion_proof}} JSON") from exc
+        doc = json.loads(text)
+        index, checkpoint, proof = doc["index"], doc["checkpoint"], doc["inclusion_proof"]
+        entry = base64.b64decode(doc["entry"], validate=True)
+        hashes = tuple(base64.b64decode(p, validate=True) for p in proof)
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise problem from exc
+    if (type(index) is not int or index < 0 or not isinstance(checkpoint, str)
+            or not isinstance(proof, list)):
+        raise problem
+    return Release(entry, index, checkpoint, hashes)
+
+
+def _public_key_config(path: Path) -> bytes:
+    """The one public key config in `path` (application/ohttp-keys), refusing anything else."""
+    from ohttp.keyconfig import parse_key_configs  # noqa: PLC0415
+
+    data = read_bytes(path, "key config")
+    try:
+        configs = parse_key_configs(data)
+    except ProtocolError as exc:
+        raise ConfigError(f"key config {path} is not an application/ohttp-keys file ({exc})",
+                          ) from None
+    if len(configs) != 1:
+        raise ConfigError(f"key config {path} holds {len(configs)} configs; a bundle binds one")
+    return data
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
+    from attestation.measure import measure_sources, source_root  # noqa: PLC0415
     from attestation.simulated_node import simulated_bundle  # noqa: PLC0415
 
-    if not 0 <= args.gpus <= 16 or args.hours <= 0:
-        raise ConfigError("--gpus must be 0..16 and --hours positive")
-    from attestation.measure import measure_sources, source_root  # noqa: PLC0415
-
+    key_config = _public_key_config(args.key_config)  # every input checked before any work
+    release = _release(args.release) if args.release else None
     measured, files = measure_sources(source_root())
     measurement = measured.digest
-    release = _release(args.release) if args.release else None
     bundle = simulated_bundle(
-        key_config=_read(args.key_config), measurement=measurement, now=datetime.now(UTC),
+        key_config=key_config, measurement=measurement, now=datetime.now(UTC),
         gpus=[SimulatedGpu() for _ in range(args.gpus)], lifetime=timedelta(hours=args.hours),
         release=release)
     args.out.write_bytes(bundle.to_json())
@@ -217,6 +253,12 @@ def _simulate(args: argparse.Namespace) -> int:
 def _measure(args: argparse.Namespace) -> int:
     from attestation.measure import measure_sources  # noqa: PLC0415
 
+    if not args.root.is_dir():
+        what = "not found" if not args.root.exists() else "not a directory"
+        raise ConfigError(f"--root {what}: {args.root}")
     measured, files = measure_sources(args.root, args.files)
+    if not files:
+        raise ConfigError(f"nothing to measure under {args.root}: no FILE given and no "
+                          "source package (hushcc, ohttp, attestation, ...) found there")
     print(f"{measured.digest.hex()}  ({len(files)} files, hushcc-measure/v1)")
     return 0

@@ -2,9 +2,10 @@
 
 Part of the leaf package: it imports nothing of the project outside `hushcc`.
 `OneLineErrorParser` makes a usage error one line and exit code 2; `add_group` adds a
-`hushcc NAME ...` group that shows its own help when named alone; the argument types (`port_number`,
-`http_url`, `bounded_float`) raise `ConfigError`, which the one `hushcc` command (`app.cli`) prints
-as `hushcc: error: ...` with exit status 1.
+`hushcc NAME ...` group that shows its own help when named alone; the argument types
+(`port_number`, `http_url`, `bounded_int`, `bounded_float`, `short_text`) raise `ConfigError`,
+which the one `hushcc` command (`app.cli`) prints as `hushcc: error: ...` with exit status 1.
+Messages quote at most the first 50 characters of a bad value.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import urllib.parse
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hushcc.errors import ConfigError
 
@@ -28,6 +29,14 @@ class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print `PROG: error: MESSAGE (see --help)` and exit 2."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:  # noqa: ANN401
+        """Convert one value with the action's type; a `ConfigError` names the option."""
+        try:
+            return super()._get_value(action, arg_string)
+        except ConfigError as exc:
+            name = action.option_strings[0] if action.option_strings else action.metavar
+            raise ConfigError(f"{name or action.dest}: {exc}") from None
 
 
 def add_group(
@@ -53,7 +62,7 @@ def port_number(text: str) -> int:
     try:
         value = int(text, 10)
     except ValueError:
-        raise ConfigError(f"not a port number: {text!r}") from None
+        raise ConfigError(f"not a port number: {text[:50]!r}") from None
     if not 0 <= value <= MAX_PORT:
         raise ConfigError(f"port out of range 0-{MAX_PORT}: {value}")
     return value
@@ -69,6 +78,34 @@ def http_url(text: str) -> str:
     except ValueError:
         raise ConfigError(f"URL has an invalid port: {text[:200]!r}") from None
     return text.rstrip("/")
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type factory: a decimal integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise ConfigError(f"not an integer: {text[:50]!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{value} is out of range {low}-{high}")
+        return value
+
+    return parse
+
+
+def short_text(max_length: int) -> Callable[[str], str]:
+    """An argparse type factory: printable text of 1 to `max_length` characters."""
+
+    def parse(text: str) -> str:
+        if not 0 < len(text) <= max_length:
+            raise ConfigError(f"must be 1-{max_length} characters, not {len(text)}")
+        if not text.isprintable():
+            raise ConfigError("must be printable text (no control characters)")
+        return text
+
+    return parse
 
 
 def bounded_float(low: float, high: float) -> Callable[[str], float]:

@@ -31,11 +31,12 @@ def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> None:
         handle.write(data)
 
 
-def read_bytes(path: Path, what: str) -> bytes:
+def read_bytes(path: Path, what: str, *, allow_empty: bool = False) -> bytes:
     """Read a whole input file, naming `what` it is for in every error.
 
     Raises:
-        ConfigError: missing, a directory, unreadable, or empty.
+        ConfigError: missing, a directory, unreadable, or empty (unless `allow_empty`: an
+            empty policy file, say, means "all defaults").
     """
     try:
         data = path.read_bytes()
@@ -45,18 +46,18 @@ def read_bytes(path: Path, what: str) -> bytes:
         raise ConfigError(f"{what} is a directory, not a file: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if not data:
+    if not data and not allow_empty:
         raise ConfigError(f"{what} is empty: {path}")
     return data
 
 
-def read_text(path: Path, what: str) -> str:
+def read_text(path: Path, what: str, *, allow_empty: bool = False) -> str:
     """Read a whole UTF-8 input file, naming `what` it is for in every error.
 
     Raises:
         ConfigError: as `read_bytes`, or the file is not UTF-8 text.
     """
     try:
-        return read_bytes(path, what).decode("utf-8")
+        return read_bytes(path, what, allow_empty=allow_empty).decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{what} is not UTF-8 text: {path}") from None

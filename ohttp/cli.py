@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hushcc.cliparse import add_group
+from hushcc.cliparse import add_group, bounded_int
 from hushcc.errors import ConfigError, ProtocolError
-from hushcc.files import create_exclusive
+from hushcc.files import create_exclusive, read_bytes
 
 if TYPE_CHECKING:
     import argparse
@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
         "FILE.pub holds the public key configuration as an application/ohttp-keys list.",
     )
     keygen.add_argument("--out", required=True, metavar="FILE", help="private key file to create")
-    keygen.add_argument("--key-id", type=int, default=1, metavar="N", help="key id, 0-255")
+    keygen.add_argument("--key-id", type=bounded_int(0, 255), default=1, metavar="N",
+                        help="key id, 0-255 (default 1)")
     keygen.add_argument("--kem", choices=sorted(KEM_NAMES), default="x25519")
     keygen.add_argument("--kdf", choices=sorted(KDF_NAMES), default="sha256")
     keygen.add_argument(
@@ -88,7 +89,7 @@ def _keygen(args: argparse.Namespace) -> int:
 def _show_config(args: argparse.Namespace) -> int:
     from ohttp.keyconfig import KeyConfig, parse_key_configs  # noqa: PLC0415
 
-    data = Path(args.file).read_bytes()
+    data = read_bytes(Path(args.file), "key config")
     try:
         configs = parse_key_configs(data)
     except ProtocolError:

@@ -12,6 +12,8 @@ import pytest
 from app.cli import main
 from attestation.bundle import Bundle
 from attestation.simulated_node import release_entry
+from ohttp.keyconfig import serialize_key_configs
+from tests.ohttp.ohttp_helpers import make_key
 from transparency_log import merkle
 from transparency_log.checkpoint import Checkpoint, sign_checkpoint
 from transparency_log.cosignature import Cosigner
@@ -23,7 +25,7 @@ ORIGIN = "log.hushcc.test"
 @pytest.fixture
 def simulated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     key_config = tmp_path / "kc.bin"
-    key_config.write_bytes(bytes.fromhex("01002000010001") + bytes(32))
+    key_config.write_bytes(serialize_key_configs([make_key().config]))
     out = tmp_path / "bundle.json"
     assert main(["attest", "simulate", "--key-config", str(key_config), "--out", str(out)]) == 0
     assert "not logged" in capsys.readouterr().out
