@@ -14,6 +14,9 @@ TORCH_VERSION ?= 2.13.0
 # squashfs-tools and cryptsetup-bin (the reproducible node image and its dm-verity tree);
 # libseccomp2 (the node's seccomp filter, through pyseccomp).
 APT_PACKAGES ?= golang-go golang-golang-x-mod-dev redis-server squashfs-tools cryptsetup-bin libseccomp2
+# When another apt-get or unattended-upgrades holds the dpkg lock, wait for it (up to 10 min)
+# instead of failing at once.
+APT_WAIT ?= -o DPkg::Lock::Timeout=600
 
 .PHONY: setup test demo lint bench clean
 
@@ -23,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
 	@if [ -n "$(strip $(APT_PACKAGES))" ] && [ "$$(id -u)" = 0 ]; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	  if [ -n "$$missing" ]; then apt-get $(APT_WAIT) update -qq && DEBIAN_FRONTEND=noninteractive apt-get $(APT_WAIT) install -y -qq $$missing; fi; \
 	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
