@@ -70,7 +70,10 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
     sim.add_argument("--hours", type=bounded_float(MIN_HOURS, MAX_HOURS), default=12.0,
                      help="validity in hours (default 12, at most a year)")
     sim.add_argument("--release", type=Path,
-                     help="stapled release JSON {entry, index, checkpoint, inclusion_proof}")
+                     help="stapled release JSON {entry, index, checkpoint, inclusion_proof}, "
+                     "as `hushcc log add` prints it")
+    sim.add_argument("--entry-out", type=Path, metavar="FILE",
+                     help="also write the bundle's release entry (what `hushcc log add` takes)")
     sim.set_defaults(handler=_simulate)
     measure = group.add_parser(
         "measure", help="print the self-measurement of files",
@@ -228,6 +231,14 @@ def _public_key_config(path: Path) -> bytes:
     return data
 
 
+def _check_output(path: Path) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if path.is_dir():
+        raise ConfigError(f"output is a directory: {path}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"output directory not found: {path.parent}")
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
     from attestation.measure import measure_sources, source_root  # noqa: PLC0415
@@ -235,6 +246,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
     key_config = _public_key_config(args.key_config)  # every input checked before any work
     release = _release(args.release) if args.release else None
+    for path in (args.out, args.entry_out):
+        if path is not None:
+            _check_output(path)
     measured, files = measure_sources(source_root())
     measurement = measured.digest
     bundle = simulated_bundle(
@@ -242,6 +256,8 @@ def _simulate(args: argparse.Namespace) -> int:
         gpus=[SimulatedGpu() for _ in range(args.gpus)], lifetime=timedelta(hours=args.hours),
         release=release)
     args.out.write_bytes(bundle.to_json())
+    if args.entry_out:
+        args.entry_out.write_bytes(bundle.release.entry)
     print(f"wrote {args.out}: simulated TEE, {args.gpus} simulated GPU(s), "
           f"measurement {measurement.hex()} over {len(files)} files")
     if release is None:
