@@ -253,6 +253,7 @@ def stage_ask(state: DemoState) -> None:
     if state.verified is None:
         raise DemoError("the node was not verified")
     config = parse_key_configs(state.verified.key_config)[0]
+    _say(f"client asks: {state.question}")
     sender = ChunkedRequestEncoder(config)
     encrypted = sender.final(_client_request(state.question))
     _say(f"client -> node: {len(encrypted)} encrypted bytes, chunked OHTTP to key {config.key_id}")

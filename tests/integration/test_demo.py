@@ -20,9 +20,12 @@ pytestmark = [
 ]
 
 
+QUESTION = "Name one colour of the rainbow."
+
+
 def test_demo_runs_every_stage_and_refuses_the_modified_node():
     result = subprocess.run(
-        [sys.executable, "-m", "app", "demo"],
+        [sys.executable, "-m", "app", "demo", "--question", QUESTION],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -33,6 +36,7 @@ def test_demo_runs_every_stage_and_refuses_the_modified_node():
     assert "[FAIL]" not in out  # the genuine node passes every step
     assert "refused: attestation bundle rejected at step (4) measurement" in out
     assert "`hushcc node serve`, one engine, keys made in memory" in out
+    assert f"client asks: {QUESTION}" in out  # `--question` is what the client encrypts
     decrypted = next(line for line in out.splitlines() if "client decrypted:" in line)
     assert decrypted.split("client decrypted:", 1)[1].strip()  # a non-empty answer arrived
     assert out.count("-- not built yet:") == 3
