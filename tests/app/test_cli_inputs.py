@@ -210,6 +210,52 @@ SERVE_ROWS += [
     row("unknown", *NODE, "--config", "{cfg_unknown_key}", name="node-serve-config-unknown-key"),
 ]
 
+# Relay and issuer rows that hold today. Known gaps, reported to their owner: the relay serves
+# with an unknown key in its --config, and a random or non-UTF-8 --config or a malformed --redis
+# URL is a traceback; a directory given as --key or --api-keys is reported as "readable by
+# others"; --quota nan or 1e12 is a usage error (exit 2), not a one-line error.
+NODE_ID = "ab" * 32
+RELAY = ("relay", "serve", "--host", "127.0.0.1", "--port", "0", "--issuer-name", "issuer.test",
+         "--issuer-key", "{issuer_key_pub}", "--node", f"{NODE_ID}={NOT_LISTENING}")
+ISSUER = ("issuer", "serve", "--host", "127.0.0.1", "--port", "0", "--key", "{issuer_key}",
+          "--api-keys", "{api_keys}")
+
+IN_PROCESS_ROWS += [
+    row("overwrite", "issuer", "keygen", "--out", "{gw_key}", name="issuer-keygen-existing-out"),
+    row("", "issuer", "keygen", "--out", "{missing}/k", name="issuer-keygen-out-in-missing-dir"),
+    *(row("--lifetime-days", "issuer", "keygen", "--out", "{new}", f"--lifetime-days={v}",
+          name=f"issuer-keygen-lifetime-days-{v}") for v in ("nan", "-1", "0", "1e12")),
+]
+
+SERVE_ROWS += [
+    row("--port", *RELAY[:4], "--port=99999", *RELAY[6:], name="relay-serve-port-99999"),
+    row("", *RELAY, "--config", "{missing}", name="relay-serve-config-missing"),
+    row("", *RELAY, "--config", "{dir}", name="relay-serve-config-dir"),
+    *file_rows("relay-serve-issuer-key", (*RELAY[:8], "--issuer-key", "{file}", *RELAY[10:]),
+               truncated="issuer_pub_cut"),
+    row("", *RELAY[:8], "--issuer-key", "{issuer_key}", *RELAY[10:],
+        name="relay-serve-private-key-for-public"),
+    row("", *RELAY[:8], "--issuer-key", "{gw_pub}", *RELAY[10:],
+        name="relay-serve-ohttp-key-for-issuer-key"),
+    row("--node", *RELAY, "--node", "no-equals-sign", name="relay-serve-node-not-id-url"),
+    row("url", *RELAY[:-2], "--node", f"{NODE_ID}=not a url",
+        name="relay-serve-node-url-malformed"),
+    *(row("--refresh-interval", *RELAY, f"--refresh-interval={v}",
+          name=f"relay-serve-refresh-interval-{v}") for v in ("nan", "-1", "0", "inf")),
+    row("--port", *ISSUER[:4], "--port=99999", *ISSUER[6:], name="issuer-serve-port-99999"),
+    *file_rows("issuer-serve-key", (*ISSUER[:6], "--key", "{file}", *ISSUER[8:]),
+               kinds=("missing", "empty", "random", "nonutf8"), truncated="issuer_key_cut"),
+    row("", *ISSUER[:6], "--key", "{issuer_pub}", *ISSUER[8:],
+        name="issuer-serve-public-key-for-private"),
+    row("", *ISSUER[:6], "--key", "{gw_key}", *ISSUER[8:],
+        name="issuer-serve-ohttp-key-for-issuer-key"),
+    *file_rows("issuer-serve-api-keys", (*ISSUER[:8], "--api-keys", "{file}"),
+               kinds=("missing", "empty", "nonutf8")),
+    row("--quota", *ISSUER, "--quota=-1", name="issuer-serve-quota--1"),
+    *(row("--quota-window", *ISSUER, f"--quota-window={v}", name=f"issuer-serve-quota-window-{v}")
+      for v in ("nan", "-1", "0", "inf")),
+]
+
 CONFIGS = {
     "cfg_unknown_key": "max_batchh = 10\n",
     "cfg_max_batch_0": "max_batch = 0\n",
@@ -231,7 +277,7 @@ class World:
         return self.root / name
 
     def argv(self, template: tuple[str, ...]) -> list[str]:
-        names = {p.name.split(".")[0]: str(p) for p in self.root.iterdir()}
+        names = {p.name.replace(".", "_"): str(p) for p in self.root.iterdir()}
         names |= {"missing": str(self.root / "missing"), "new": str(self.root / "new")}
         return [a.format_map(names) if "{" in a else a for a in template]
 
@@ -260,7 +306,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     release = {"entry": base64.b64encode(entry).decode(), "index": 0,
                "checkpoint": "log.test\n1\n" + "A" * 44 + "\n", "inclusion_proof": []}
     (root / "release").write_text(json.dumps(release))
-    for name in ("gw_pub", "entry", "bundle", "release"):
+    _run_hushcc("issuer", "keygen", "--out", str(root / "issuer_key"))
+    (root / "issuer_pub").write_bytes((root / "issuer_key.pub").read_bytes())
+    (root / "api_keys").write_text("k" * 32 + "\n")
+    (root / "api_keys").chmod(0o600)
+    for name in ("gw_pub", "entry", "bundle", "release", "issuer_pub", "issuer_key"):
         data = (root / name).read_bytes()
         (root / f"{name}_cut").write_bytes(data[: len(data) // 2])
     for name, text in CONFIGS.items():
@@ -330,6 +380,9 @@ GOOD_COMMANDS = {
                      "attest measure"), "test_positive_twin_every_subcommand_on_good_inputs"),
     "demo": "tests/integration/test_demo.py (loads the default model)",
     "node serve": "tests/node/test_node_e2e.py (a real node process on loopback)",
+    "relay serve": "tests/relay/test_relay_e2e.py (real relay, issuer and node processes)",
+    "issuer serve": "tests/relay/test_relay_e2e.py (real relay, issuer and node processes)",
+    "issuer keygen": "tests/relay/test_relay_e2e.py (its keys come from the command)",
 }
 
 
