@@ -256,6 +256,25 @@ SERVE_ROWS += [
       for v in ("nan", "-1", "0", "inf")),
 ]
 
+# `image` rows that hold today. Known gaps, reported to its owner: `image build --vcpus 0` and a
+# non-UTF-8 `--config` start the build (minutes of work, an output directory written) instead of
+# failing at once; `--source-date-epoch nan` is a usage error (exit 2); a missing `--model`
+# leaves the new output directory behind; `--out` an existing file prints a blank line first.
+IN_PROCESS_ROWS += [
+    row("manifest", "image", "publish", "{missing}", "--log", NOT_LISTENING, "--key", "{rel_key}",
+        name="image-publish-dir-missing"),
+    row("manifest", "image", "publish", "{dir}", "--log", NOT_LISTENING, "--key", "{rel_key}",
+        name="image-publish-dir-empty"),
+    row("--log", "image", "publish", "{dir}", "--log", "not a url", "--key", "{rel_key}",
+        name="image-publish-log-url-malformed"),
+    row("inputs", "image", "verify", "{missing}", "--log", NOT_LISTENING, "--log-key", "{log_pub}",
+        name="image-verify-dir-missing"),
+    row("inputs", "image", "verify", "{dir}", "--log", NOT_LISTENING, "--log-key", "{log_pub}",
+        name="image-verify-dir-empty"),
+    row("--log", "image", "verify", "{dir}", "--log", "localhost:8081", "--log-key", "{log_pub}",
+        name="image-verify-log-url-without-scheme"),
+]
+
 CONFIGS = {
     "cfg_unknown_key": "max_batchh = 10\n",
     "cfg_max_batch_0": "max_batch = 0\n",
@@ -383,6 +402,8 @@ GOOD_COMMANDS = {
     "relay serve": "tests/relay/test_relay_e2e.py (real relay, issuer and node processes)",
     "issuer serve": "tests/relay/test_relay_e2e.py (real relay, issuer and node processes)",
     "issuer keygen": "tests/relay/test_relay_e2e.py (its keys come from the command)",
+    **dict.fromkeys(("image build", "image publish", "image verify"),
+                    "tests/image/ (a real build, publish to a log, rebuild and verify)"),
 }
 
 
