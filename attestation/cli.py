@@ -217,17 +217,14 @@ def _release(path: Path) -> Release:
 
 
 def _public_key_config(path: Path) -> bytes:
-    """The one public key config in `path` (application/ohttp-keys), refusing anything else."""
-    from ohttp.keyconfig import parse_key_configs  # noqa: PLC0415
+    """The one public key config in `path` (application/ohttp-keys); a private key is refused."""
+    from ohttp.keyconfig import parse_public_key_config  # noqa: PLC0415
 
     data = read_bytes(path, "key config")
     try:
-        configs = parse_key_configs(data)
+        parse_public_key_config(data)
     except ProtocolError as exc:
-        raise ConfigError(f"key config {path} is not an application/ohttp-keys file ({exc})",
-                          ) from None
-    if len(configs) != 1:
-        raise ConfigError(f"key config {path} holds {len(configs)} configs; a bundle binds one")
+        raise ConfigError(f"key config {path}: {exc}") from None
     return data
 
 

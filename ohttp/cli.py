@@ -87,7 +87,11 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _show_config(args: argparse.Namespace) -> int:
-    from ohttp.keyconfig import KeyConfig, parse_key_configs  # noqa: PLC0415
+    from ohttp.keyconfig import (  # noqa: PLC0415
+        KeyConfig,
+        parse_key_configs,
+        parse_public_key_config,
+    )
 
     data = read_bytes(Path(args.file), "key config")
     try:
@@ -96,7 +100,12 @@ def _show_config(args: argparse.Namespace) -> int:
         try:
             configs = (KeyConfig.from_bytes(data),)
         except ProtocolError as exc:
-            raise ConfigError(f"{args.file}: not an OHTTP key configuration ({exc})") from None
+            reason = str(exc)
+            try:
+                parse_public_key_config(data)  # names a private key file given by mistake
+            except ProtocolError as why:
+                reason = str(why)
+            raise ConfigError(f"{args.file}: not an OHTTP key configuration ({reason})") from None
     for config in configs:
         suites = ", ".join(f"{s.kdf_id.name}/{s.aead_id.name}" for s in config.suites)
         print(f"key_id={config.key_id} kem={config.kem_id.name} "

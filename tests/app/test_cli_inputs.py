@@ -80,7 +80,7 @@ IN_PROCESS_ROWS = [
     row("--key-id", "ohttp", "keygen", "--out", "{new}", "--key-id", "nan",
         name="ohttp-keygen-key-id-nan"),
     *file_rows("ohttp-show-config", ("ohttp", "show-config", "{file}"), truncated="gw_pub_cut"),
-    row("", "ohttp", "show-config", "{gw_key}", name="ohttp-show-config-private-key"),
+    row("private key", "ohttp", "show-config", "{gw_key}", name="ohttp-show-config-private-key"),
     # hushcc log keygen / add / verify
     row("overwrite", "log", "keygen", "--out", "{log_key}", name="log-keygen-existing-out"),
     row("name", "log", "keygen", "--out", "{new}", "--name", "n" * 100_000,
@@ -148,7 +148,7 @@ IN_PROCESS_ROWS = [
                 "--tdx-collateral", "{file}"), kinds=("missing", "dir", "nonutf8")),
     *file_rows("attest-simulate-key-config", ("attest", "simulate", "--key-config", "{file}",
                                               "--out", "{new}"), truncated="gw_pub_cut"),
-    row("", "attest", "simulate", "--key-config", "{gw_key}", "--out", "{new}",
+    row("private key", "attest", "simulate", "--key-config", "{gw_key}", "--out", "{new}",
         name="attest-simulate-private-key-for-public"),
     row("", "attest", "simulate", "--key-config", "{log_pub}", "--out", "{new}",
         name="attest-simulate-log-key-for-key-config"),

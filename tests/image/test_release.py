@@ -24,7 +24,9 @@ from image.build import build, node_measurement
 from image.content import PACKAGES
 from image.progress import StepLog
 from image.release import RELEASE_FILE
+from ohttp.keyconfig import serialize_key_configs
 from tests.image.conftest import HUSHCC, Inputs, hushcc_env
+from tests.ohttp.ohttp_helpers import make_key
 
 FLIPPED = "ohttp/__init__.py"
 
@@ -143,7 +145,7 @@ def test_one_flipped_byte_changes_the_manifest_and_verify_names_the_file(
 def _simulate_from(code: Path, published: Path, tmp_path: Path, name: str) -> Path:
     """`hushcc attest simulate` run from the image's own code, as a node started from it."""
     key_config = tmp_path / "key_config"
-    key_config.write_bytes(bytes(range(41)))
+    key_config.write_bytes(serialize_key_configs([make_key().config]))  # a real public config
     out = tmp_path / f"{name}.json"
     done = subprocess.run(
         [*HUSHCC, "attest", "simulate", "--key-config", str(key_config), "--out", str(out),
