@@ -3,8 +3,9 @@
 Part of the leaf package: it imports nothing of the project outside `hushcc`.
 `OneLineErrorParser` makes a usage error one line and exit code 2; `add_group` adds a
 `hushcc NAME ...` group that shows its own help when named alone; the argument types
-(`port_number`, `http_url`, `bounded_int`, `bounded_float`, `short_text`) raise `ConfigError`,
-which the one `hushcc` command (`app.cli`) prints as `hushcc: error: ...` with exit status 1.
+(`port_number`, `http_url`, `redis_url`, `bounded_int`, `bounded_float`, `short_text`) raise
+`ConfigError`, which the one `hushcc` command (`app.cli`) prints as `hushcc: error: ...` with
+exit status 1.
 Messages quote at most the first 50 characters of a bad value.
 """
 
@@ -78,6 +79,24 @@ def http_url(text: str) -> str:
     except ValueError:
         raise ConfigError(f"URL has an invalid port: {text[:200]!r}") from None
     return text.rstrip("/")
+
+
+def redis_url(text: str) -> str:
+    """An argparse type: a `redis://` or `rediss://` URL with a host, a valid port and db number.
+
+    Checked whole up front, so a malformed URL is one line at start-up, not a traceback later.
+    """
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in {"redis", "rediss"} or not parts.hostname:
+        raise ConfigError(f"not a redis:// or rediss:// URL with a host: {text[:50]!r}")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(f"URL has an invalid port: {text[:50]!r}") from None
+    db = parts.path.lstrip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        raise ConfigError(f"URL path must be a database number: {text[:50]!r}")
+    return text
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:

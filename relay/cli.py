@@ -23,8 +23,9 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hushcc.cliparse import add_group, bounded_float, port_number
+from hushcc.cliparse import add_group, bounded_float, bounded_int, port_number, redis_url
 from hushcc.errors import ConfigError
+from hushcc.files import read_text
 
 if TYPE_CHECKING:
     import argparse
@@ -51,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
                    "beside it)")
     p.add_argument("--api-keys", required=True, metavar="FILE",
                    help="file of accepted API keys, one per line (mode 0600)")
-    p.add_argument("--quota", type=int, default=1000, help="tokens per API key per window")
+    p.add_argument("--quota", type=bounded_int(1, 10**9), default=1000,
+                   help="tokens per API key per window")
     p.add_argument("--quota-window", type=bounded_float(1, 10 * 365 * DAY), default=3600.0,
                    help="seconds")
     p.set_defaults(handler=_issuer_serve)
@@ -67,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
     p.add_argument("--origin-name", help="the relay's name in the challenge (origin_info)")
     p.add_argument("--node", action="append", default=[], metavar="ID=URL",
                    help="an allowlisted node: its id and gateway base URL (repeatable)")
-    p.add_argument("--redis", metavar="URL", help="shared spent-token store (default: memory)")
+    p.add_argument("--redis", type=redis_url, metavar="URL",
+                   help="shared spent-token store (default: memory)")
     p.add_argument("--refresh-interval", type=bounded_float(0.05, DAY),
                    help="seconds between directory refreshes (default 60)")
     p.set_defaults(handler=_relay_serve)
@@ -89,8 +92,6 @@ def _issuer_serve(args: argparse.Namespace) -> int:
     from relay.issuer_keys import read_pinned_key, read_private_key  # noqa: PLC0415
     from relay.service import run_service  # noqa: PLC0415
 
-    if args.quota < 1:
-        raise ConfigError("--quota must be at least 1")
     key_path = Path(args.key)
     signer = BlindSigner(read_private_key(key_path))
     pinned = read_pinned_key(key_path.with_name(key_path.name + ".pub"))
@@ -99,16 +100,22 @@ def _issuer_serve(args: argparse.Namespace) -> int:
     return run_service(IssuerServer(signer, config).app(), args.host, args.port)
 
 
+RELAY_CONFIG_KEYS = frozenset({"issuer_key", "issuer_name", "origin_name", "redis",
+                               "refresh_interval", "nodes", "limits"})
+
+
 def _load_toml(path: str | None) -> dict[str, Any]:
+    """The relay's TOML config (`{}` without one); every unknown top-level key is refused."""
     if path is None:
         return {}
     try:
-        with Path(path).open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"relay config not found: {path}") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read relay config {path}") from exc
+        config = tomllib.loads(read_text(Path(path), "relay config", allow_empty=True))
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"relay config is not valid TOML: {path}") from None
+    unknown = set(config) - RELAY_CONFIG_KEYS
+    if unknown:
+        raise ConfigError(f"unknown relay config keys: {', '.join(sorted(unknown))[:200]}")
+    return config
 
 
 def _nodes(flags: list[str], config: dict[str, Any]) -> list[NodeEntry]:
@@ -164,8 +171,8 @@ def _relay_serve(args: argparse.Namespace) -> int:
         raise ConfigError("the relay needs --issuer-key and --issuer-name (or the TOML keys)")
     pinned = read_pinned_key(Path(str(issuer_key)))
     origin = args.origin_name or config.get("origin_name") or f"{args.host}:{args.port}"
-    redis_url = args.redis or config.get("redis")
-    store: SpentStore = RedisSpentStore(str(redis_url)) if redis_url else MemorySpentStore()
+    url = args.redis or (redis_url(str(config["redis"])) if "redis" in config else None)
+    store: SpentStore = RedisSpentStore(url) if url else MemorySpentStore()
     refresh = args.refresh_interval or float(config.get("refresh_interval", 60.0))
     directory = NodeDirectory(_nodes(args.node, config), refresh_interval=refresh,
                               max_stale=10 * refresh)

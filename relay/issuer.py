@@ -58,14 +58,11 @@ def read_api_keys(path: Path) -> frozenset[bytes]:
     Raises:
         ConfigError: missing, readable by others, or empty.
     """
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ConfigError(f"API key file not found: {path}") from None
-    if stat.S_IMODE(mode) & 0o077:
+    text = read_text(path, "API key file")  # missing, a directory, empty: named as such
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
         raise ConfigError(f"API key file is readable by others (chmod 600): {path}")
     keys = frozenset(hashlib.sha256(line.strip().encode()).digest()
-                     for line in read_text(path, "API key file").splitlines()
+                     for line in text.splitlines()
                      if line.strip() and not line.lstrip().startswith("#"))
     if not keys:
         raise ConfigError(f"API key file holds no keys: {path}")

@@ -91,14 +91,11 @@ def read_private_key(path: Path) -> rsa.RSAPrivateKey:
     Raises:
         ConfigError: missing, too permissive, or not a 2048-bit RSA PEM key.
     """
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ConfigError(f"issuer key not found: {path}") from None
-    if stat.S_IMODE(mode) & 0o077:
+    data = read_bytes(path, "issuer key")  # missing, a directory, empty: named as such
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
         raise ConfigError(f"issuer key is readable by others (chmod 600): {path}")
     try:
-        key = serialization.load_pem_private_key(read_bytes(path, "issuer key"), password=None)
+        key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"issuer key is not a PEM private key: {path}") from exc
     if not isinstance(key, rsa.RSAPrivateKey) or key.key_size != MODULUS_BITS:

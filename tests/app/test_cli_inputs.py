@@ -210,10 +210,7 @@ SERVE_ROWS += [
     row("unknown", *NODE, "--config", "{cfg_unknown_key}", name="node-serve-config-unknown-key"),
 ]
 
-# Relay and issuer rows that hold today. Known gaps, reported to their owner: the relay serves
-# with an unknown key in its --config, and a random or non-UTF-8 --config or a malformed --redis
-# URL is a traceback; a directory given as --key or --api-keys is reported as "readable by
-# others"; --quota nan or 1e12 is a usage error (exit 2), not a one-line error.
+# Relay and issuer rows.
 NODE_ID = "ab" * 32
 RELAY = ("relay", "serve", "--host", "127.0.0.1", "--port", "0", "--issuer-name", "issuer.test",
          "--issuer-key", "{issuer_key_pub}", "--node", f"{NODE_ID}={NOT_LISTENING}")
@@ -229,8 +226,13 @@ IN_PROCESS_ROWS += [
 
 SERVE_ROWS += [
     row("--port", *RELAY[:4], "--port=99999", *RELAY[6:], name="relay-serve-port-99999"),
-    row("", *RELAY, "--config", "{missing}", name="relay-serve-config-missing"),
-    row("", *RELAY, "--config", "{dir}", name="relay-serve-config-dir"),
+    *file_rows("relay-serve-config", (*RELAY, "--config", "{file}"),
+               kinds=("missing", "dir", "random", "nonutf8")),
+    row("unknown", *RELAY, "--config", "{cfg_unknown_key}", name="relay-serve-config-unknown-key"),
+    *(row("redis", *RELAY, "--redis", url, name=f"relay-serve-redis-{name}")
+      for name, url in (("without-scheme", "localhost:6379"), ("http", "http://localhost:6379"),
+                        ("port-99999", "redis://localhost:99999"),
+                        ("db-not-a-number", "redis://localhost:6379/x"))),
     *file_rows("relay-serve-issuer-key", (*RELAY[:8], "--issuer-key", "{file}", *RELAY[10:]),
                truncated="issuer_pub_cut"),
     row("", *RELAY[:8], "--issuer-key", "{issuer_key}", *RELAY[10:],
@@ -244,14 +246,15 @@ SERVE_ROWS += [
           name=f"relay-serve-refresh-interval-{v}") for v in ("nan", "-1", "0", "inf")),
     row("--port", *ISSUER[:4], "--port=99999", *ISSUER[6:], name="issuer-serve-port-99999"),
     *file_rows("issuer-serve-key", (*ISSUER[:6], "--key", "{file}", *ISSUER[8:]),
-               kinds=("missing", "empty", "random", "nonutf8"), truncated="issuer_key_cut"),
+               kinds=("missing", "dir", "empty", "random", "nonutf8"), truncated="issuer_key_cut"),
     row("", *ISSUER[:6], "--key", "{issuer_pub}", *ISSUER[8:],
         name="issuer-serve-public-key-for-private"),
     row("", *ISSUER[:6], "--key", "{gw_key}", *ISSUER[8:],
         name="issuer-serve-ohttp-key-for-issuer-key"),
     *file_rows("issuer-serve-api-keys", (*ISSUER[:8], "--api-keys", "{file}"),
-               kinds=("missing", "empty", "nonutf8")),
-    row("--quota", *ISSUER, "--quota=-1", name="issuer-serve-quota--1"),
+               kinds=("missing", "dir", "empty", "nonutf8")),
+    *(row("--quota", *ISSUER, f"--quota={v}", name=f"issuer-serve-quota-{v}")
+      for v in ("-1", "0", "nan", "1e12")),
     *(row("--quota-window", *ISSUER, f"--quota-window={v}", name=f"issuer-serve-quota-window-{v}")
       for v in ("nan", "-1", "0", "inf")),
 ]
