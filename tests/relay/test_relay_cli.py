@@ -44,7 +44,8 @@ def test_relay_serve_refuses_bad_config(pub: Path, capsys: pytest.CaptureFixture
     pytest.param("[limits]\nmax_body = -1\n", "positive", id="negative"),
     pytest.param("[limits]\nmax_body = true\n", "positive", id="bool"),
     pytest.param("[[nodes]]\nid = 1\n", "string id and url", id="node-type"),
-    pytest.param("nodes = [", "cannot read relay config", id="bad-toml"),
+    pytest.param("nodes = [", "relay config is not valid TOML", id="bad-toml"),
+    pytest.param("issuer_nam = 'i'\n", "unknown relay config keys: issuer_nam", id="top-typo"),
 ])
 def test_relay_config_file_errors_are_one_line(pub: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str],
