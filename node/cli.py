@@ -16,8 +16,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hushcc.cliparse import add_group, http_url, port_number
+from hushcc.cliparse import add_group, bounded_float, http_url, port_number, redis_url
 from hushcc.errors import ConfigError
+from hushcc.files import read_text
 
 if TYPE_CHECKING:
     import argparse
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from hushcc.cliparse import OneLineErrorParser
     from node.service import NodeOptions
 
+DAY = 86400.0
+KEY_INTERVAL = bounded_float(1, 366 * DAY)  # seconds; a key must live, and be rotated
+KEY_GRACE = bounded_float(0, 30 * DAY)
 FLAGS = ("host", "port", "metrics_port", "model", "tiny_model", "tee", "release", "log_url",
          "redis_url", "key_interval", "key_grace")
 
@@ -50,9 +54,9 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
                    help="JSON release proof to staple: entry, index, checkpoint, inclusion_proof")
     p.add_argument("--log-url", type=http_url,
                    help="transparency log to fetch the current checkpoint and proof from")
-    p.add_argument("--redis-url", help="share the replay store with replicas (redis://...)")
-    p.add_argument("--key-interval", type=float, help="HPKE key rotation interval, seconds")
-    p.add_argument("--key-grace", type=float, help="grace of a replaced key, seconds")
+    p.add_argument("--redis-url", type=redis_url, help="share the replay store with replicas (redis://...)")
+    p.add_argument("--key-interval", type=KEY_INTERVAL, help="HPKE key rotation interval, seconds")
+    p.add_argument("--key-grace", type=KEY_GRACE, help="grace of a replaced key, seconds")
     p.add_argument("--config", type=Path, help="TOML file with the same settings")
     p.set_defaults(handler=_serve)
 
@@ -61,10 +65,9 @@ def _config(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read config {path}") from exc
+        return tomllib.loads(read_text(path, "node config", allow_empty=True))
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"node config is not valid TOML: {path}") from None
 
 
 def options_from(args: argparse.Namespace) -> NodeOptions:
@@ -85,6 +88,8 @@ def options_from(args: argparse.Namespace) -> NodeOptions:
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
     values = {k: v for k, v in doc.items() if k in top - {"require_date"}}
+    if "redis_url" in values:
+        values["redis_url"] = redis_url(str(values["redis_url"]))
     values.update({k: getattr(args, k) for k in FLAGS if getattr(args, k, None) is not None})
     for key in ("model", "release"):
         if isinstance(values.get(key), str):

@@ -2,9 +2,9 @@
 
 Not pure: this is where the node meets its configuration, the OS randomness and the clock. One
 engine per process, built here once with the model loaded once; every tenant's requests share
-its batches. Order at start-up: hardening first, then the model, keys and bundle, then the ready
-line. The node writes nothing to disk (N1): keys are born in memory, the release proof is read
-or fetched, logs are allowlisted events on stderr.
+its batches. Order at start-up: the inputs checked (model path, release file), then hardening,
+then the model, keys and bundle, then the ready line. The node writes nothing to disk (N1): keys
+are born in memory, the release proof is read or fetched, logs are allowlisted events on stderr.
 """
 
 from __future__ import annotations
@@ -58,18 +58,35 @@ class NodeOptions:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
 
 
-def _release(options: NodeOptions, audit: AuditLog) -> Release | None:
-    from node.attest import parse_release, refresh_release  # noqa: PLC0415
+def check_inputs(options: NodeOptions) -> Release | None:
+    """Check every input before any work: the model path, the release file (read and parsed).
 
+    Runs before the hardening audit lines, so a bad input is one error line and nothing else.
+
+    Raises:
+        ConfigError: a missing model, `--log-url` without `--release`, a bad release file.
+    """
+    from node.attest import parse_release  # noqa: PLC0415
+
+    model = options.model
+    if not options.tiny_model and model is not None and not (
+            model.is_dir() or (model.is_file() and model.suffix == ".gguf")):
+        raise ConfigError(f"model not found (a directory or a .gguf file): {model}")
     if options.release is None:
         if options.log_url is not None:
             raise ConfigError("--log-url needs --release (the entry and its index)")
         return None
-    release = parse_release(read_bytes(options.release, "release file"))
-    if options.log_url is not None:
-        release = refresh_release(options.log_url, release)
-        size = int(release.checkpoint.split("\n")[1])
-        audit.event("release.refreshed", index=release.index, tree_size=size)
+    return parse_release(read_bytes(options.release, "release file"))
+
+
+def _refreshed(options: NodeOptions, release: Release | None, audit: AuditLog) -> Release | None:
+    from node.attest import refresh_release  # noqa: PLC0415
+
+    if release is None or options.log_url is None:
+        return release
+    release = refresh_release(options.log_url, release)
+    size = int(release.checkpoint.split("\n")[1])
+    audit.event("release.refreshed", index=release.index, tree_size=size)
     return release
 
 
@@ -88,8 +105,12 @@ def build_engine(model: LoadedModel, options: NodeOptions) -> Engine:
         eos_token_ids=model.eos_token_ids, vocab_size=model.weights.config.vocab_size))
 
 
-def build(options: NodeOptions, audit: AuditLog) -> tuple[NodeServer, NodeIdentity]:
-    """Build the server (model loaded, engine built, keys and first bundle made)."""
+def build(options: NodeOptions, audit: AuditLog,
+          release: Release | None) -> tuple[NodeServer, NodeIdentity]:
+    """Build the server (model loaded, engine built, keys and first bundle made).
+
+    `release` is what `check_inputs` read; it is refreshed from `--log-url` here.
+    """
     from attestation.measure import measure_sources, source_root  # noqa: PLC0415
     from node.attest import Attester  # noqa: PLC0415
     from node.gateway import Gateway, ServedModel  # noqa: PLC0415
@@ -102,7 +123,7 @@ def build(options: NodeOptions, audit: AuditLog) -> tuple[NodeServer, NodeIdenti
     )
     from node.server import NodeServer  # noqa: PLC0415
 
-    release = _release(options, audit)
+    release = _refreshed(options, release, audit)
     model = tiny_model() if options.tiny_model else load_model(options.model)
     engine = build_engine(model, options)
     now = datetime.now(UTC)
@@ -136,10 +157,11 @@ def run(options: NodeOptions) -> int:
     warnings.simplefilter("ignore")
     os.environ["TQDM_DISABLE"] = "1"
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    release = check_inputs(options)  # before the audit lines: a bad input is one error line
     audit = AuditLog()
     for measure, result in harden():
         audit.event("node.hardening", measure=measure, result=result)
-    server, identity = build(options, audit)
+    server, identity = build(options, audit, release)
     audit.event("node.started", node_id=identity.node_id, tee=options.tee,
                 key_id=server.gateway.keys.current.key_id,
                 startup_seconds=round(time.monotonic() - started, 3))

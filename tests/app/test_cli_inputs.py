@@ -198,16 +198,28 @@ SERVE_ROWS = [
 
 NODE = ("node", "serve", "--host", "127.0.0.1", "--port", "0", "--tiny-model")
 
-# `node serve` rows that hold today. Known gaps, reported to the node's owner (each prints an
-# audit line before its error, or a traceback): non-finite/negative --key-interval/--key-grace,
-# a malformed --redis-url, a missing/random --model, bad --release files, a non-UTF-8 --config,
-# num_blocks of the wrong type or 0.
+# `node serve` rows: every input is checked before the hardening audit lines. Known gaps, reported
+# to the node's owner: num_blocks of the wrong type or 0, a random .gguf --model.
 SERVE_ROWS += [
     row("--port", *NODE, "--port=99999", name="node-serve-port-99999"),
     row("--metrics-port", *NODE, "--metrics-port", "nan", name="node-serve-metrics-port-nan"),
     row("url", *NODE, "--release", "{release}", "--log-url", "localhost:8081",
         name="node-serve-log-url-without-scheme"),
     row("unknown", *NODE, "--config", "{cfg_unknown_key}", name="node-serve-config-unknown-key"),
+    *file_rows("node-serve-config", (*NODE, "--config", "{file}"),
+               kinds=("missing", "dir", "random", "nonutf8")),
+    *(row("--key-interval", *NODE, f"--key-interval={v}", name=f"node-serve-key-interval-{v}")
+      for v in ("nan", "inf", "-1", "0", "1e12")),
+    *(row("--key-grace", *NODE, f"--key-grace={v}", name=f"node-serve-key-grace-{v}")
+      for v in ("nan", "inf", "-1", "1e12")),
+    *(row("redis", *NODE, "--redis-url", url, name=f"node-serve-redis-url-{name}")
+      for name, url in (("without-scheme", "localhost:6379"),
+                        ("port-99999", "redis://localhost:99999"))),
+    row("model", *NODE[:-1], "--model", "{missing}", name="node-serve-model-missing"),
+    row("model", *NODE[:-1], "--model", "{random}", name="node-serve-model-random-file"),
+    *file_rows("node-serve-release", (*NODE, "--release", "{file}")),
+    row("release", *NODE, "--release", "{release_wrong_shape}",
+        name="node-serve-release-wrong-shape"),
 ]
 
 # Relay and issuer rows.
