@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from attestation.measure import Measurement, measure_sources
 from hushcc.errors import ConfigError
+from hushcc.files import read_text
 from image import content, deps, manifest, tools, verity
-from image.model import stage_model
+from image.model import check_model, stage_model
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -124,7 +125,7 @@ def stage(inputs: BuildInputs, root: Path, progress: Progress) -> str:
     if inputs.lock is not None:
         if inputs.wheels is None:
             raise ConfigError("--lock needs --wheels (the directory holding the locked wheels)")
-        lock_text = inputs.lock.read_text(encoding="utf-8")
+        lock_text = read_text(inputs.lock, "--lock file")
         deps.parse_lock(lock_text)
         progress.step("dependencies (pip --require-hashes)", None)
         deps.install(inputs.lock, inputs.wheels, app / content.DEPS_DIR)
@@ -132,7 +133,7 @@ def stage(inputs: BuildInputs, root: Path, progress: Progress) -> str:
     content.write_text(root, content.LOCK_FILE, lock_text)
     progress.step("model (safetensors)", None)
     stage_model(inputs.model, app / content.MODEL_DIR)
-    config = (inputs.config.read_text(encoding="utf-8") if inputs.config
+    config = (read_text(inputs.config, "--config file") if inputs.config
               else content.DEFAULT_CONFIG)
     content.write_text(root, content.CONFIG_FILE, config)
     content.write_text(root, content.ENTRYPOINT, content.ENTRYPOINT_TEXT)
@@ -155,17 +156,47 @@ def describe(root: Path) -> list[manifest.FileEntry]:
     return out
 
 
+def check_inputs(inputs: BuildInputs, out: Path) -> None:
+    """Check every input and `out` before any work is done or anything is written.
+
+    Raises:
+        ConfigError: a missing tool, source, model, lock, wheels or SEV-SNP file; a config or
+            lock that is not UTF-8 (or a lock line not pinned); `out` a file or not empty.
+    """
+    for tool in ("mksquashfs", "veritysetup"):
+        tools.find_tool(tool)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"--out {out} is not empty")
+    if not inputs.source.is_dir():
+        raise ConfigError(f"--source is not a directory: {inputs.source}")
+    _check_files(inputs)
+    check_model(inputs.model)
+
+
+def _check_files(inputs: BuildInputs) -> None:
+    if inputs.config is not None:
+        read_text(inputs.config, "--config file")
+    if inputs.lock is not None:
+        if inputs.wheels is None:
+            raise ConfigError("--lock needs --wheels (the directory holding the locked wheels)")
+        deps.parse_lock(read_text(inputs.lock, "--lock file"))
+    if inputs.wheels is not None and not inputs.wheels.is_dir():
+        raise ConfigError(f"--wheels is not a directory: {inputs.wheels}")
+    for name, value in sorted((inputs.snp or {}).items()):
+        if name in {"ovmf", "kernel", "initrd"} and value and not Path(value).is_file():
+            raise ConfigError(f"--{name} not found (or not a file): {value}")
+
+
 def build(inputs: BuildInputs, out: Path, progress: Progress) -> dict[str, Any]:
     """Build the image into `out` (created; must be empty or absent) and return the manifest.
 
     Raises:
         ConfigError: an input is missing or invalid, or a tool is missing or fails.
     """
-    for tool in ("mksquashfs", "veritysetup"):
-        tools.find_tool(tool)
+    check_inputs(inputs, out)
     out.mkdir(parents=True, exist_ok=True)
-    if any(out.iterdir()):
-        raise ConfigError(f"--out {out} is not empty")
     with tempfile.TemporaryDirectory(prefix="hushcc-image-") as tmp:
         root = Path(tmp) / "root"
         root.mkdir()

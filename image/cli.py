@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hushcc.cliparse import add_group, http_url
+from hushcc.cliparse import add_group, bounded_int, http_url
 from hushcc.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -46,11 +46,12 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
     b = group.add_parser("build", help="build the squashfs + dm-verity image and its manifest")
     b.add_argument("--out", type=Path, required=True, help="output directory (empty or new)")
     _input_flags(b, rebuild=False)
-    b.add_argument("--source-date-epoch", type=int,
+    b.add_argument("--source-date-epoch", type=bounded_int(0, 2**32 - 1),
                    help="timestamp of every file (default: $SOURCE_DATE_EPOCH, else 2026-01-01)")
     for name in ("ovmf", "kernel", "initrd"):
         b.add_argument(f"--{name}", type=Path, help=f"{name} for the SEV-SNP launch digest")
-    b.add_argument("--vcpus", default="1", help="vCPUs of the SEV-SNP guest (default 1)")
+    b.add_argument("--vcpus", type=bounded_int(1, 512), default=1,
+                   help="vCPUs of the SEV-SNP guest (default 1)")
     b.add_argument("--vcpu-type", default="EPYC-v4", help="vCPU type (default EPYC-v4)")
     b.set_defaults(handler=_build)
     p = group.add_parser("publish", help="log the image's release entry and staple the proof")
@@ -87,7 +88,7 @@ def _build_inputs(args: argparse.Namespace) -> BuildInputs:
     snp = None
     if args.ovmf or args.kernel or args.initrd:
         snp = {"ovmf": str(args.ovmf or ""), "kernel": str(args.kernel or ""),
-               "initrd": str(args.initrd or ""), "vcpus": args.vcpus,
+               "initrd": str(args.initrd or ""), "vcpus": str(args.vcpus),
                "vcpu_type": args.vcpu_type}
     return BuildInputs(source=args.source or source_root(), model=args.model or default_model(),
                        source_date_epoch=_epoch(args.source_date_epoch), lock=args.lock,
@@ -95,10 +96,11 @@ def _build_inputs(args: argparse.Namespace) -> BuildInputs:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from image.build import build  # noqa: PLC0415
+    from image.build import build, check_inputs  # noqa: PLC0415
     from image.progress import RichProgress  # noqa: PLC0415
 
     inputs = _build_inputs(args)
+    check_inputs(inputs, args.out)  # before the progress display: a bad input is one line
     with RichProgress() as progress:
         doc = build(inputs, args.out, progress)
     print(f"wrote {args.out}: {doc['image']['file']} ({doc['image']['size']} bytes), "

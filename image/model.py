@@ -39,6 +39,20 @@ def default_model() -> Path:
     return folder / SMOLLM2_GGUF
 
 
+def check_model(source: Path) -> None:
+    """Check `source` is a GGUF file or a directory with config.json and *.safetensors.
+
+    Raises:
+        ConfigError: it is neither (missing, say).
+    """
+    if source.is_file() and source.suffix == ".gguf":
+        return
+    shards = list(source.glob("*.safetensors")) if source.is_dir() else []
+    if not shards or not (source / "config.json").is_file():
+        raise ConfigError(f"--model must be a GGUF file or a directory with config.json and "
+                          f"*.safetensors: {str(source)[:200]}")
+
+
 def stage_model(source: Path, dest: Path) -> None:
     """Write the model's files into `dest` (created), converting a GGUF file to safetensors.
 
@@ -46,14 +60,12 @@ def stage_model(source: Path, dest: Path) -> None:
         ConfigError: the path is neither a GGUF file nor a directory with config.json and
             safetensors, or the conversion fails.
     """
+    check_model(source)
     dest.mkdir(parents=True)
     if source.is_file() and source.suffix == ".gguf":
         _convert_gguf(source, dest)
         return
-    shards = sorted(source.glob("*.safetensors")) if source.is_dir() else []
-    if not shards or not (source / "config.json").is_file():
-        raise ConfigError("--model must be a GGUF file or a directory with config.json and "
-                          "*.safetensors")
+    shards = sorted(source.glob("*.safetensors"))
     for name in MODEL_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, dest / name)
