@@ -64,7 +64,8 @@ def check_inputs(options: NodeOptions) -> Release | None:
     Runs before the hardening audit lines, so a bad input is one error line and nothing else.
 
     Raises:
-        ConfigError: a missing model, `--log-url` without `--release`, a bad release file.
+        ConfigError: a missing model, `--log-url` or a hardware TEE without `--release`, a bad
+            release file.
     """
     from node.attest import parse_release  # noqa: PLC0415
 
@@ -75,6 +76,8 @@ def check_inputs(options: NodeOptions) -> Release | None:
     if options.release is None:
         if options.log_url is not None:
             raise ConfigError("--log-url needs --release (the entry and its index)")
+        if options.tee != "simulated":
+            raise ConfigError("a hardware TEE needs --release (the logged image release)")
         return None
     return parse_release(read_bytes(options.release, "release file"))
 

@@ -220,6 +220,8 @@ SERVE_ROWS += [
     *file_rows("node-serve-release", (*NODE, "--release", "{file}")),
     row("release", *NODE, "--release", "{release_wrong_shape}",
         name="node-serve-release-wrong-shape"),
+    row("--release", *NODE, "--tee", "configfs-tsm",
+        name="node-serve-hardware-tee-without-release"),
 ]
 
 # Relay and issuer rows.
