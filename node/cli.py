@@ -88,8 +88,7 @@ def options_from(args: argparse.Namespace) -> NodeOptions:
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
     values = {k: v for k, v in doc.items() if k in top - {"require_date"}}
-    if "redis_url" in values:
-        values["redis_url"] = redis_url(str(values["redis_url"]))
+    _check_values(values)
     values.update({k: getattr(args, k) for k in FLAGS if getattr(args, k, None) is not None})
     for key in ("model", "release"):
         if isinstance(values.get(key), str):
@@ -104,6 +103,26 @@ def options_from(args: argparse.Namespace) -> NodeOptions:
                        limits=replace(options.limits, **{k: doc[k] for k in limit_keys & set(doc)}))
     except TypeError as exc:
         raise ConfigError("invalid node configuration") from exc
+
+
+def _check_values(values: dict[str, Any]) -> None:
+    """Range-check the TOML's values the flags check with their argparse types (in place)."""
+    if "redis_url" in values:
+        values["redis_url"] = redis_url(str(values["redis_url"]))
+    for key, parse in (("key_interval", KEY_INTERVAL), ("key_grace", KEY_GRACE)):
+        value = values.get(key)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{key} must be a number")
+            try:
+                values[key] = parse(repr(float(value)))
+            except ConfigError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+    for key in ("num_blocks", "block_size", "max_num_seqs"):
+        value = values.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ConfigError(f"{key} must be a positive integer")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -198,8 +198,8 @@ SERVE_ROWS = [
 
 NODE = ("node", "serve", "--host", "127.0.0.1", "--port", "0", "--tiny-model")
 
-# `node serve` rows: every input is checked before the hardening audit lines. Known gaps, reported
-# to the node's owner: num_blocks of the wrong type or 0, a random .gguf --model.
+# `node serve` rows: every input is checked before the hardening audit lines. Known gap, reported
+# to the node's owner: a random file named *.gguf as --model.
 SERVE_ROWS += [
     row("--port", *NODE, "--port=99999", name="node-serve-port-99999"),
     row("--metrics-port", *NODE, "--metrics-port", "nan", name="node-serve-metrics-port-nan"),
@@ -220,6 +220,10 @@ SERVE_ROWS += [
     *file_rows("node-serve-release", (*NODE, "--release", "{file}")),
     row("release", *NODE, "--release", "{release_wrong_shape}",
         name="node-serve-release-wrong-shape"),
+    *(row(key, *NODE, "--config", "{" + name + "}", name=f"node-serve-{name.replace('_', '-')}")
+      for name, key in (("cfg_key_interval_nan", "key_interval"),
+                        ("cfg_key_grace_neg", "key_grace"), ("cfg_num_blocks_0", "num_blocks"),
+                        ("cfg_num_blocks_str", "num_blocks"))),
     row("--release", *NODE, "--tee", "configfs-tsm",
         name="node-serve-hardware-tee-without-release"),
 ]
@@ -310,6 +314,10 @@ CONFIGS = {
     "cfg_max_batch_0": "max_batch = 0\n",
     "cfg_resign_0": "resign_interval = 0\n",
     "cfg_resign_nan": "resign_interval = nan\n",
+    "cfg_key_interval_nan": "key_interval = nan\n",
+    "cfg_key_grace_neg": "key_grace = -1\n",
+    "cfg_num_blocks_0": "num_blocks = 0\n",
+    "cfg_num_blocks_str": 'num_blocks = "many"\n',
     "policy": "allow_simulated = true\n",
     "policy_unknown_key": "allow_simulated = true\nallow_simulatd = true\n",
     "release_wrong_shape": '{"entry": "AA==", "index": -1, "checkpoint": 7}',
