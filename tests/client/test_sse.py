@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,7 +36,7 @@ def test_events_are_decoded_byte_by_byte() -> None:
 @given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=8))
 def test_any_split_gives_the_same_events(cuts: list[int]) -> None:
     bounds = [0, *sorted(cuts), len(STREAM)]
-    assert feed_all([STREAM[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]) == EVENTS
+    assert feed_all([STREAM[a:b] for a, b in itertools.pairwise(bounds)]) == EVENTS
 
 
 def test_a_comment_only_chunk_dispatches_nothing() -> None:
