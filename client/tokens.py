@@ -1,0 +1,169 @@
+"""The client's Privacy Pass wallet: tokens fetched from the issuer in batches, spent one a request.
+
+Issuance (RFC 9578 §5-6, type 0x0002, blind RSA): the client checks that the issuer's directory
+offers exactly the token key it pinned (T4: a per-client key would let the issuer tag users),
+blinds one TokenRequest per token, `POST`s each to the directory's `issuer-request-uri` with
+its API key, and unblinds the answers. The issuer sees the API key and blinded messages only;
+the relay later sees the token only: neither can link the two (DESIGN.md, data flow step 2).
+
+Invariants:
+* A token is removed from the wallet (and the file) before it is used, so a crash can lose a
+  token but never spend one twice.
+* Unspent tokens are the only state besides the log checkpoint the SDK keeps (C3): a JSON file
+  in the client's config directory, mode 0600, replaced atomically; never request data.
+* Tokens outside the pinned key's epoch are dropped, not sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hushcc.errors import ConfigError, ProtocolError, VerificationError
+from relay.authscheme import (
+    DIRECTORY_PATH,
+    REQUEST_MEDIA_TYPE,
+    RESPONSE_MEDIA_TYPE,
+    IssuerDirectory,
+    b64url_decode,
+    b64url_encode,
+    format_authorization,
+)
+from relay.privacypass import Token, TokenChallenge, TokenResponse, begin_issuance, finalize_token
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from client.transport import Transport
+    from relay.issuer_keys import PinnedKey
+
+WALLET_FORMAT = "hushcc-token-wallet/v1"
+
+
+class IssuanceError(VerificationError):
+    """The issuer refused, offered another key, or answered something that does not verify."""
+
+
+class TokenWallet:
+    """Unspent tokens for one pinned issuer key and one relay challenge."""
+
+    def __init__(self, pinned: PinnedKey, challenge: TokenChallenge, *,
+                 path: Path | None = None, clock: Callable[[], float]) -> None:
+        """Load unspent tokens from `path` (if given); keep only those this key can redeem."""
+        self.pinned = pinned
+        self.challenge = challenge
+        self.path = path
+        self.clock = clock
+        self._tokens: list[Token] = self._load()
+
+    def __repr__(self) -> str:
+        """No token values."""
+        return f"TokenWallet({len(self._tokens)} tokens)"
+
+    def __len__(self) -> int:
+        """How many unspent tokens are held."""
+        return len(self._tokens)
+
+    def _usable(self, token: Token) -> bool:
+        return (token.token_key_id == self.pinned.key.token_key_id
+                and token.challenge_digest == self.challenge.digest
+                and self.pinned.not_before <= self.clock() < self.pinned.not_after)
+
+    def _load(self) -> list[Token]:
+        if self.path is None or not self.path.exists():
+            return []
+        malformed = ConfigError(f"token wallet is malformed: {self.path}")
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except ValueError:
+            raise malformed from None
+        if not isinstance(doc, dict) or doc.get("format") != WALLET_FORMAT or not isinstance(
+                doc.get("tokens"), list):
+            raise malformed
+        try:
+            tokens = [Token.from_bytes(b64url_decode(t)) for t in doc["tokens"]]
+        except (ValueError, TypeError, ProtocolError):
+            raise malformed from None
+        return [t for t in tokens if self._usable(t)]
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        doc = {"format": WALLET_FORMAT,
+               "tokens": [b64url_encode(t.to_bytes()) for t in self._tokens]}
+        write_private_atomically(self.path, json.dumps(doc).encode())
+
+    def take(self) -> str | None:
+        """Remove one usable token and return its `Authorization` value, or None if empty."""
+        while self._tokens:
+            token = self._tokens.pop()
+            self._save()
+            if self._usable(token):
+                return format_authorization(token)
+        return None
+
+    async def refill(self, transport: Transport, issuer_url: str, api_key: str, count: int
+                     ) -> None:
+        """Fetch `count` tokens from the issuer and keep them.
+
+        Raises:
+            IssuanceError: the issuer's key is not the pinned one, it refused, or a signature
+                does not verify.
+            TransportError: the issuer is unreachable.
+        """
+        request_url = await self._request_url(transport, issuer_url)
+        fresh: list[Token] = []
+        for _ in range(count):
+            request, state = begin_issuance(self.pinned.key, self.challenge)
+            reply = await transport.post(request_url, request.to_bytes(), headers={
+                "Content-Type": REQUEST_MEDIA_TYPE, "Accept": RESPONSE_MEDIA_TYPE,
+                "Authorization": f"Bearer {api_key}"})
+            if reply.status != 200 or reply.headers.get("content-type") != RESPONSE_MEDIA_TYPE:
+                raise IssuanceError(f"issuer answered {reply.status}")
+            try:
+                fresh.append(finalize_token(self.pinned.key, state,
+                                            TokenResponse.from_bytes(reply.body)))
+            except (ProtocolError, VerificationError) as exc:
+                raise IssuanceError("issuer's token does not verify under the pinned key"
+                                    ) from exc
+        self._tokens.extend(fresh)
+        self._save()
+
+    async def _request_url(self, transport: Transport, issuer_url: str) -> str:
+        reply = await transport.get(f"{issuer_url}{DIRECTORY_PATH}")
+        if reply.status != 200:
+            raise IssuanceError(f"issuer directory answered {reply.status}")
+        try:
+            directory = IssuerDirectory.from_bytes(reply.body)
+        except ProtocolError as exc:
+            raise IssuanceError("issuer directory is malformed") from exc
+        # T4: the issuer must offer exactly the key this client pinned, and no other.
+        spkis = {entry.key.spki for entry in directory.token_keys}
+        if spkis != {self.pinned.key.spki}:
+            raise IssuanceError("issuer offers a token key other than the pinned one")
+        return urllib.parse.urljoin(issuer_url + "/", directory.issuer_request_uri)
+
+
+def write_private_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: a 0600 temporary file, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
