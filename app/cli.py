@@ -19,6 +19,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import attestation.cli
+import client.cli
 import image.cli
 import node.cli
 import ohttp.cli
@@ -34,8 +35,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 # The command groups, in the order `hushcc --help` lists them.
-COMMAND_GROUPS = (ohttp.cli, transparency_log.cli, attestation.cli, node.cli, relay.cli, image.cli,
-                  demo)
+COMMAND_GROUPS = (
+    client.cli, ohttp.cli, transparency_log.cli, attestation.cli, node.cli, relay.cli, image.cli,
+    demo,
+)
 
 
 def build_parser() -> OneLineErrorParser:

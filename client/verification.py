@@ -125,7 +125,7 @@ async def verify_directory(  # noqa: PLR0913 - the inputs of one verification, a
             checkpoint = await accept_checkpoint(log, transport, log_url, note,
                                                  now=int(now.timestamp()))
         except ForkDetectedError as exc:
-            fork = fork or _evidence(exc)
+            fork = fork or (exc.old_note, exc.new_note)
             report.steps.append(Step(LOG_VIEW_STEP, passed=False, reason=f"FORK: {exc}"))
             results.append(NodeResult(node_id, report, None))
             continue
@@ -138,7 +138,3 @@ async def verify_directory(  # noqa: PLR0913 - the inputs of one verification, a
         results.append(NodeResult(node_id, report, verified))
     return DirectoryReport(tuple(results), fork)
 
-
-def _evidence(exc: ForkDetectedError) -> tuple[bytes, bytes] | None:
-    notes = [a for a in exc.args if isinstance(a, bytes)]
-    return (notes[0], notes[1]) if len(notes) >= 2 else None
