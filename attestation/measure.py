@@ -141,8 +141,11 @@ def list_files(root: Path, subdirs: Iterable[str], suffixes: Iterable[str] = (".
     return sorted(out)
 
 
-# The installation's own top-level packages: what the node runs, so what it measures.
-SOURCE_PACKAGES = ("hushcc", "ohttp", "attestation", "transparency_log", "node", "relay", "client")
+# The installation's own top-level packages: what the node runs, so what it measures. `app` is
+# the entry point `hushcc node serve` starts from, so a modified entry point changes it too.
+SOURCE_PACKAGES = (
+    "app", "hushcc", "ohttp", "attestation", "transparency_log", "node", "relay", "client",
+)
 
 
 def source_root() -> Path:
