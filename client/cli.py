@@ -27,6 +27,7 @@ from hushcc.errors import ConfigError
 if TYPE_CHECKING:
     import argparse
 
+    from attestation.report import Step
     from client.session import AsyncClient
     from client.verification import DirectoryReport
     from hushcc.cliparse import OneLineErrorParser
@@ -88,6 +89,12 @@ def _client(args: argparse.Namespace) -> tuple[AsyncClient, str]:
     return client, getattr(args, "model", None) or config.model
 
 
+def _result(step: Step) -> str:
+    if not step.passed:
+        return "[bold red]FAIL[/bold red]"
+    return "[yellow]WARN[/yellow]" if step.warning else "[green]PASS[/green]"
+
+
 def print_report(report: DirectoryReport) -> None:
     """The report as a table: node, step, PASS/FAIL (green/red), reason."""
     from rich.console import Console  # noqa: PLC0415
@@ -96,10 +103,12 @@ def print_report(report: DirectoryReport) -> None:
     table = Table(title=f"{len(report.usable)} of {len(report.nodes)} node(s) verified")
     for column in ("node", "step", "result", "detail"):
         table.add_column(column, overflow="fold")
+    if report.log_step is not None:
+        table.add_row("log", report.log_step.name, _result(report.log_step),
+                      report.log_step.reason)
     for node in report.nodes:
         for step in node.report.steps:
-            result = "[green]PASS[/green]" if step.passed else "[bold red]FAIL[/bold red]"
-            table.add_row(node.node_id[:12], step.name, result, step.reason)
+            table.add_row(node.node_id[:12], step.name, _result(step), step.reason)
     Console(highlight=False).print(table)
     if report.fork_evidence is not None:
         old, new = report.fork_evidence

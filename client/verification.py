@@ -6,9 +6,12 @@ policy, pinned log key and trust anchors) and the client's log view, and returns
 `DirectoryReport` with one row per node and step. Only nodes whose every step passed are
 `usable`: the SDK sends to none other (DESIGN.md verification steps 1-6, plus (7) below).
 
-Steps per node: (0)-(6) are attestation's (parse, CPU evidence, GPU evidence, binding,
-measurement, log inclusion, validity); (7) "log view" checks the stapled checkpoint against the
-checkpoint this client persisted (consistent, never smaller; a fork shows both notes).
+First, when the client knows the log's URL, the log's own current checkpoint is checked against
+the one this client persisted and becomes the reference (step "log checkpoint"); a log that
+shows this client a history inconsistent with what it saw before fails everything. Then, per
+node, steps (0)-(6) are attestation's (parse, CPU evidence, GPU evidence, binding, measurement,
+log inclusion, validity), and (7) "log view" checks the node's stapled checkpoint against the
+client's (consistent, never smaller; a fork shows both notes).
 
 Invariants: a directory that is not `{"nodes": [bundle, ...]}` fails as a whole (A8: fail
 closed); one bad bundle never makes another node unusable; no bundle content but public facts
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 MAX_NODES = 256
 LOG_VIEW_STEP = "(7) log view"
+LOG_STEP = "log checkpoint"
 
 
 class BundleVerifier(Protocol):
@@ -60,6 +64,7 @@ class DirectoryReport:
 
     nodes: tuple[NodeResult, ...]
     fork_evidence: tuple[bytes, bytes] | None = field(default=None)
+    log_step: Step | None = None
 
     @property
     def usable(self) -> tuple[NodeResult, ...]:
@@ -69,6 +74,8 @@ class DirectoryReport:
     def render(self) -> str:
         """Plain text, one line per step (`rich` tables are the CLI's business)."""
         lines = [f"{len(self.usable)} of {len(self.nodes)} node(s) verified"]
+        if self.log_step is not None:
+            lines.append(self.log_step.line())
         for node in self.nodes:
             verdict = "VERIFIED" if node.verified is not None else "REJECTED"
             lines.append(f"node {node.node_id[:16]}...: {verdict}")
@@ -101,18 +108,50 @@ def _node_id(bundle: bytes) -> str:
         return "unparseable"
 
 
+async def sync_log(log: LogClient, transport: Transport, log_url: str, *, now: datetime
+                   ) -> tuple[Step, tuple[bytes, bytes] | None]:
+    """The "log checkpoint" step: the log's current checkpoint, consistent with the persisted one.
+
+    Raises:
+        TransportError: the log could not be reached.
+    """
+    reply = await transport.get(f"{log_url}/checkpoint")
+    if reply.status != 200:
+        return Step(LOG_STEP, passed=False, reason=f"log answered {reply.status}"), None
+    try:
+        checkpoint = await accept_checkpoint(log, transport, log_url, reply.body,
+                                             now=int(now.timestamp()))
+    except ForkDetectedError as exc:
+        return Step(LOG_STEP, passed=False, reason=f"FORK: {exc}"), (exc.old_note, exc.new_note)
+    except (VerificationError, ProtocolError) as exc:
+        return Step(LOG_STEP, passed=False, reason=str(exc)), None
+    return Step(LOG_STEP, passed=True, reason=(
+        f"the log's checkpoint of size {checkpoint.size} is consistent with the one last seen")
+    ), None
+
+
 async def verify_directory(  # noqa: PLR0913 - the inputs of one verification, all named
     directory: bytes, *, verify: BundleVerifier, log: LogClient, transport: Transport,
     log_url: str | None, now: datetime,
 ) -> DirectoryReport:
-    """Verify every node of a directory; see the module docstring for the steps.
+    """Verify the log view and every node of a directory (see the module docstring).
 
     Raises:
         ProtocolError: the directory itself is malformed.
+        TransportError: the log could not be reached.
     """
-    results: list[NodeResult] = []
+    bundles = parse_directory(directory)
+    log_step: Step | None = None
     fork: tuple[bytes, bytes] | None = None
-    for bundle in parse_directory(directory):
+    if log_url is not None:
+        log_step, fork = await sync_log(log, transport, log_url, now=now)
+        if not log_step.passed:
+            refused = [NodeResult(_node_id(b), VerificationReport("attestation bundle", [
+                Step(LOG_STEP, passed=False, reason="the log itself did not verify")]), None)
+                for b in bundles]
+            return DirectoryReport(tuple(refused), fork, log_step)
+    results: list[NodeResult] = []
+    for bundle in bundles:
         node_id = _node_id(bundle)
         try:
             verified = verify(bundle, now=now)
@@ -136,5 +175,5 @@ async def verify_directory(  # noqa: PLR0913 - the inputs of one verification, a
         report.steps.append(Step(LOG_VIEW_STEP, passed=True, reason=(
             f"checkpoint of size {checkpoint.size} is consistent with the one last seen")))
         results.append(NodeResult(node_id, report, verified))
-    return DirectoryReport(tuple(results), fork)
+    return DirectoryReport(tuple(results), fork, log_step)
 

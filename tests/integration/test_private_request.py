@@ -15,18 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from app.cli import main as hushcc
 from attestation.measure import measure_sources, source_root
 from client.session import RefusedToSendError
 from client.transport import AiohttpTransport, Reply, StreamHead, Transport, TransportError
 from client.types import ChatCompletion, ChatCompletionChunk
 from hushcc.errors import DecryptError
-from app.cli import main as hushcc
 from tests.integration.system import ISSUER_NAME, ORIGIN_NAME, System, log_release, running_system
 from tests.relay.relay_helpers import start
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
     from pathlib import Path
+
+    from client.verification import DirectoryReport
 
 MODEL = "tiny"
 CANARY = "canary-7f3a9c-do-not-leak"
@@ -277,19 +279,31 @@ def test_a_forked_log_is_refused_with_both_checkpoints_l3(system: System,
                 bundle["release"] = forked
             return json.dumps(doc).encode()
 
-        async def go() -> None:
-            client = system.client(state, transport=Recorder(staple_forked), log_url=fork.url)
+        async def verify(log_url: str) -> DirectoryReport:
+            client = system.client(state, transport=Recorder(staple_forked), log_url=log_url)
             try:
-                report = await client.verify()
+                return await client.verify()
             finally:
                 await client.close()
-            assert report.usable == ()
-            assert report.fork_evidence is not None
-            assert report.fork_evidence[0] == honest_note
-            assert report.fork_evidence[1] == forked["checkpoint"].encode()
-            assert all("FORK" in (node.report.first_failure.reason if node.report.first_failure
-                                  else "") for node in report.nodes)
-        asyncio.run(go())
+
+        # The log shows this client the forked history: refused, both checkpoints as evidence.
+        report = asyncio.run(verify(fork.url))
+        assert report.usable == ()
+        assert report.log_step is not None
+        assert report.log_step.reason.startswith("FORK")
+        assert report.fork_evidence is not None
+        assert report.fork_evidence[0] == honest_note
+        assert report.fork_evidence[1].splitlines()[:3] == forked["checkpoint"].encode(
+            ).splitlines()[:3]
+        # The honest log, but nodes staple the fork's checkpoint: refused at the log view.
+        report = asyncio.run(verify(system.log.url))
+        assert report.usable == ()
+        assert report.log_step is not None
+        assert report.log_step.passed
+        for node in report.nodes:
+            failure = node.report.first_failure
+            assert failure is not None
+            assert failure.name == "(7) log view"
         assert (state / "checkpoint").read_bytes() == honest_note  # never replaced by the fork
     finally:
         assert fork.stop() == 0
