@@ -1,335 +1,357 @@
-"""`hushcc demo`: the end-to-end demonstration a newcomer runs with `make demo`.
+"""`hushcc demo`: the whole system on loopback, every service a real process, then the refusals.
 
-What exists is run for real, on loopback, in a temporary directory that is removed afterwards:
+What a newcomer sees with `make demo`, in a temporary directory removed at the end:
 
-1. a transparency log server (`hushcc log serve`, a subprocess) receives this node's release
-   entry, signed with a release key, and returns a signed checkpoint and inclusion proof;
-2. the sealed node (`hushcc node serve`, a subprocess, simulated TEE) starts: it makes its HPKE
-   key in memory, fetches its release proof from the log, and serves an attestation bundle binding
-   that key to its self-measurement (SEV-SNP report format + simulated H100 evidence);
-3. the client fetches the bundle from the node and verifies it step by step before it sends a
-   byte, and shows that a node running modified code (a measurement not in the log) is refused;
-4. the client encrypts a chat request to the verified key (chunked OHTTP) and posts it to the
-   node; the node opens it, runs its one engine, and streams encrypted chunks back, one per SSE
-   event; the client decrypts them.
+1. a transparency log (`hushcc log serve`) receives this checkout's release: its
+   self-measurement, logged with `hushcc log entry` and `hushcc log add`;
+2. a Privacy Pass issuer (`hushcc issuer serve`) with a user's API key;
+3. two nodes (`hushcc node serve`, simulated TEE, SmolLM2-135M-Instruct) stapling that release,
+   and two more that must be refused: one started from a copy of the code with one byte
+   changed (its measurement is not in the log), one stapling a checkpoint from a forked log
+   (same log key, another history);
+4. the relay (`hushcc relay serve`) listing all four;
+5. the client SDK verifies every node before it sends a byte and prints the report;
+6. it asks a question through the relay and streams the answer from a node chosen at random;
+7. a relay that alters the bytes it passes on is detected.
 
-Components still to come (relay, SDK, image) are named at the end. The demo
-prints public facts (sizes, digests, key ids, the verification report) and, on the client side
-only, the decrypted answer — the one party allowed to see it.
+Every stage is timed. Ctrl-C stops every service (SIGTERM, each exits 0). The demo prints public
+facts and, on the client's side only, the answer: the one party allowed to see it.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import contextlib
-import json
+import io
 import os
-import subprocess
+import shutil
 import sys
 import tempfile
-import urllib.request
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hushcc.cliparse import short_text
 from hushcc.errors import HushError
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import Iterator
 
-    from attestation.bundle import Release
-    from attestation.verify_bundle import VerifiedBundle
+    from app.services import ServiceProcess
+    from client.session import AsyncClient
     from hushcc.cliparse import OneLineErrorParser
 
-NOT_BUILT = (
-    "relay with Privacy Pass tokens (`hushcc relay serve`)",
-    "client SDK (`hushcc ask`: directory, random node choice, verify-then-send)",
-    "reproducible image build (`hushcc image build`)",
-)
+DEMO_QUESTION = "In one sentence, what does a transparency log guarantee?"
+ISSUER_NAME = "issuer.demo.hushcc"
+ORIGIN_NAME = "relay.demo.hushcc"
+API_KEY = "demo-user-api-key"
 
 
 class DemoError(HushError):
     """A demo stage did not behave as the system promises."""
 
 
-DEMO_QUESTION = "In one sentence, what does a transparency log guarantee?"
-MAX_QUESTION = 2000  # characters; the tiny default model's context is what bounds it in practice
-
-
-@dataclass(slots=True)
-class DemoState:
-    """What one stage hands to the next."""
+@dataclass
+class Demo:
+    """What the stages share: the folder, the running services and the client-side files."""
 
     workdir: Path
-    question: str = DEMO_QUESTION
+    stack: contextlib.ExitStack
+    urls: dict[str, str] = field(default_factory=dict)
+    node_ids: dict[str, str] = field(default_factory=dict)
     log_key: str = ""
-    log_url: str = ""
-    measurement: bytes = b""
-    stapled: Release | None = None
-    node_url: str = ""
-    bundle: bytes = b""
-    verified: VerifiedBundle | None = None
+
+    def path(self, name: str) -> Path:
+        """A file of this demo."""
+        return self.workdir / name
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> ServiceProcess:
+        """Start `hushcc ARGS` (a `serve`), stopped with SIGTERM when the demo ends."""
+        from app.services import start_service  # noqa: PLC0415
+
+        service = start_service(name, list(args), workdir=self.workdir, env=env, cwd=cwd)
+        self.stack.callback(_stop, service)
+        self.urls[name] = service.url
+        return service
+
+
+def _stop(service: ServiceProcess) -> None:
+    if service.stop() != 0:
+        raise DemoError(f"{service.name} did not exit cleanly")
 
 
 def _say(text: str) -> None:
     print(f"   {text}", flush=True)
 
 
-def _start_log_server(
-    state: DemoState, log_key_file: Path, release_pub: str
-) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "app", "log", "serve", "--host", "127.0.0.1",
-               "--port", "0", "--state-dir", str(state.workdir / "log"),
-               "--log-key", str(log_key_file), "--release-key", release_pub]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603
-    ready = server.stdout.readline().strip() if server.stdout else ""
-    if not ready.startswith("listening on "):
-        server.terminate()
-        raise DemoError("the log server did not start")
-    state.log_url = ready.removeprefix("listening on ")
-    return server
+def hushcc(*args: str) -> str:
+    """Run one `hushcc` command in this process; return what it printed.
+
+    Raises:
+        DemoError: it failed (its one-line error is in the message).
+    """
+    from app.cli import main  # noqa: PLC0415
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(args))
+    if status != 0:
+        raise DemoError(f"`hushcc {args[0]} {args[1]}` failed: {err.getvalue().strip()}")
+    return out.getvalue()
 
 
-@contextlib.contextmanager
-def stage_log(state: DemoState) -> Iterator[None]:
-    """(1) Start a log server and log this node's release entry; it serves until the demo ends."""
-    from attestation.bundle import Release  # noqa: PLC0415
+def publish(demo: Demo, log: str, name: str, measurement: str) -> Path:
+    """Log a release with this `sim` measurement; return the stapled release JSON file."""
+    entry, release = demo.path(f"{name}.entry.json"), demo.path(f"{name}.release.json")
+    hushcc("log", "entry", "--image-digest", "sha256:" + "00" * 32,
+           "--measurement", f"sim={measurement}", "--out", str(entry))
+    hushcc("log", "add", str(entry), "--url", demo.urls[log], "--release-key",
+           str(demo.path("release.key")), "--log-key", str(demo.path("log.key.pub")),
+           "--out", str(release))
+    return release
+
+
+def stage_log(demo: Demo) -> None:
+    """(1) The log, and this checkout's release in it."""
     from attestation.measure import measure_sources, source_root  # noqa: PLC0415
-    from attestation.simulated_node import release_entry  # noqa: PLC0415
-    from transparency_log.entry import ReleaseEntry, sign_entry  # noqa: PLC0415
-    from transparency_log.keys import write_key_pair  # noqa: PLC0415
-    from transparency_log.note import Signer  # noqa: PLC0415
 
-    log_key_file = state.workdir / "log.key"
-    write_key_pair(log_key_file, Signer.generate("demo.hushcc/log"))
-    release_signer = Signer.generate("demo.hushcc/release")
-    write_key_pair(state.workdir / "release.key", release_signer)
-    state.log_key = (state.workdir / "log.key.pub").read_text().strip()
-    release_pub = (state.workdir / "release.key.pub").read_text().strip()
-    server = _start_log_server(state, log_key_file, release_pub)
+    hushcc("log", "keygen", "--out", str(demo.path("log.key")), "--name", "log.demo.hushcc")
+    hushcc("log", "keygen", "--out", str(demo.path("release.key")), "--name", "release.demo")
+    demo.log_key = demo.path("log.key.pub").read_text().strip()
+    demo.start("log", "log", "serve", "--host", "127.0.0.1", "--port", "0", "--state-dir",
+               str(demo.path("log")), "--log-key", str(demo.path("log.key")),
+               "--release-key", str(demo.path("release.key.pub")))
+    measured, files = measure_sources(source_root())
+    _say(f"log {demo.urls['log']}, key {demo.log_key.split('+')[0]}")
+    _say(f"node self-measurement over {len(files)} files: {measured.digest.hex()[:32]}...")
+    publish(demo, "log", "genuine", measured.digest.hex())
+    publish(demo, "log", "earlier", "11" * 48)  # another release: the log grows to size 2
+    release = publish(demo, "log", "genuine", measured.digest.hex())  # deduplicated: index 0
+    _say(f"release logged; stapled proof against tree size 2 in {release.name}")
+
+
+def stage_issuer(demo: Demo) -> None:
+    """(2) The Privacy Pass issuer and a user's API key."""
+    hushcc("issuer", "keygen", "--out", str(demo.path("issuer.key")))
+    for name in ("api.keys", "api.key"):
+        demo.path(name).write_text(API_KEY + "\n")
+        demo.path(name).chmod(0o600)
+    demo.start("issuer", "issuer", "serve", "--host", "127.0.0.1", "--port", "0", "--key",
+               str(demo.path("issuer.key")), "--api-keys", str(demo.path("api.keys")))
+    _say(f"issuer {demo.urls['issuer']} (RFC 9578 token type 2, blind RSA)")
+
+
+def _tampered_copy(demo: Demo) -> Path:
+    """This checkout's code with one byte of one file changed."""
+    from attestation.measure import SOURCE_PACKAGES, source_root  # noqa: PLC0415
+
+    root = demo.path("tampered")
+    for package in SOURCE_PACKAGES:
+        shutil.copytree(source_root() / package, root / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    victim = root / "node" / "gateway.py"
+    data = bytearray(victim.read_bytes())
+    data[data.index(b"The OHTTP gateway")] = ord("t")  # one byte, in a docstring
+    victim.write_bytes(bytes(data))
+    return root
+
+
+def _forked_release(demo: Demo, measurement: str) -> Path:
+    """A second log with the same key and another history, holding the genuine release."""
+    demo.start("forked-log", "log", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--state-dir", str(demo.path("forked-log")), "--log-key",
+               str(demo.path("log.key")), "--release-key", str(demo.path("release.key.pub")))
+    publish(demo, "forked-log", "forked", measurement)
+    publish(demo, "forked-log", "other", "22" * 48)  # size 2 like the real log, another root
+    return publish(demo, "forked-log", "forked", measurement)
+
+
+def stage_nodes(demo: Demo) -> None:
+    """(3) Two genuine nodes, a tampered one and one stapling a forked log's checkpoint."""
+    import json  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    from attestation.measure import measure_sources, source_root  # noqa: PLC0415
+
+    genuine = str(demo.path("genuine.release.json"))
+    forked = str(_forked_release(demo, measure_sources(source_root())[0].digest.hex()))
+    tampered = _tampered_copy(demo)
+    base = ["node", "serve", "--host", "127.0.0.1", "--port", "0", "--tee", "simulated"]
+    plans = {
+        "node-a": ([*base, "--release", genuine], None),
+        "node-b": ([*base, "--release", genuine], None),
+        "node-tampered": ([*base, "--release", genuine, "--tiny-model"], tampered),
+        "node-forked": ([*base, "--release", forked, "--tiny-model"], None),
+    }
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(plans)) as pool:
+        futures = {name: pool.submit(demo.start, name, *args, cwd=cwd,
+                                     env={**os.environ, "PYTHONPATH": str(cwd)} if cwd else None)
+                   for name, (args, cwd) in plans.items()}
+        for future in futures.values():
+            future.result()
+    for name in plans:
+        with urllib.request.urlopen(f"{demo.urls[name]}/attestation", timeout=30) as reply:  # noqa: S310 - loopback
+            demo.node_ids[name] = json.loads(reply.read())["node_id"]
+        _say(f"{name}: {demo.urls[name]}, node id {demo.node_ids[name][:16]}...")
+    _say(f"4 nodes ready in {time.monotonic() - started:.1f} s (SmolLM2-135M-Instruct on a and b; "
+         "tiny models on the two that will be refused)")
+
+
+def stage_relay(demo: Demo) -> None:
+    """(4) The relay, listing every node."""
+    flags = [f for name, node_id in demo.node_ids.items()
+             for f in ("--node", f"{node_id}={demo.urls[name]}")]
+    demo.start("relay", "relay", "serve", "--host", "127.0.0.1", "--port", "0", "--issuer-key",
+               str(demo.path("issuer.key.pub")), "--issuer-name", ISSUER_NAME,
+               "--origin-name", ORIGIN_NAME, *flags)
+    _say(f"relay {demo.urls['relay']}: sees only ciphertext and tokens, lists "
+         f"{len(demo.node_ids)} nodes")
+
+
+def client(demo: Demo, relay_url: str | None = None) -> AsyncClient:
+    """The SDK as a user configures it (state in the demo's temporary config folder)."""
+    from attestation.policy import parse_policy  # noqa: PLC0415
+    from client.attest import PolicyVerifier  # noqa: PLC0415
+    from client.session import AsyncClient, TokenSettings  # noqa: PLC0415
+    from relay.issuer_keys import read_pinned_key  # noqa: PLC0415
+
+    policy = parse_policy(f'allow_simulated = true\nlog_key = "{demo.log_key}"\n')
+    tokens = TokenSettings(read_pinned_key(demo.path("issuer.key.pub")), ISSUER_NAME,
+                           ORIGIN_NAME, API_KEY, batch=4)
+    return AsyncClient(relay_url or demo.urls["relay"], demo.urls["issuer"], demo.log_key,
+                       policy, tokens=tokens, log_url=demo.urls["log"],
+                       state_dir=demo.path("client-config"),
+                       verifier=PolicyVerifier.from_policy(policy, demo.log_key))
+
+
+async def _verify(demo: Demo) -> None:
+    from client.cli import print_report  # noqa: PLC0415
+
+    sdk = client(demo)
     try:
-        measured, files = measure_sources(source_root())
-        state.measurement = measured.digest
-        _say(f"log server {state.log_url}, key {state.log_key.split('+')[0]}")
-        _say(f"node self-measurement over {len(files)} files: {state.measurement.hex()[:32]}...")
-        entry = ReleaseEntry.from_bytes(release_entry(state.measurement))
-        signed = sign_entry(entry, release_signer)
-        add = urllib.request.Request(f"{state.log_url}/add", data=signed, method="POST")  # noqa: S310 - loopback URL our own server printed
-        with urllib.request.urlopen(add, timeout=30) as response:  # noqa: S310 - same
-            reply = json.loads(response.read())
-        state.stapled = Release(
-            entry.to_bytes(), int(reply["index"]), str(reply["checkpoint"]),
-            tuple(base64.b64decode(h) for h in reply["inclusion_proof"]))
-        checkpoint = state.stapled.checkpoint.splitlines()
-        _say(f"release entry logged at index {state.stapled.index}; "
-             f"checkpoint tree size {checkpoint[1]}, root {checkpoint[2][:16]}...")
-        yield
+        report = await sdk.verify()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        await sdk.close()
+    print_report(report)
+    usable = {node.node_id for node in report.usable}
+    if usable != {demo.node_ids["node-a"], demo.node_ids["node-b"]}:
+        raise DemoError("the client did not accept exactly the two genuine nodes")
+    failures = {n.node_id: n.report.first_failure for n in report.nodes if n.verified is None}
+    tampered = failures[demo.node_ids["node-tampered"]]
+    forked = failures[demo.node_ids["node-forked"]]
+    if tampered is None or not tampered.name.startswith("(4) measurement"):
+        raise DemoError("the tampered node was not refused for its measurement")
+    if forked is None or "FORK" not in forked.reason:
+        raise DemoError("the node stapling a forked log was not refused as a fork")
+    _say("refused: the tampered node (its measurement is not in the log) and the node "
+         "stapling a forked log (both checkpoints shown above)")
 
 
-def _start_node(state: DemoState, release_file: Path) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "app", "node", "serve", "--host", "127.0.0.1", "--port",
-               "0", "--tee", "simulated", "--release", str(release_file),
-               "--log-url", state.log_url]
-    node = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,  # noqa: S603
-                            text=True)
-    ready = node.stdout.readline().strip() if node.stdout else ""
-    if not ready.startswith("listening on "):
-        node.terminate()
-        raise DemoError("the node did not start")
-    state.node_url = ready.removeprefix("listening on ")
-    return node
+def stage_verify(demo: Demo) -> None:
+    """(5) The client verifies every node before sending a byte."""
+    asyncio.run(_verify(demo))
+
+
+async def _ask(demo: Demo) -> None:
+    sdk = client(demo)
+    try:
+        started = time.monotonic()
+        stream = await sdk.chat.completions.create(
+            model="smollm2-135m-instruct", stream=True, max_tokens=48, temperature=0,
+            messages=[{"role": "user", "content": DEMO_QUESTION}])
+        first, pieces = None, []
+        async for chunk in stream:  # type: ignore[union-attr]
+            for choice in chunk.choices:
+                first = first or time.monotonic()
+                pieces.append(choice.delta.content or "")
+    finally:
+        await sdk.close()
+    answer = "".join(pieces).strip()
+    if not answer:
+        raise DemoError("no answer arrived")
+    _say(f"Q: {DEMO_QUESTION}")
+    _say(f"A: {answer}")
+    _say(f"first token after {(first or started) - started:.2f} s, {len(pieces)} events in "
+         f"{time.monotonic() - started:.2f} s (verify, token, OHTTP, relay, node, stream)")
+
+
+def stage_ask(demo: Demo) -> None:
+    """(6) A private question through the relay to a node chosen at random."""
+    asyncio.run(_ask(demo))
+
+
+def stage_altering_relay(demo: Demo) -> None:
+    """(7) A relay that flips one bit of every answer it passes on is detected."""
+    from app.demo_adversary import altering_proxy  # noqa: PLC0415
+    from hushcc.errors import DecryptError  # noqa: PLC0415
+
+    async def go() -> None:
+        async with altering_proxy(demo.urls["relay"]) as proxy_url:
+            sdk = client(demo, proxy_url)
+            try:
+                await sdk.chat.completions.create(
+                    model="smollm2-135m-instruct", max_tokens=4,
+                    messages=[{"role": "user", "content": DEMO_QUESTION}])
+            except DecryptError as detected:
+                _say(f"detected: {detected} (the answer does not open; nothing is shown)")
+                return
+            finally:
+                await sdk.close()
+        raise DemoError("an altered answer was accepted")
+
+    asyncio.run(go())
+
+
+STAGES = (
+    ("transparency log: a real log server, this checkout's release in it", stage_log),
+    ("Privacy Pass issuer", stage_issuer),
+    ("nodes: two genuine, one tampered, one stapling a forked log", stage_nodes),
+    ("relay", stage_relay),
+    ("client: verify every node before sending a byte", stage_verify),
+    ("ask: chunked OHTTP through the relay, streamed back", stage_ask),
+    ("an altering relay", stage_altering_relay),
+)
 
 
 @contextlib.contextmanager
-def stage_node(state: DemoState) -> Iterator[None]:
-    """(2) Start the sealed node; it serves its bundle and requests until the demo ends."""
-    from attestation.bundle import Bundle  # noqa: PLC0415
-    from ohttp.keyconfig import parse_key_configs  # noqa: PLC0415
-
-    if state.stapled is None:
-        raise DemoError("the release was not logged")
-    release_file = state.workdir / "release.json"  # entry + index; the node fetches the proof
-    release_file.write_text(json.dumps({
-        "entry": base64.b64encode(state.stapled.entry).decode(), "index": state.stapled.index}))
-    node = _start_node(state, release_file)
-    try:
-        with urllib.request.urlopen(state.node_url + "/attestation", timeout=30) as response:  # noqa: S310 - loopback URL our own node printed
-            state.bundle = response.read()
-        bundle = Bundle.from_json(state.bundle)
-        key = parse_key_configs(bundle.key_config)[0]
-        _say(f"node {state.node_url}: `hushcc node serve`, one engine, keys made in memory")
-        _say(f"OHTTP key id {key.key_id} ({len(bundle.key_config)}-byte key config)")
-        _say(f"attestation bundle: simulated SEV-SNP report + {len(bundle.gpu)} simulated H100, "
-             f"{len(state.bundle)} bytes, node {bundle.node_id.hex()[:16]}...")
-        yield
-    finally:
-        node.terminate()
-        node.wait(timeout=60)
-
-
-def _verify(state: DemoState, bundle: bytes) -> VerifiedBundle:
-    from attestation.gpu import GpuPolicy  # noqa: PLC0415
-    from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
-    from attestation.policy import Policy  # noqa: PLC0415
-    from attestation.simulated import WITH_SIMULATED  # noqa: PLC0415
-    from attestation.verify_bundle import StapledLogVerifier, verify_bundle  # noqa: PLC0415
-
-    now = datetime.now(UTC)
-    policy = Policy(allow_simulated=True, log_key=state.log_key)
-    return verify_bundle(
-        bundle, policy=policy, now=now, log=StapledLogVerifier(state.log_key, now),
-        gpu_policy=GpuPolicy(reference_measurements=SimulatedGpu().reference_measurements()),
-        cpu_trust=WITH_SIMULATED)
-
-
-def stage_verify(state: DemoState) -> None:
-    """(3) The client verifies the bundle, then sees a node with modified code refused."""
-    from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
-    from attestation.report import AttestationError  # noqa: PLC0415
-    from attestation.simulated_node import simulated_bundle  # noqa: PLC0415
-
-    state.verified = _verify(state, state.bundle)
-    for line in state.verified.report.render().splitlines():
-        _say(line)
-    # The same genuine log proof, stapled by a node whose code (so measurement) differs.
-    modified_code = bytes(48)
-    tampered = simulated_bundle(key_config=state.verified.key_config, measurement=modified_code,
-                                now=datetime.now(UTC), gpus=[SimulatedGpu()],
-                                release=state.stapled)
-    try:
-        _verify(state, tampered.to_json())
-    except AttestationError as refused:
-        _say(f"a node running other code is refused: {refused}")
-    else:
-        raise DemoError("a bundle with an unlogged measurement was accepted")
-
-
-def _client_request(question: str) -> bytes:
-    """The client's inner request: OpenAI-style chat JSON as binary HTTP (RFC 9292)."""
-    from ohttp.bhttp import Request, encode_request  # noqa: PLC0415
-
-    body = json.dumps({"model": "smollm2-135m-instruct", "stream": True, "max_tokens": 40,
-                       "temperature": 0,
-                       "messages": [{"role": "user", "content": question}]}).encode()
-    return encode_request(Request(b"POST", b"https", b"node.hushcc.invalid",
-                                  b"/v1/chat/completions",
-                                  headers=((b"content-type", b"application/json"),),
-                                  content=body))
-
-
-async def _node_answer(state: DemoState, encrypted_request: bytes) -> AsyncIterator[bytes]:
-    """POST the encapsulated request to the node; yield each chunk as the node flushed it."""
-    import aiohttp  # noqa: PLC0415
-
-    from ohttp.chunked import REQUEST_MEDIA_TYPE  # noqa: PLC0415
-
-    async with aiohttp.ClientSession() as session, session.post(
-            state.node_url + "/ohttp", data=encrypted_request,
-            headers={"Content-Type": REQUEST_MEDIA_TYPE}) as response:
-        if response.status != 200:
-            raise DemoError(f"the node answered HTTP {response.status}")
-        buffer = b""
-        async for data, end_of_chunk in response.content.iter_chunks():
-            buffer += data
-            if end_of_chunk and buffer:
-                yield buffer
-                buffer = b""
-
-
-def stage_ask(state: DemoState) -> None:
-    """(4) Encrypt a chat request to the verified key; stream and decrypt the answer."""
-    import asyncio  # noqa: PLC0415
-
-    from ohttp.bhttp_stream import ResponseStreamDecoder  # noqa: PLC0415
-    from ohttp.chunked import ChunkedRequestEncoder, ChunkedResponseDecoder  # noqa: PLC0415
-    from ohttp.keyconfig import parse_key_configs  # noqa: PLC0415
-
-    if state.verified is None:
-        raise DemoError("the node was not verified")
-    config = parse_key_configs(state.verified.key_config)[0]
-    _say(f"client asks: {state.question}")
-    sender = ChunkedRequestEncoder(config)
-    encrypted = sender.final(_client_request(state.question))
-    _say(f"client -> node: {len(encrypted)} encrypted bytes, chunked OHTTP to key {config.key_id}")
-    opener, reader = ChunkedResponseDecoder(sender.context), ResponseStreamDecoder()
-    answer: list[str] = []
-
-    async def converse() -> int:
-        chunks = 0
-        async for sealed in _node_answer(state, encrypted):
-            chunks += 1
-            for piece in opener.feed(sealed):
-                answer.extend(_sse_text(event) for event in reader.feed(piece))
-        for piece in [opener.finish()]:
-            answer.extend(_sse_text(event) for event in [*reader.feed(piece), *reader.finish()])
-        return chunks
-
-    chunks = asyncio.run(converse())
-    _say(f"node -> client: {chunks} encrypted chunks, one per SSE event")
-    _say(f"client decrypted: {''.join(answer).strip()}")
-
-
-def _sse_text(event: object) -> str:
-    """The text of the SSE `data:` events in one decoded content chunk."""
-    if not isinstance(event, bytes):
-        return ""
-    text = []
-    for line in event.decode().splitlines():
-        data = line.removeprefix("data: ")
-        if line.startswith("data: ") and data != "[DONE]":
-            text.append(json.loads(data)["choices"][0]["delta"]["content"])
-    return "".join(text)
-
-
-def _stages() -> list[tuple[str, Callable[[DemoState], object]]]:
-    return [
-        ("transparency log: a real log server on loopback", stage_log),
-        ("sealed node (simulated TEE): `hushcc node serve` + attestation bundle", stage_node),
-        ("client: verify the node before sending a byte", stage_verify),
-        ("request: chunked OHTTP -> node -> engine (SmolLM2-135M) -> encrypted stream",
-         stage_ask),
-    ]
-
-
-def run_demo(question: str = DEMO_QUESTION) -> int:
-    """Run every built stage in a temporary directory; report what is not built yet."""
-    os.environ.setdefault("TQDM_DISABLE", "1")  # model loading's progress bars (read at import)
+def _workdir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="hushcc-demo-") as tmp:
-        state = DemoState(Path(tmp), question)
-        with contextlib.ExitStack() as servers:  # stages that start a server keep it up
-            for title, stage in _stages():
-                print(f"== {title}", flush=True)
-                started = stage(state)
-                if isinstance(started, contextlib.AbstractContextManager):
-                    servers.enter_context(started)
-    for title in NOT_BUILT:
-        print(f"-- not built yet: {title}")
+        yield Path(tmp)
+
+
+def run_demo() -> int:
+    """Run every stage; stop every service; remove every file."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    total = time.monotonic()
+    with _workdir() as workdir, contextlib.ExitStack() as stack:
+        demo = Demo(workdir, stack)
+        for title, stage in STAGES:
+            print(f"== {title}", flush=True)
+            started = time.monotonic()
+            stage(demo)
+            _say(f"({time.monotonic() - started:.1f} s)")
+        kept = sorted(p.name for p in demo.path("client-config").iterdir())
+        print(f"== done in {time.monotonic() - total:.1f} s; the client kept only: "
+              f"{', '.join(kept)} (then the whole demo folder is removed)", flush=True)
     return 0
 
 
-def _handle(args: argparse.Namespace) -> int:
-    return run_demo(args.question)
+def _handle(_args: argparse.Namespace) -> int:
+    try:
+        return run_demo()
+    except KeyboardInterrupt:
+        print("\ninterrupted: every service was stopped", file=sys.stderr)
+        return 130
 
 
 def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None:
     """Add `hushcc demo`."""
-    demo = subparsers.add_parser(
-        "demo", help="run the end-to-end demo on loopback",
-        description="Run hushcc end to end on loopback in a temporary directory: a transparency "
-        "log server, a node in the simulated TEE with an attestation bundle, a client that "
-        "verifies it (and refuses a node running modified code), then one encrypted chat "
-        "request answered by the in-memory engine (SmolLM2-135M-Instruct) and decrypted on "
-        "the client side only.")
-    demo.add_argument("--question", type=short_text(MAX_QUESTION), default=DEMO_QUESTION,
-                      help=f"what the client asks (default: {DEMO_QUESTION!r})")
+    text = ("run the whole system on loopback (log, issuer, relay, nodes), ask a question "
+            "privately, and show what is refused")
+    demo = subparsers.add_parser("demo", help="run the end-to-end demo on loopback",
+                                 description=text)
     demo.set_defaults(handler=_handle)
-
-
-if __name__ == "__main__":
-    sys.exit(run_demo())
