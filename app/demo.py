@@ -236,7 +236,7 @@ async def _verify(demo: Demo) -> None:
         report = await sdk.verify()
     finally:
         await sdk.close()
-    print_report(report)
+    print_report(report, detail=False)
     usable = {node.node_id for node in report.usable}
     if usable != {demo.node_ids["node-a"], demo.node_ids["node-b"]}:
         raise DemoError("the client did not accept exactly the two genuine nodes")

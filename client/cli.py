@@ -95,20 +95,35 @@ def _result(step: Step) -> str:
     return "[yellow]WARN[/yellow]" if step.warning else "[green]PASS[/green]"
 
 
-def print_report(report: DirectoryReport) -> None:
-    """The report as a table: node, step, PASS/FAIL (green/red), reason."""
+def print_report(report: DirectoryReport, *, detail: bool = True) -> None:
+    """The report as a table: every step of every node, or (`detail=False`) one row a node."""
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=f"{len(report.usable)} of {len(report.nodes)} node(s) verified")
-    for column in ("node", "step", "result", "detail"):
+    columns = ("node", "step", "result", "detail") if detail else (
+        "node", "result", "steps", "first failure or warning")
+    for column in columns:
         table.add_column(column, overflow="fold")
     if report.log_step is not None:
-        table.add_row("log", report.log_step.name, _result(report.log_step),
-                      report.log_step.reason)
+        step = report.log_step
+        if detail:
+            table.add_row("log", step.name, _result(step), step.reason)
+        else:
+            table.add_row("log", _result(step), step.name, step.reason)
     for node in report.nodes:
-        for step in node.report.steps:
-            table.add_row(node.node_id[:12], step.name, _result(step), step.reason)
+        if detail:
+            for step in node.report.steps:
+                table.add_row(node.node_id[:12], step.name, _result(step), step.reason)
+            continue
+        failure = node.report.first_failure
+        warnings = [s for s in node.report.steps if s.passed and s.warning]
+        shown = failure or (warnings[0] if warnings else None)
+        passed = sum(1 for s in node.report.steps if s.passed)
+        table.add_row(node.node_id[:12], _result(failure) if failure else (
+            "[green]VERIFIED[/green]"), f"{passed}/{len(node.report.steps)} passed"
+            + (f", {len(warnings)} warning(s)" if warnings else ""),
+            f"{shown.name}: {shown.reason}" if shown else "")
     Console(highlight=False).print(table)
     if report.fork_evidence is not None:
         old, new = report.fork_evidence
