@@ -212,7 +212,7 @@ def stage_relay(demo: Demo) -> None:
          f"{len(demo.node_ids)} nodes")
 
 
-def client(demo: Demo, relay_url: str | None = None) -> AsyncClient:
+def client(demo: Demo, relay_url: str | None = None, *, token_batch: int = 4) -> AsyncClient:
     """The SDK as a user configures it (state in the demo's temporary config folder)."""
     from attestation.policy import parse_policy  # noqa: PLC0415
     from client.attest import PolicyVerifier  # noqa: PLC0415
@@ -221,7 +221,7 @@ def client(demo: Demo, relay_url: str | None = None) -> AsyncClient:
 
     policy = parse_policy(f'allow_simulated = true\nlog_key = "{demo.log_key}"\n')
     tokens = TokenSettings(read_pinned_key(demo.path("issuer.key.pub")), ISSUER_NAME,
-                           ORIGIN_NAME, API_KEY, batch=4)
+                           ORIGIN_NAME, API_KEY, batch=token_batch)
     return AsyncClient(relay_url or demo.urls["relay"], demo.urls["issuer"], demo.log_key,
                        policy, tokens=tokens, log_url=demo.urls["log"],
                        state_dir=demo.path("client-config"),

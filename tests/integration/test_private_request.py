@@ -346,3 +346,31 @@ def test_hushcc_ask_refuses_with_one_line_when_nothing_verifies(
     assert hushcc(["ask", "hello", "--config", str(config)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("hushcc: error: nothing was sent: verification failed")
+
+
+def test_the_sync_client_reads_like_openai_python(system: System, tmp_path: Path) -> None:
+    from attestation.policy import load_policy  # noqa: PLC0415
+    from client.attest import PolicyVerifier  # noqa: PLC0415
+    from client.session import Client, TokenSettings  # noqa: PLC0415
+    from relay.issuer_keys import read_pinned_key  # noqa: PLC0415
+
+    policy = load_policy(system.policy_path)
+    tokens = TokenSettings(read_pinned_key(system.issuer_pub), ISSUER_NAME, ORIGIN_NAME,
+                           system.api_key_file.read_text().strip())
+    with Client(system.relay.url, system.issuer.url, system.log_key, policy, tokens=tokens,
+                verifier=PolicyVerifier.from_policy(policy, system.log_key),
+                log_url=system.log.url, state_dir=tmp_path) as client:
+        assert len(client.verify().usable) == 2
+        completion = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        assert isinstance(completion, ChatCompletion)
+        assert completion.choices[0].message.role == "assistant"
+        assert completion.usage is not None
+        assert completion.usage.completion_tokens <= 3
+        stream = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+            stream=True)
+        chunks = list(stream)  # type: ignore[arg-type]
+        assert chunks
+        assert all(isinstance(chunk, ChatCompletionChunk) for chunk in chunks)
+        assert chunks[-1].choices[-1].finish_reason in {"stop", "length"}

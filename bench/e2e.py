@@ -1,0 +1,247 @@
+#!/usr/bin/env python
+"""The whole private path (SDK -> relay -> node) beside plaintext HTTP to the same engine.
+
+One run, side by side: the same chat workload, streamed, 16 concurrent clients, greedy,
+twice over each path in the order plaintext, private, plaintext, private (the best of each
+pair is reported, and every round is printed).
+
+Rows
+  plaintext HTTP      this script's `--serve-plaintext` process: the node's own engine
+                      (`node.service.build_engine`) and OpenAI JSON (`node.openai_api`) behind a
+                      bare aiohttp route, no OHTTP, no relay, no tokens (a baseline only: the
+                      product has no plaintext endpoint)
+  private (SDK)       `client.AsyncClient` through `hushcc relay serve` to `hushcc node serve`
+                      (simulated TEE): verified once, tokens fetched in one batch before the
+                      clock starts, then every request sealed (chunked OHTTP), relayed, opened
+Metrics: time to first token (create() -> first content chunk) p50/p90; throughput =
+generated tokens / wall seconds. Goals (issue 15): <= 3 % throughput loss, <= 5 ms added TTFT.
+
+Model: SmolLM2-135M-Instruct (the default), `--tiny` for the tiny random test model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from app.demo import Demo
+    from client.session import AsyncClient
+
+Round = tuple[list[float], int, float]
+
+SUBJECTS = ("transparency logs", "blind signatures", "oblivious HTTP", "paged attention",
+            "confidential computing", "Merkle trees", "key rotation", "continuous batching")
+
+
+def workload(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [f"In {rng.randint(1, 4)} sentences, explain {rng.choice(SUBJECTS)} "
+            f"to someone who knows {rng.choice(SUBJECTS)}." for _ in range(n)]
+
+
+async def serve_plaintext(*, tiny: bool) -> None:
+    """The baseline server: the node's engine and API behind a plaintext route."""
+    from node.engine.engine import GenerateRequest  # noqa: PLC0415
+    from node.engine.sampling import SamplingParams  # noqa: PLC0415
+    from node.engine.tokenizer import encode_chat  # noqa: PLC0415
+    from node.model_files import load_model, tiny_model  # noqa: PLC0415
+    from node.openai_api import CHAT_PATH, ApiLimits, parse_call, stream_event  # noqa: PLC0415
+    from node.service import NodeOptions, build_engine  # noqa: PLC0415
+
+    model = tiny_model() if tiny else load_model(None)
+    engine = build_engine(model, NodeOptions())
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        call = parse_call(CHAT_PATH, await request.read(), ApiLimits())
+        params = SamplingParams(max_tokens=call.max_tokens, temperature=call.temperature)
+        stream = engine.submit(GenerateRequest(tuple(encode_chat(model.tokenizer,
+                                                                 call.messages)), params),
+                               b"plaintext-bench-salt-0123456789ab")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        async for delta in stream:
+            await response.write(stream_event(
+                call, model=model.name, response_id="chatcmpl-bench", created=0,
+                text=delta.text, finish_reason=delta.finish_reason))
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+    await asyncio.Event().wait()
+
+
+async def drive(prompts: list[str], concurrency: int,
+                one: Callable[[str], Awaitable[tuple[float, int]]]) -> Round:
+    queue = list(reversed(prompts))
+    ttfts: list[float] = []
+    tokens = 0
+
+    async def worker() -> None:
+        nonlocal tokens
+        while queue:
+            ttft, got = await one(queue.pop())
+            ttfts.append(ttft)
+            tokens += got
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ttfts, tokens, time.perf_counter() - started
+
+
+async def plaintext_round(url: str, prompts: list[str], concurrency: int, max_tokens: int
+                          ) -> Round:
+    from client.sse import SseDecoder  # noqa: PLC0415
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+        async def one(prompt: str) -> tuple[float, int]:
+            body = {"model": "m", "stream": True, "max_tokens": max_tokens, "temperature": 0,
+                    "messages": [{"role": "user", "content": prompt}]}
+            started, first, got = time.perf_counter(), 0.0, 0
+            decoder = SseDecoder()
+            async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                async for piece in response.content.iter_any():
+                    for data in decoder.feed(piece):
+                        if data == "[DONE]":
+                            continue
+                        if json.loads(data)["choices"][0]["delta"].get("content"):
+                            first = first or time.perf_counter() - started
+                            got += 1
+            return first, got
+        return await drive(prompts, concurrency, one)
+
+
+async def private_round(client: AsyncClient, prompts: list[str], concurrency: int,
+                        max_tokens: int) -> Round:
+    async def one(prompt: str) -> tuple[float, int]:
+        started, first, got = time.perf_counter(), 0.0, 0
+        stream = await client.chat.completions.create(
+            model="m", stream=True, max_tokens=max_tokens, temperature=0,
+            messages=[{"role": "user", "content": prompt}])
+        async for chunk in stream:  # type: ignore[union-attr]
+            if chunk.choices and chunk.choices[0].delta.content:
+                first = first or time.perf_counter() - started
+                got += 1
+        return first, got
+    return await drive(prompts, concurrency, one)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="the tiny test model")
+    parser.add_argument("--n", type=int, default=32, help="requests per round")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--serve-plaintext", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_plaintext:
+        asyncio.run(serve_plaintext(tiny=args.tiny))
+        return 0
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.demo import Demo, stage_issuer, stage_log  # noqa: PLC0415
+
+    prompts = workload(args.n, 1234)
+    model = ["--tiny-model"] if args.tiny else []
+    with tempfile.TemporaryDirectory(prefix="hushcc-bench-") as tmp, \
+            contextlib.ExitStack() as stack, contextlib.redirect_stdout(sys.stderr):
+        demo = Demo(Path(tmp), stack)
+        stage_log(demo)
+        stage_issuer(demo)
+        node = demo.start("node", "node", "serve", "--host", "127.0.0.1", "--port", "0",
+                          "--release", str(demo.path("genuine.release.json")), *model)
+        import urllib.request  # noqa: PLC0415
+
+        with urllib.request.urlopen(f"{node.url}/attestation", timeout=30) as reply:  # noqa: S310
+            node_id = json.loads(reply.read())["node_id"]
+        demo.start("relay", "relay", "serve", "--host", "127.0.0.1", "--port", "0",
+                   "--issuer-key", str(demo.path("issuer.key.pub")), "--issuer-name",
+                   "issuer.demo.hushcc", "--origin-name", "relay.demo.hushcc",
+                   "--node", f"{node_id}={node.url}")
+        plain = _start_plaintext(demo, tiny=args.tiny)
+        rows = asyncio.run(_rounds(demo, plain, prompts, args))
+    _print(rows, args)
+    return 0
+
+
+def _start_plaintext(demo: Demo, *, tiny: bool) -> str:
+    import subprocess  # noqa: PLC0415
+
+    command = [sys.executable, __file__, "--serve-plaintext", *(["--tiny"] if tiny else [])]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603
+    demo.stack.callback(process.wait, 30)
+    demo.stack.callback(process.terminate)
+    line = process.stdout.readline() if process.stdout else ""
+    if not line.startswith("listening on "):
+        raise SystemExit("the plaintext baseline did not start")
+    return line.removeprefix("listening on ").strip()
+
+
+async def _rounds(demo: Demo, plain: str, prompts: list[str], args: argparse.Namespace
+                  ) -> list[tuple[str, list[float], int, float]]:
+    from app.demo import client  # noqa: PLC0415
+
+    sdk = client(demo, token_batch=4 * len(prompts) + 8)
+    try:
+        await sdk.verify()
+        await private_round(sdk, prompts[:2], 2, 4)  # warm-up: verification, tokens, caches
+        await plaintext_round(plain, prompts[:2], 2, 4)
+        rows = []
+        for _ in range(2):
+            rows.append(("plaintext HTTP", *await plaintext_round(
+                plain, prompts, args.concurrency, args.max_tokens)))
+            rows.append(("private (SDK)", *await private_round(
+                sdk, prompts, args.concurrency, args.max_tokens)))
+        return rows
+    finally:
+        await sdk.close()
+
+
+def _print(rows: list[tuple[str, list[float], int, float]], args: argparse.Namespace) -> None:
+    model = "tiny" if args.tiny else "SmolLM2-135M-Instruct"
+    print(f"model: {model}; {args.n} streamed chat requests per round, "
+          f"{args.concurrency} concurrent clients, max_tokens {args.max_tokens}, greedy")
+    print(f"{'path':<18}{'TTFT p50 ms':>13}{'TTFT p90 ms':>13}{'tokens':>8}{'tok/s':>9}")
+    best: dict[str, tuple[float, float]] = {}
+    for name, ttfts, tokens, wall in rows:
+        rate = tokens / wall
+        print(f"{name:<18}{pct(ttfts, 0.5) * 1e3:>13.1f}{pct(ttfts, 0.9) * 1e3:>13.1f}"
+              f"{tokens:>8}{rate:>9.1f}")
+        old = best.get(name)
+        if old is None or rate > old[1]:
+            best[name] = (pct(ttfts, 0.5), rate)
+    plain, private = best["plaintext HTTP"], best["private (SDK)"]
+    print(f"best of each: added TTFT p50 {(private[0] - plain[0]) * 1e3:+.1f} ms; "
+          f"throughput private/plaintext {private[1] / plain[1]:.3f}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
