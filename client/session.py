@@ -151,14 +151,14 @@ class AsyncClient:
         return self._choose(usable)
 
     async def _authorization(self) -> str:
-        token = self._wallet.take()
+        token = await self._wallet.take()
         if token is None:
             try:
                 await self._wallet.refill(self._transport, self.issuer_url,
                                           self._tokens.api_key, self._tokens.batch)
             except (TransportError, VerificationError) as exc:
                 raise RefusedToSendError("token issuance", str(exc)) from None
-            token = self._wallet.take()
+            token = await self._wallet.take()
         if token is None:
             raise RefusedToSendError("token issuance", "the issuer gave no usable token")
         return token

@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -59,6 +60,7 @@ class TokenWallet:
         self.path = path
         self.clock = clock
         self._tokens: list[Token] = self._load()
+        self._writing = asyncio.Lock()
 
     def __repr__(self) -> str:
         """No token values."""
@@ -90,18 +92,25 @@ class TokenWallet:
             raise malformed from None
         return [t for t in tokens if self._usable(t)]
 
-    def _save(self) -> None:
+    async def _save(self) -> None:
+        """Persist the wallet as it is now; writes land in the order they were asked for."""
         if self.path is None:
             return
         doc = {"format": WALLET_FORMAT,
                "tokens": [b64url_encode(t.to_bytes()) for t in self._tokens]}
-        write_private_atomically(self.path, json.dumps(doc).encode())
+        data = json.dumps(doc).encode()  # the snapshot is taken here, on the loop's thread
+        async with self._writing:
+            await asyncio.to_thread(write_private_atomically, self.path, data)
 
-    def take(self) -> str | None:
-        """Remove one usable token and return its `Authorization` value, or None if empty."""
+    async def take(self) -> str | None:
+        """Remove one usable token and return its `Authorization` value, or None if empty.
+
+        The removal is on disk before the token is returned; the write (with its fsync) runs
+        on a worker thread so concurrent requests are not stalled behind it.
+        """
         while self._tokens:
             token = self._tokens.pop()
-            self._save()
+            await self._save()
             if self._usable(token):
                 return format_authorization(token)
         return None
@@ -131,7 +140,7 @@ class TokenWallet:
                 raise IssuanceError("issuer's token does not verify under the pinned key"
                                     ) from exc
         self._tokens.extend(fresh)
-        self._save()
+        await self._save()
 
     async def _request_url(self, transport: Transport, issuer_url: str) -> str:
         reply = await transport.get(f"{issuer_url}{DIRECTORY_PATH}")
