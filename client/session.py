@@ -39,7 +39,7 @@ from client.types import ChatCompletion, ChatCompletionChunk
 from client.verification import verify_directory
 from hushcc.errors import HushError, ProtocolError, VerificationError
 from ohttp.bhttp_stream import ResponseHead
-from ohttp.keyconfig import parse_key_configs
+from ohttp.keyconfig import parse_public_key_config
 from relay.redemption import relay_challenge
 from transparency_log.client import FileCheckpointStore, LogClient, LogTrust, MemoryCheckpointStore
 
@@ -167,7 +167,7 @@ class AsyncClient:
         node = await self._pick_node()
         if node.verified is None:
             raise RefusedToSendError("verification", "the chosen node is not verified")
-        config = parse_key_configs(node.verified.key_config)[0]
+        config = parse_public_key_config(node.verified.key_config)
         authorization = await self._authorization()
         request = inner.inner_request(b"POST", path, body, now=self._now() + self._clock_offset)
         return ohttp_url(self.relay_url, node.node_id), config, authorization, request
