@@ -57,6 +57,8 @@ class SseDecoder:
         if self._first and data:
             data = data.removeprefix(b"\xef\xbb\xbf")
             self._first = False
+        if not data:
+            return []
         if self._pending_cr and data.startswith(b"\n"):
             data = data[1:]  # the LF of a CRLF split across two feeds
         self._pending_cr = False

@@ -39,6 +39,10 @@ def test_any_split_gives_the_same_events(cuts: list[int]) -> None:
     assert feed_all([STREAM[a:b] for a, b in itertools.pairwise(bounds)]) == EVENTS
 
 
+def test_a_crlf_split_by_an_empty_feed_is_one_line_end() -> None:
+    assert feed_all([b"data: a\r", b"", b"\ndata: b\r\n\r\n"]) == ["a\nb"]
+
+
 def test_a_comment_only_chunk_dispatches_nothing() -> None:
     assert feed_all([b":" + b" " * 300 + b"\n\n"]) == []
 
