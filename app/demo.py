@@ -351,11 +351,13 @@ def _handle(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None:
     """Add `hushcc demo`."""
+    from hushcc.cliparse import short_text  # noqa: PLC0415
+
     text = ("run the whole system on loopback (log, issuer, relay, nodes), ask a question "
             "privately, and show what is refused")
     demo = subparsers.add_parser("demo", help="run the end-to-end demo on loopback",
                                  description=text)
-    demo.add_argument("--question", default=DEMO_QUESTION,
+    demo.add_argument("--question", default=DEMO_QUESTION, type=short_text(2000),
                       help="what the client asks (encrypted on the client's side; the "
                            "answer is decrypted only there)")
     demo.set_defaults(handler=_handle)
