@@ -170,6 +170,16 @@ IN_PROCESS_ROWS = [
     row("directory", "attest", "measure", "--root", "{policy}", name="attest-measure-root-a-file"),
     row("nothing to measure", "attest", "measure", "--root", "{dir}",
         name="attest-measure-root-empty"),
+    # hushcc verify / ask (the client)
+    *file_rows("verify-config", ("verify", "--config", "{file}")),
+    *file_rows("ask-config", ("ask", "hello", "--config", "{file}")),
+    row("unknown key", "verify", "--config", "{cfg_unknown_key}", name="verify-config-unknown-key"),
+    row("url", "verify", "--config", "{cfg_unknown_key}", "--relay", "localhost:8080",
+        name="verify-relay-without-scheme"),
+    row("--max-tokens", "ask", "hello", "--config", "{cfg_unknown_key}", "--max-tokens", "nan",
+        name="ask-max-tokens-nan"),
+    row("--max-tokens", "ask", "hello", "--config", "{cfg_unknown_key}", "--max-tokens", "1e12",
+        name="ask-max-tokens-huge"),
     # hushcc demo
     row("--question", "demo", "--question", "", name="demo-question-empty"),
     row("--question", "demo", "--question", "q" * 3000, name="demo-question-too-long"),
@@ -436,6 +446,8 @@ GOOD_COMMANDS = {
                      "log add", "log verify", "attest simulate", "attest show", "attest verify",
                      "attest measure"), "test_positive_twin_every_subcommand_on_good_inputs"),
     "demo": "tests/integration/test_demo.py (loads the default model)",
+    **dict.fromkeys(("ask", "verify"), "tests/integration/test_private_request.py "
+                    "(log, issuer, relay and two nodes as real processes)"),
     "node serve": "tests/node/test_node_e2e.py (a real node process on loopback)",
     "relay serve": "tests/relay/test_relay_e2e.py (real relay, issuer and node processes)",
     "issuer serve": "tests/relay/test_relay_e2e.py (real relay, issuer and node processes)",
