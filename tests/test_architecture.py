@@ -52,6 +52,16 @@ PURE_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "node.engine.blocks": ("hushcc.errors", "node.engine.prefix_cache"),
     "node.engine.prefix_cache": ("hushcc.errors",),
+    # the log's config, the token crypto and wire formats, the image's dm-verity calculator
+    "transparency_log.config": ("hushcc.errors",),
+    "relay.blindrsa": ("hushcc.errors",),
+    "relay.privacypass": ("hushcc.errors", "relay.blindrsa"),
+    "relay.authscheme": ("hushcc.errors", "relay.privacypass"),
+    "image.verity": ("hushcc.errors",),
+    # the SDK's event-stream decoder, result types and inner requests
+    "client.sse": ("hushcc.errors",),
+    "client.types": ("hushcc.errors",),
+    "client.inner": ("hushcc.errors", "ohttp"),
 }
 # Modules inside a pure package that are its shells.
 PURE_EXEMPT = ("ohttp.cli",)
