@@ -49,6 +49,12 @@ class CompletionUsage(_Dumpable):
     total_tokens: int
 
     @classmethod
+    def parse_optional(cls, doc: Json) -> CompletionUsage | None:
+        """Parse the `usage` member of `doc`, when it has one."""
+        usage = _field(doc, "usage", dict, optional=True)
+        return None if usage is None else cls.parse(usage)
+
+    @classmethod
     def parse(cls, doc: Json) -> CompletionUsage:
         """Parse a `usage` object."""
         return cls(_field(doc, "prompt_tokens", int), _field(doc, "completion_tokens", int),
@@ -94,10 +100,8 @@ class ChatCompletion(_Dumpable):
                 ChatCompletionMessage(_field(message, "role", str),
                                       _field(message, "content", str, optional=True)),
                 _field(item, "finish_reason", str, optional=True)))
-        usage = _field(doc, "usage", dict, optional=True)
         return cls(_field(doc, "id", str), choices, _field(doc, "created", int),
-                   _field(doc, "model", str),
-                   None if usage is None else CompletionUsage.parse(usage))
+                   _field(doc, "model", str), CompletionUsage.parse_optional(doc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +143,8 @@ class ChatCompletionChunk(_Dumpable):
                 ChoiceDelta(_field(delta, "content", str, optional=True),
                             _field(delta, "role", str, optional=True)),
                 _field(item, "finish_reason", str, optional=True)))
-        usage = _field(doc, "usage", dict, optional=True)
         return cls(_field(doc, "id", str), choices, _field(doc, "created", int),
-                   _field(doc, "model", str),
-                   None if usage is None else CompletionUsage.parse(usage))
+                   _field(doc, "model", str), CompletionUsage.parse_optional(doc))
 
 
 @dataclass(frozen=True, slots=True)
