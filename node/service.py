@@ -25,6 +25,8 @@ from node.audit import AuditLog
 from node.gateway import GatewayConfig
 from node.server import NodeLimits
 
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -73,6 +75,10 @@ def check_inputs(options: NodeOptions) -> Release | None:
     if not options.tiny_model and model is not None and not (
             model.is_dir() or (model.is_file() and model.suffix == ".gguf")):
         raise ConfigError(f"model not found (a directory or a .gguf file): {model}")
+    if not options.tiny_model and model is not None and model.is_file():
+        with model.open("rb") as handle:  # GGUF files start with the magic "GGUF"
+            if handle.read(4) != GGUF_MAGIC:
+                raise ConfigError(f"model is not a GGUF file: {model}")
     if options.release is None:
         if options.log_url is not None:
             raise ConfigError("--log-url needs --release (the entry and its index)")

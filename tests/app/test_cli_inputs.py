@@ -208,8 +208,7 @@ SERVE_ROWS = [
 
 NODE = ("node", "serve", "--host", "127.0.0.1", "--port", "0", "--tiny-model")
 
-# `node serve` rows: every input is checked before the hardening audit lines. Known gap, reported
-# to the node's owner: a random file named *.gguf as --model.
+# `node serve` rows: every input is checked before the hardening audit lines.
 SERVE_ROWS += [
     row("--port", *NODE, "--port=99999", name="node-serve-port-99999"),
     row("--metrics-port", *NODE, "--metrics-port", "nan", name="node-serve-metrics-port-nan"),
@@ -227,6 +226,7 @@ SERVE_ROWS += [
                         ("port-99999", "redis://localhost:99999"))),
     row("model", *NODE[:-1], "--model", "{missing}", name="node-serve-model-missing"),
     row("model", *NODE[:-1], "--model", "{random}", name="node-serve-model-random-file"),
+    row("gguf", *NODE[:-1], "--model", "{random_gguf}", name="node-serve-model-random-gguf"),
     *file_rows("node-serve-release", (*NODE, "--release", "{file}")),
     row("release", *NODE, "--release", "{release_wrong_shape}",
         name="node-serve-release-wrong-shape"),
@@ -385,6 +385,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     (root / "dir").mkdir()
     (root / "empty").write_bytes(b"")
     (root / "random").write_bytes(random.Random(11).randbytes(1024))
+    (root / "random.gguf").write_bytes(random.Random(12).randbytes(1024))
     (root / "nonutf8").write_bytes(b"\xff\xfe\x00bad \xc3\x28 utf-8\n" * 8)
     return w
 
