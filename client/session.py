@@ -172,6 +172,12 @@ class AsyncClient:
         request = inner.inner_request(b"POST", path, body, now=self._now() + self._clock_offset)
         return ohttp_url(self.relay_url, node.node_id), config, authorization, request
 
+    def _correct_clock(self, refusal: inner.DateCorrectionError, attempt: int) -> None:
+        """The one retry RFC 9458 §6.5.2 allows: adopt the gateway's clock, or give up."""
+        if attempt:
+            raise refusal
+        self._clock_offset = refusal.gateway_date - self._now()
+
     async def _whole(self, path: bytes, body: bytes) -> bytes:
         for attempt in range(2):
             url, config, authorization, request = await self._prepare(path, body)
@@ -180,9 +186,7 @@ class AsyncClient:
             try:
                 inner.raise_for_status(response.status, response.headers, response.content)
             except inner.DateCorrectionError as exc:
-                if attempt:
-                    raise
-                self._clock_offset = exc.gateway_date - self._now()
+                self._correct_clock(exc, attempt)
                 continue
             return response.content
         raise AssertionError("unreachable")  # pragma: no cover
@@ -200,9 +204,7 @@ class AsyncClient:
                 try:
                     inner.raise_for_status(head.status, head.headers, content)
                 except inner.DateCorrectionError as exc:
-                    if attempt:
-                        raise
-                    self._clock_offset = exc.gateway_date - self._now()
+                    self._correct_clock(exc, attempt)
                     continue
             decoder = SseDecoder()
             async for event in events:
