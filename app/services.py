@@ -1,6 +1,7 @@
 """Starting and stopping `hushcc <service> serve` processes, the way a user or operator does.
 
-`start_service` runs `python -m app ARGS` in a new process, waits (never a fixed sleep) for the
+`start_service` runs `python -m app ARGS` (or another module's `-m` entry, for a test double
+such as a stub gateway) in a new process, waits (never a fixed sleep) for the
 one `listening on http://HOST:PORT` line every service prints when ready, and returns its URL;
 `ServiceProcess.stop` sends SIGTERM, which drains and exits 0, and reaps the process. The demo
 uses this; so can anything else that orchestrates services on one machine.
@@ -57,12 +58,16 @@ class ServiceProcess:
             raise ServiceError(f"{self.name} did not stop on SIGTERM") from None
         return status
 
+    def stderr_text(self) -> str:
+        """Everything the service wrote to stderr so far (its allowlisted event lines)."""
+        return self.stderr_path.read_text(errors="replace")
+
 
 def start_service(  # noqa: PLR0913 - a process: name, command, folder, environment, cwd, patience
     name: str, args: list[str], *, workdir: Path, env: Mapping[str, str] | None = None,
-    cwd: Path | None = None, timeout: float = START_TIMEOUT,
+    cwd: Path | None = None, timeout: float = START_TIMEOUT, module: str = "app",
 ) -> ServiceProcess:
-    """Start `python -m app ARGS` and return once it printed its `listening on` line.
+    """Start `python -m MODULE ARGS` and return once it printed its `listening on` line.
 
     Raises:
         ServiceError: it exited or was not ready in time (its stderr tail is in the message).
@@ -70,15 +75,16 @@ def start_service(  # noqa: PLR0913 - a process: name, command, folder, environm
     stderr_path = workdir / f"{name}.stderr"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and entry point
-            [sys.executable, "-m", "app", *args], stdout=subprocess.PIPE, stderr=stderr,
+            [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=stderr,
             text=True, cwd=cwd, env=dict(env if env is not None else os.environ))
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:  # the ready line, then drain stdout so the pipe never fills
         if process.stdout is not None:
-            lines.put(process.stdout.readline())
-            for _ in process.stdout:
-                pass
+            with process.stdout:  # closed here at end of file, by its only reader
+                lines.put(process.stdout.readline())
+                for _ in process.stdout:
+                    pass
 
     threading.Thread(target=pump, daemon=True, name=f"{name}-ready").start()
     try:

@@ -22,12 +22,13 @@ from client.session import AsyncClient, TokenSettings
 from node.model_files import write_tiny_model
 from relay.issuer_keys import read_pinned_key
 from tests.node.node_process import NodeProcess, start_node
-from tests.relay.relay_helpers import Service, start
+from tests.relay.relay_helpers import start
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from app.services import ServiceProcess
     from client.transport import Transport
 
 ISSUER_NAME = "issuer.hushcc.test"
@@ -45,9 +46,9 @@ class System:
     """Where everything listens and the client-side files."""
 
     workdir: Path
-    log: Service
-    issuer: Service
-    relay: Service
+    log: ServiceProcess
+    issuer: ServiceProcess
+    relay: ServiceProcess
     nodes: list[NodeProcess]
     log_key: str
     release: Path
@@ -93,7 +94,7 @@ def log_release(workdir: Path, log_url: str, measurement: bytes, name: str = "re
 @contextlib.contextmanager
 def running_system(workdir: Path, *, nodes: int = 2) -> Iterator[System]:
     """Start log, issuer, `nodes` nodes and the relay; stop them all (exit 0) afterwards."""
-    services: list[Service] = []
+    services: list[ServiceProcess] = []
     started: list[NodeProcess] = []
     try:
         _cli("log", "keygen", "--out", str(workdir / "log.key"), "--name", LOG_NAME)

@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import select
 import signal
 import subprocess
-import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
 
+from app.services import start_service
 from ohttp.keyconfig import KeyConfig, parse_key_configs
 
 if TYPE_CHECKING:
@@ -27,7 +25,7 @@ START_TIMEOUT = 120.0
 @dataclass
 class NodeProcess:
     url: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[str]
     stderr_path: Path
     workdir: Path
     metrics_url: str = ""
@@ -43,8 +41,6 @@ class NodeProcess:
             return self.process.wait(timeout=timeout)
         finally:
             self.stopped = True
-            if self.process.stdout is not None:
-                self.process.stdout.close()
 
     def get(self, path: str) -> bytes:
         with urllib.request.urlopen(self.url + path, timeout=30) as r:
@@ -71,26 +67,13 @@ class NodeProcess:
 def start_node(workdir: Path, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
     """Start a node with cwd, HOME and TMPDIR in `workdir`; wait for its ready line."""
     workdir.mkdir(parents=True, exist_ok=True)
-    stderr_path = workdir.parent / f"{workdir.name}.stderr"
     child_env = {**os.environ, "HOME": str(workdir), "TMPDIR": str(workdir), **(env or {})}
-    command = [sys.executable, "-m", "app", "node", "serve", "--host", "127.0.0.1", "--port", "0",
-               "--metrics-port", "0", *args]
-    with stderr_path.open("wb") as err:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err,
-                                   cwd=workdir, env=child_env)
-    assert process.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT
-    line = b""
-    while not line.endswith(b"\n"):
-        ready, _, _ = select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0))
-        if not ready or process.poll() is not None:
-            process.kill()
-            process.wait()
-            raise AssertionError("node did not start: " + stderr_path.read_text()[-2000:])
-        line += os.read(process.stdout.fileno(), 1)
-    assert line.startswith(b"listening on http://127.0.0.1:")
-    node = NodeProcess(line.decode().strip().removeprefix("listening on "), process,
-                       stderr_path, workdir)
+    service = start_service(
+        workdir.name, ["node", "serve", "--host", "127.0.0.1", "--port", "0",
+                       "--metrics-port", "0", *args],
+        workdir=workdir.parent, env=child_env, cwd=workdir, timeout=START_TIMEOUT)
+    assert service.url.startswith("http://127.0.0.1:")
+    node = NodeProcess(service.url, service.process, service.stderr_path, workdir)
     port = next(e["port"] for e in node.audit_lines() if e["event"] == "metrics.listening")
     node.metrics_url = f"http://127.0.0.1:{port}"
     return node

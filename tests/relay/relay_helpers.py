@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.cli import main as hushcc
+from app.services import ServiceProcess, start_service
 from ohttp.keyconfig import GatewayKey
 from ohttp.suites import AeadId, KdfId, SymmetricSuite
 from relay import authscheme, blindrsa
@@ -30,56 +26,10 @@ ISSUER_NAME = "issuer.test"
 ORIGIN_NAME = "relay.test"
 
 
-@dataclass
-class Service:
-    """One running service process and where it listens."""
-
-    process: subprocess.Popen[str]
-    url: str
-    stderr_path: Path
-
-    def stop(self) -> int:
-        """SIGTERM, wait, return the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            raise
-
-    def output(self) -> str:
-        """Everything the process wrote to stderr (call after `stop`)."""
-        return self.stderr_path.read_text(errors="replace")
-
-
-def start(args: list[str], workdir: Path, name: str, module: str = "app") -> Service:
-    """Start `python -m MODULE ARGS` and wait for its `listening on` line (never a sleep)."""
-    stderr_path = workdir / f"{name}.stderr"
-    with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=stderr,
-            text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-        lines.put("")
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        line = lines.get(timeout=START_TIMEOUT)
-    except queue.Empty:
-        line = ""
-    if not line.startswith("listening on http://"):
-        process.kill()
-        process.wait(timeout=10)
-        msg = f"{name} did not start: {stderr_path.read_text()[-2000:]}"
-        raise AssertionError(msg)
-    return Service(process, line.split("listening on ", 1)[1].strip(), stderr_path)
+def start(args: list[str], workdir: Path, name: str, module: str = "app") -> ServiceProcess:
+    """Start `python -m MODULE ARGS` from the repository, as `app.services` starts any service."""
+    return start_service(name, args, workdir=workdir, cwd=REPO, module=module,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=START_TIMEOUT)
 
 
 @dataclass
@@ -118,14 +68,15 @@ def make_gateway_key(workdir: Path) -> tuple[GatewayKey, Path]:
     return key, path
 
 
-def start_stub(workdir: Path, key_path: Path, mode: str = "normal", name: str = "stub") -> Service:
+def start_stub(workdir: Path, key_path: Path, mode: str = "normal",
+               name: str = "stub") -> ServiceProcess:
     return start(["--key", str(key_path), "--record", str(workdir / f"{name}.jsonl"),
                   "--mode", mode], workdir, name, module="tests.relay.stub_gateway")
 
 
 def start_relay(workdir: Path, issuer: IssuerFiles, gateway_url: str, *,
                 extra: tuple[str, ...] = (), config: str | None = None,
-                name: str = "relay", node_id: str = NODE_ID) -> Service:
+                name: str = "relay", node_id: str = NODE_ID) -> ServiceProcess:
     args = ["relay", "serve", "--host", "127.0.0.1", "--port", "0", "--issuer-key",
             str(issuer.pub), "--issuer-name", ISSUER_NAME, "--origin-name", ORIGIN_NAME,
             "--node", f"{node_id}={gateway_url}", *extra]

@@ -76,7 +76,7 @@ def test_issuer_service_issues_tokens_that_verify(tmp_path: Path) -> None:
         asyncio.run(_exercise(service.url, issuer.pinned.key))
     finally:
         assert service.stop() == 0
-    assert API_KEY not in service.output()
+    assert API_KEY not in service.stderr_text()
 
 
 async def _exercise(url: str, pinned: object) -> None:

@@ -36,16 +36,17 @@ from tests.relay.relay_helpers import (
 
 if TYPE_CHECKING:
 
+    from app.services import ServiceProcess
     from ohttp.keyconfig import GatewayKey
-    from tests.relay.relay_helpers import IssuerFiles, Service
+    from tests.relay.relay_helpers import IssuerFiles
 
 OHTTP = f"/v1/nodes/{NODE_ID}/ohttp"
 ALLOWED_TO_GATEWAY = {"Host", "Content-Type", "Content-Length", "Incremental"}
 
 
 class Env:
-    def __init__(self, workdir: Path, issuer: IssuerFiles, key: GatewayKey, stub: Service,
-                 relay: Service) -> None:
+    def __init__(self, workdir: Path, issuer: IssuerFiles, key: GatewayKey, stub: ServiceProcess,
+                 relay: ServiceProcess) -> None:
         self.workdir, self.issuer, self.key, self.stub, self.relay = (workdir, issuer, key, stub,
                                                                       relay)
 
@@ -54,7 +55,7 @@ class Env:
 
 
 def _env(tmp_path: Path, *, mode: str = "normal", extra: tuple[str, ...] = (),
-         config: str | None = None) -> tuple[Env, list[Service]]:
+         config: str | None = None) -> tuple[Env, list[ServiceProcess]]:
     issuer = make_issuer(tmp_path)
     key, key_path = make_gateway_key(tmp_path)
     stub = start_stub(tmp_path, key_path, mode)
@@ -255,7 +256,7 @@ def test_relay_logs_and_output_carry_no_request_content_r5(env: Env) -> None:
     assert b'"node": "stub"' in memory  # positive twin: the scan sees what the relay holds
     assert b"CANARY-" not in memory
     assert env.relay.stop() == 0
-    output = env.relay.output()
+    output = env.relay.stderr_text()
     assert "relay.stats" in output  # positive twin: the relay does log (counts)
     assert "forwarded_2xx=100" in output
     assert "127.0.0.1" not in output

@@ -27,22 +27,22 @@ from tests.relay.relay_helpers import (
 )
 
 if TYPE_CHECKING:
+    from app.services import ServiceProcess
     from tests.redis_server import RedisServer
-    from tests.relay.relay_helpers import Service
 
 OHTTP = f"/v1/nodes/{NODE_ID}/ohttp"
 DEADLINE = 2.0
 TRICKLERS = 300  # slow connections at once (SECURITY.md R2 asks for "hundreds")
 
 
-def _addr(service: Service) -> tuple[str, int]:
+def _addr(service: ServiceProcess) -> tuple[str, int]:
     parts = urlsplit(service.url)
     assert parts.hostname is not None
     assert parts.port is not None
     return parts.hostname, parts.port
 
 
-def _rss_kib(service: Service) -> int:
+def _rss_kib(service: ServiceProcess) -> int:
     for line in Path(f"/proc/{service.process.pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -124,7 +124,7 @@ def test_slow_clients_are_cut_at_the_absolute_deadline_while_others_are_served_r
         # Cut at the deadline (a byte per 0.5 s would otherwise last ~100 s), not per byte.
         assert DEADLINE - 0.3 <= cut <= DEADLINE + 6, cut
     assert relay.stop() == 0
-    output = relay.output()
+    output = relay.stderr_text()
     assert f"deadline_aborts={TRICKLERS + len(body_cut)}" in output
     assert f"client_aborted={len(body_cut)}" in output  # no partial body was forwarded
     assert "127.0.0.1" not in output  # no client address, no aiohttp error log
@@ -241,7 +241,7 @@ def test_two_relays_share_one_redis_and_fail_closed_when_it_dies_t5(
     try:
         async def run() -> None:
             async with aiohttp.ClientSession() as s:
-                async def post(relay: Service, token: str) -> int:
+                async def post(relay: ServiceProcess, token: str) -> int:
                     data, _ = encapsulate_request(key.config, b"r")
                     async with s.post(relay.url + OHTTP, data=data,
                                       headers={"Content-Type": "message/ohttp-req",
@@ -293,4 +293,4 @@ def test_a_reader_that_stops_reading_is_cut_at_the_write_deadline_with_bounded_b
         assert [relay.stop(), stub.stop()] == [0, 0]
     (flood,) = [r for r in records(tmp_path) if r["method"] == "FLOOD"]
     assert flood["chunks_sent"] < 256  # far less than the 32 MiB: nothing buffered it all
-    assert "stream_aborted=1" in relay.output()
+    assert "stream_aborted=1" in relay.stderr_text()
