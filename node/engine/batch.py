@@ -57,7 +57,11 @@ class ModelRunner(Protocol):
         ...
 
     def forward(self, chunks: Sequence[ForwardChunk]) -> list[torch.Tensor]:
-        """Compute one step; return, per chunk, float logits `[num_logits, vocab]` (CPU)."""
+        """Compute one step; return, per chunk, float logits `[num_logits, vocab]`.
+
+        The logits stay on the runner's device (views of one tensor): the engine samples them
+        there and brings only the chosen token ids to the host (`sampler.pick_step`).
+        """
         ...
 
     def zero_blocks(self, block_ids: Sequence[int]) -> None:

@@ -4,21 +4,24 @@ Not pure: it owns an asyncio step loop and runs the model forward in a worker th
 (`run_in_executor`) so the event loop stays responsive. Everything it decides comes from the
 pure scheduler and block manager; the runner computes.
 
-One step: apply cancellations -> `schedule(now)` -> `runner.forward(chunks)` (worker thread) ->
-sample / verify drafts -> stop checks (EOS, max_tokens, stop strings) -> stream text deltas ->
-finish ended sequences -> `flush()` zeroes every block freed during the step in one batched
-`runner.zero_blocks` call, before any of them can be handed out again. When the loop finds no
-work it zeroes the runner's per-step buffers (`runner.clear_scratch`) before it waits.
+One step: cancellations -> `schedule(now)` -> `runner.forward(chunks)` (worker thread) ->
+`sampler.pick_step` (every logits row of the step in one batched call, one host transfer) ->
+accept drafts / append tokens -> stop checks (EOS, max_tokens, stop strings) -> text deltas ->
+finish ended sequences -> `flush()` zeroes the blocks freed during the step in one batched
+`runner.zero_blocks` call, before any can be handed out again. An idle loop zeroes the
+runner's per-step buffers (`runner.clear_scratch`) before it waits.
 
 Invariants (SECURITY.md E1, E2, E5, E8, E9):
 * A request's blocks are zeroed and its token ids, hashes, detokenizer state, stop buffer and
-  generator dropped when it ends -- finished, cancelled (`cancel`, `aclose`, or the consumer
+  seed dropped when it ends -- finished, cancelled (`cancel`, `aclose`, or the consumer
   abandoning the stream, e.g. a client disconnect), or failed -- within one step.
 * Requests are checked (types, ranges, limits) in `submit`, before anything is allocated, and
   are queued there at once: batching and `cancel` do not wait for the stream's first read.
 * A failure while finishing one request's step (sampling, detokenizing, stop checks) ends that
-  request only (failed, its blocks zeroed); the others go on. A failure of the batched forward
-  ends the requests of that step; anything else ends every request.
+  request only (failed, its blocks zeroed); the others go on (if the batched sampler fails, each
+  request is sampled alone by `sampler.pick_alone` inside its own boundary). A failure of the
+  batched forward ends the requests of that step; anything else ends every request.
+* Randomness is `seeded_uniform(seed, tokens sampled so far)`, per request (seed or `secrets`).
 * Request ids are random (never a counter); stats are counts only (no ids, no content).
 * Nothing here logs, prints or puts request content in an exception message.
 * The tenant salt is an argument of `submit` (derived by the node), never read from the request.
@@ -46,15 +49,14 @@ from node.engine.requests import (
     GenerateRequest,
     RequestStream,
 )
-from node.engine.sampling import SamplingParams, find_stop, make_generator, sample, stop_holdback
+from node.engine.sampler import RowsWanted, pick_alone, pick_step
+from node.engine.sampling import SamplingParams, find_stop, stop_holdback
 from node.engine.scheduler import Scheduler
 from node.engine.sequence import SeqStatus, Sequence, check_request
 from node.engine.speculative import accept, propose
 
-__all__ = [
-    "Delta", "Engine", "EngineConfig", "EngineError", "EngineStats", "GenerateRequest",
-    "RequestStream",
-]
+__all__ = ["Delta", "Engine", "EngineConfig", "EngineError", "EngineStats", "GenerateRequest",
+           "RequestStream"]
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -76,7 +78,7 @@ class _Live:
     params: SamplingParams
     detok: IncrementalDetokenizer
     queue: asyncio.Queue[Delta | BaseException]
-    generator: torch.Generator | None = None
+    seed: int | None = None  # sampling seed (None when greedy)
     pending: str = ""  # decoded text held back because it may begin a stop string
     cancelled: bool = False
 
@@ -84,7 +86,7 @@ class _Live:
         self.seq.erase()
         self.detok.clear()
         self.pending = ""
-        self.generator = None
+        self.seed = None
 
 
 class Engine:
@@ -147,12 +149,12 @@ class Engine:
         loop = asyncio.get_running_loop()
         seq = Sequence(seq_id=secrets.randbits(63), root=root, token_ids=list(prompt),
                        num_prompt_tokens=len(prompt), max_tokens=params.max_tokens)
-        gen = None
+        seed = None
         if not params.greedy:
-            gen = make_generator(params.seed if params.seed is not None else secrets.randbits(63))
+            seed = params.seed if params.seed is not None else secrets.randbits(63)
         request_id = secrets.token_hex(16)
         queue: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
-        live = _Live(request_id, seq, params, IncrementalDetokenizer(self.tokenizer), queue, gen)
+        live = _Live(request_id, seq, params, IncrementalDetokenizer(self.tokenizer), queue, seed)
         self._live[seq.seq_id] = live
         self._by_request[request_id] = seq.seq_id
         self.scheduler.add(seq)
@@ -227,8 +229,7 @@ class Engine:
             self.scheduler.flush()
 
     def _idle_timeout(self) -> float | None:
-        cache = self.scheduler.blocks.cache
-        deadline = cache.next_expiry() if cache is not None else None
+        deadline = None if (cache := self.scheduler.blocks.cache) is None else cache.next_expiry()
         return None if deadline is None else max(deadline - self.clock(), 0.0) + 0.01
 
     def drop_prefix_cache(self) -> None:
@@ -304,31 +305,43 @@ class Engine:
             self.scheduler.flush()
             return
         rows = iter(logits)
+        outs = [next(rows) if share.chunk is not None else None for share in plan.scheduled]
+        wants = [self._wants(share, out) for share, out in zip(plan.scheduled, outs, strict=True)]
+        picks = pick_step(outs, wants)
         now = self.clock()
-        for share in plan.scheduled:
-            out = next(rows) if share.chunk is not None else None
+        for share, out, want, ids in zip(plan.scheduled, outs, wants, picks, strict=True):
             live = self._live.get(share.seq.seq_id)
             if live is None or live.cancelled or live.seq.status is not SeqStatus.RUNNING:
                 continue
             try:
-                self._advance(live, share, out, now)
+                if ids is None and want is not None and out is not None:
+                    # the batched call failed: this request alone, by the per-row reference
+                    self._advance(live, share, pick_alone(out, want), now)
+                else:
+                    self._advance(live, share, ids, now)
             except Exception:  # noqa: BLE001 - confined to this request; the others go on
                 if live.seq.seq_id in self._live:
                     self._end(live, EngineError("inference failed"), "failed")
         self.scheduler.flush()  # zero every block freed this step, batched
 
-    def _advance(self, live: _Live, share: ScheduledSeq, out: torch.Tensor | None,
+    def _wants(self, share: ScheduledSeq, out: torch.Tensor | None) -> RowsWanted | None:
+        """What the share needs from its logits rows (None: nothing to sample)."""
+        if (live := self._live.get(share.seq.seq_id)) is None or out is None or not share.samples:
+            return None
+        return RowsWanted(live.params, live.seed, live.seq.num_generated, bool(share.num_drafts))
+
+    def _advance(self, live: _Live, share: ScheduledSeq, ids: list[int] | None,
                  now: float) -> None:
-        if not share.samples or out is None:
+        if ids is None:  # a prefill chunk that does not end the prompt (or one the cache holds)
             self.scheduler.complete(share, [], now)
             return
         seq, params = live.seq, live.params
         if share.num_drafts:
-            new = accept(seq.draft_tokens[: share.num_drafts], out)
+            new = accept(seq.draft_tokens[: share.num_drafts], ids)
             self._counts["drafts"] += share.num_drafts
             self._counts["accepted"] += len(new) - 1
         else:
-            new = [sample(out[-1], params, live.generator)]
+            new = [ids[-1]]
         new = new[: seq.max_tokens - seq.num_generated]
         eos = not params.ignore_eos and any(t in self.config.eos_token_ids for t in new)
         if eos:
@@ -343,8 +356,8 @@ class Engine:
             return
         if eos or length:
             self._finish(live, "stop" if eos else "length")
-        elif self.config.speculative is not None and params.greedy:
-            seq.draft_tokens = propose(seq.token_ids, self.config.speculative)
+        elif (spec := self.config.speculative) and params.greedy:
+            seq.draft_tokens = propose(seq.token_ids, spec)
 
     def _emit(self, live: _Live, text: str, *, final: bool) -> bool:
         """Stream text through the stop-string check; True when a stop string ended the request.

@@ -150,7 +150,7 @@ class PagedRunner:
 
     @torch.inference_mode()
     def forward(self, chunks: Sequence[ForwardChunk]) -> list[torch.Tensor]:
-        """Compute one step; return, per chunk, fp32 CPU logits `[num_logits, vocab]`.
+        """Compute one step; return, per chunk, fp32 logits `[num_logits, vocab]` on the device.
 
         Args:
             chunks: the step's chunks (each sequence at most once).
@@ -189,7 +189,7 @@ class PagedRunner:
             return [torch.empty(0, self.config.vocab_size) for _ in chunks]
         h = _rms_norm(x.index_select(0, plan.logit_rows), self._final_norm,
                       self.config.rms_norm_eps)
-        logits = self._lm_head(h).float().cpu()
+        logits = self._lm_head(h).float()  # stays on the device: the engine samples it there
         return list(torch.split(logits, plan.num_logits))
 
     def _attention(

@@ -1,8 +1,12 @@
 """Sampling parameters, token sampling and stop conditions.
 
-Pure apart from torch arithmetic on CPU logits: randomness comes in as a `torch.Generator`
-(one per request, seeded from the request's seed or by the caller), so the same seed gives the
-same output. Nothing here keeps state between requests.
+Pure apart from torch arithmetic: randomness comes in as a number, the uniform draw of
+`seeded_uniform(seed, counter)` -- a counter-based stream (BLAKE2b of the request's seed and the
+index of the token being sampled), so the same seed gives the same output whatever else shares
+the step, after a preemption too, and on any device. Nothing here keeps state between requests.
+
+`sample` is the per-row reference; `node/engine/sampler.py` does the same for a whole step's
+rows at once on the logits' device (the engine's path; tested equal row for row).
 
 Invariants:
 * `SamplingParams` is validated on construction and again by the engine at submit (`check`:
@@ -12,11 +16,16 @@ Invariants:
 * `sample` never raises on a degenerate distribution (NaN/inf logits, a temperature or top_p so
   small that nothing is left): it falls back to the argmax of the surviving mass.
 * temperature == 0 means greedy (argmax); top-k / top-p then have no effect.
+* Sampling is an inverse CDF in vocabulary order: the token is the first whose cumulative
+  probability exceeds `draw` times the total mass (top-k, then top-p over a stable descending
+  sort, decide the mass first). The draw is not secret material: it needs uniformity and
+  reproducibility; unseeded requests get their seed from `secrets`.
 * Error messages name the field, never a value that could echo request content.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -124,18 +133,29 @@ def _real(name: str, value: object) -> float:
     return x
 
 
-def make_generator(seed: int) -> torch.Generator:
-    """A CPU generator for one request."""
-    return torch.Generator().manual_seed(seed)
+def seeded_uniform(seed: int, counter: int) -> float:
+    """The uniform draw in [0, 1) a request seeded `seed` uses for its `counter`-th sampled token.
 
-
-def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """Pick the next token from one row of logits `[vocab]`.
+    Counter-based: BLAKE2b-64 of the two little-endian 64-bit integers (personalised), top 53
+    bits. A pure function: no generator state to keep, reproducible after a preemption, the
+    same on every device and whatever else shares the batch.
 
     Args:
-        logits: fp32 CPU logits.
+        seed: the request's seed (0 <= seed < 2**64).
+        counter: tokens the request has sampled before this one (0 <= counter < 2**64).
+    """
+    digest = hashlib.blake2b(seed.to_bytes(8, "little") + counter.to_bytes(8, "little"),
+                             digest_size=8, person=b"hushcc.sampling").digest()
+    return (int.from_bytes(digest, "little") >> 11) * 2.0**-53
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, draw: float) -> int:
+    """Pick the next token from one row of logits `[vocab]` (the per-row reference).
+
+    Args:
+        logits: float logits (any device).
         params: the request's sampling parameters.
-        generator: the request's generator (unused when greedy).
+        draw: the request's uniform for this token (`seeded_uniform`; unused when greedy).
 
     Returns:
         The token id.
@@ -154,21 +174,18 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
         kth = torch.topk(x, params.top_k).values[-1]
         x = x.masked_fill(x < kth, float("-inf"))
     if params.top_p < 1.0:
-        sorted_x, order = torch.sort(x, descending=True)
+        sorted_x, order = torch.sort(x, descending=True, stable=True)
         probs = torch.softmax(sorted_x, dim=-1)
         # drop a token when the mass before it already reaches top_p (the top token always stays)
         drop = (torch.cumsum(probs, dim=-1) - probs) >= params.top_p
         x = x.scatter(0, order, sorted_x.masked_fill(drop, float("-inf")))
     probs = torch.softmax(x, dim=-1)
-    if not bool(torch.isfinite(probs).all()) or not bool(probs.sum() > 0):
+    cdf = torch.cumsum(probs, dim=-1)
+    if not bool(torch.isfinite(probs).all()) or not bool(cdf[-1] > 0):
         # degenerate: greedy (top-k and top-p always keep the top token, so it survived)
         return int(torch.argmax(clean))
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
-def greedy_batch(logits: torch.Tensor) -> list[int]:
-    """Argmax of every row of `[n, vocab]` logits."""
-    return [int(t) for t in torch.argmax(logits, dim=-1)]
+    target = torch.tensor([draw * float(cdf[-1])], dtype=torch.float64, device=cdf.device)
+    return min(int(torch.searchsorted(cdf, target, right=True)), x.numel() - 1)
 
 
 def find_stop(text: str, stop: tuple[str, ...]) -> int:

@@ -2,8 +2,9 @@
 
 `propose` finds the most recent earlier occurrence of the last n tokens (n from `max_ngram`
 down to `min_ngram`) in the request's own history and proposes the tokens that followed it.
-`accept` verifies drafts against the greedy argmax of the logits the runner returned for the
-last accepted token plus the drafts: the longest matching prefix is accepted, plus one token from
+`accept` verifies drafts against the greedy argmax of the rows the runner computed for the last
+accepted token plus the drafts (their argmax comes with every other row's in the step's single
+host transfer): the longest matching prefix is accepted, plus one token from
 the model (so every step yields at least one token, exactly the greedy output).
 
 Invariants:
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import torch
 
 from hushcc.errors import ConfigError
 
@@ -67,22 +66,21 @@ def propose(history: Sequence[int], cfg: PromptLookupConfig) -> list[int]:
     return []
 
 
-def accept(drafts: Sequence[int], logits: torch.Tensor) -> list[int]:
+def accept(drafts: Sequence[int], best: Sequence[int]) -> list[int]:
     """Verify drafts against greedy argmax.
 
     Args:
         drafts: the k proposed tokens.
-        logits: `[k + 1, vocab]` logits at the last accepted token and at each draft.
+        best: the argmax tokens of the k + 1 rows at the last accepted token and at each draft.
 
     Returns:
         The accepted drafts followed by one model token (length 1..k+1).
 
     Raises:
-        ConfigError: when the logits do not have k + 1 rows.
+        ConfigError: when there are not k + 1 argmax tokens.
     """
-    if logits.shape[0] != len(drafts) + 1:
-        raise ConfigError("verification needs one logits row per draft plus one")
-    best = torch.argmax(logits, dim=-1).tolist()
+    if len(best) != len(drafts) + 1:
+        raise ConfigError("verification needs one argmax per draft plus one")
     out: list[int] = []
     for d, b in zip(drafts, best, strict=False):
         if d != b:

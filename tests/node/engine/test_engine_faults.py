@@ -13,6 +13,7 @@ import pytest
 
 from hushcc.errors import ProtocolError
 from node.engine.engine import EngineError
+from node.engine.sampler import SampledRow, choose_tokens
 from node.engine.sampling import SamplingParams, sample
 from tests.node.engine.engine_helpers import (
     SALT_A,
@@ -25,6 +26,8 @@ from tests.node.engine.engine_helpers import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
 A1 = [31, 32, 33, 34, 35, 36, 37]
@@ -36,12 +39,18 @@ POISON_SEED = 4242
 def test_failure_of_one_request_ends_it_alone_and_zeroes_its_blocks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def faulty(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
+    def faulty(logits: torch.Tensor, params: SamplingParams, draw: float) -> int:
         if params.seed == POISON_SEED:
             raise RuntimeError("sampler blew up")
-        return sample(logits, params, gen)
+        return sample(logits, params, draw)
 
-    monkeypatch.setattr("node.engine.engine.sample", faulty)
+    def faulty_batch(logits: torch.Tensor, sampled: Sequence[SampledRow]) -> list[int]:
+        if sampled:  # B is the only sampling request: the whole batched call fails with it
+            raise RuntimeError("batched sampler blew up")
+        return choose_tokens(logits, sampled)
+
+    monkeypatch.setattr("node.engine.sampler.sample", faulty)
+    monkeypatch.setattr("node.engine.sampler.choose_tokens", faulty_batch)
 
     async def go() -> None:
         eng = make_engine(cache=False)
@@ -65,6 +74,30 @@ def test_failure_of_one_request_ends_it_alone_and_zeroes_its_blocks(
         assert eng.runner.kv_pool_is_zero()
         await eng.close()
     asyncio.run(go())
+
+
+def test_failed_batched_sampler_falls_back_to_each_request_alone_with_the_same_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def run() -> list[list[int]]:
+        eng = make_engine(cache=False, spec=True)
+        streams = [eng.submit(req(A1, max_tokens=10), SALT_A),
+                   eng.submit(req(A1 + A1, max_tokens=10), SALT_A),  # repeats: drafts verified
+                   eng.submit(req(B, max_tokens=10, temperature=0.9, top_k=40, seed=5), SALT_B)]
+        outs = await asyncio.gather(*(collect(s) for s in streams))
+        assert eng.stats().failed == 0
+        assert eng.runner.kv_pool_is_zero()
+        await eng.close()
+        return [tokens_of(o) for o in outs]
+
+    batched = asyncio.run(run())
+
+    def broken(logits: torch.Tensor, sampled: Sequence[SampledRow]) -> list[int]:
+        raise RuntimeError("batched sampler blew up")
+
+    monkeypatch.setattr("node.engine.sampler.choose_tokens", broken)
+    assert asyncio.run(run()) == batched  # the per-row path gives the same tokens
+    assert batched[0] == reference_greedy(A1, 10)
 
 
 def test_degenerate_sampling_values_sample_greedily_and_fail_nobody() -> None:

@@ -10,23 +10,44 @@ from node.engine.sampling import (
     SamplingLimits,
     SamplingParams,
     find_stop,
-    greedy_batch,
-    make_generator,
     sample,
+    seeded_uniform,
     stop_holdback,
 )
 
 LOGITS = torch.tensor([0.0, 3.0, 2.9, 1.0, -1.0, 2.0])
+PINNED_DRAWS = [0.686666279284, 0.124032569944, 0.287456286793]  # seed 7, counters 0..2
 
 
 def draw(params: SamplingParams, n: int = 200, seed: int = 0) -> list[int]:
-    g = make_generator(seed)
-    return [sample(LOGITS, params, g) for _ in range(n)]
+    return [sample(LOGITS, params, seeded_uniform(seed, i)) for i in range(n)]
 
 
 def test_greedy_is_argmax():
-    assert sample(LOGITS, SamplingParams(), None) == 1
-    assert greedy_batch(torch.stack([LOGITS, -LOGITS])) == [1, 4]
+    assert sample(LOGITS, SamplingParams(), 0.5) == 1
+    assert sample(-LOGITS, SamplingParams(), 0.5) == 4
+
+
+def test_seeded_uniform_is_a_pinned_counter_stream():
+    # pinned values: the stream must never change, or seeded requests change their output
+    assert seeded_uniform(0, 0) == seeded_uniform(0, 0)
+    assert [round(seeded_uniform(7, i), 12) for i in range(3)] == PINNED_DRAWS
+    draws = [seeded_uniform(3, i) for i in range(4000)]
+    assert all(0.0 <= u < 1.0 for u in draws)
+    assert len(set(draws)) == len(draws)
+    assert abs(sum(draws) / len(draws) - 0.5) < 0.02  # uniform-ish: mean 1/2, sd 0.0046
+    assert sum(u < 0.1 for u in draws) in range(320, 480)
+    assert seeded_uniform(8, 0) != seeded_uniform(7, 0)
+    assert seeded_uniform(2**63 - 1, 2**40) != seeded_uniform(2**63 - 1, 2**40 + 1)
+
+
+def test_inverse_cdf_follows_the_draw():
+    p = SamplingParams(temperature=1.0)
+    assert sample(LOGITS, p, 0.0) == 0  # the first token with mass
+    assert sample(LOGITS, p, 1.0 - 2**-53) == 5  # the last one
+    mass = torch.softmax(LOGITS.double(), -1).cumsum(-1)
+    assert sample(LOGITS, p, float(mass[1]) * 0.999) == 1
+    assert sample(LOGITS, p, float(mass[1]) * 1.001) == 2
 
 
 def test_same_seed_same_output_different_seed_differs():
@@ -93,10 +114,9 @@ def test_stop_strings():
     pytest.param({"temperature": 5e-324}, id="smallest-double"),
 ])
 def test_degenerate_distribution_samples_the_top_token(kwargs):
-    g = make_generator(0)
-    assert {sample(LOGITS, SamplingParams(**kwargs), g) for _ in range(20)} == {1}
+    assert set(draw(SamplingParams(**kwargs), 20)) == {1}
     wide = SamplingParams(temperature=1.0)  # positive twin: an ordinary temperature varies
-    assert len({sample(LOGITS, wide, g) for _ in range(50)}) > 1
+    assert len(set(draw(wide, 50))) > 1
 
 
 @pytest.mark.parametrize(("logits", "expected"), [
@@ -107,4 +127,4 @@ def test_degenerate_distribution_samples_the_top_token(kwargs):
 ])
 def test_broken_logits_never_raise(logits, expected):
     params = SamplingParams(temperature=0.8, top_p=0.9, top_k=2)
-    assert sample(torch.tensor(logits), params, make_generator(1)) == expected
+    assert sample(torch.tensor(logits), params, seeded_uniform(1, 0)) == expected

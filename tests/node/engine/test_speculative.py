@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,17 +26,13 @@ def test_window_limits_the_search():
     assert propose(hist, PromptLookupConfig(num_draft=3, max_window=10)) == []
 
 
-def one_hot(rows: list[int], vocab: int = 10) -> torch.Tensor:
-    return torch.nn.functional.one_hot(torch.tensor(rows), vocab).float()
-
-
 def test_accept_longest_matching_prefix_plus_model_token():
-    assert accept([4, 5, 6], one_hot([4, 5, 6, 7])) == [4, 5, 6, 7]
-    assert accept([4, 5, 6], one_hot([4, 8, 6, 7])) == [4, 8]
-    assert accept([4, 5, 6], one_hot([2, 5, 6, 7])) == [2]
-    assert accept([], one_hot([3])) == [3]
+    assert accept([4, 5, 6], [4, 5, 6, 7]) == [4, 5, 6, 7]
+    assert accept([4, 5, 6], [4, 8, 6, 7]) == [4, 8]
+    assert accept([4, 5, 6], [2, 5, 6, 7]) == [2]
+    assert accept([], [3]) == [3]
     with pytest.raises(ConfigError):
-        accept([1, 2], one_hot([1]))
+        accept([1, 2], [1])
 
 
 def test_bad_config():
