@@ -1,9 +1,10 @@
 """How one forward lays out its tokens: the index tensors every layer of the runner shares.
 
 `ForwardPlan` flattens a step's chunks into rows (token ids, positions, KV slots, logit rows),
-checks each chunk against the pool, and sorts the chunks into short ones (decodes and draft
-verification, batched by length group into padded SDPA calls: `ShortBatch`, grouped by
-`group_by_length`) and long ones (one SDPA each: `LongChunk`).
+checks each chunk against the pool, and builds the attention layout of the runner's backend
+(`attention.py`): one `FlexLayout` (flex), one `PaddedBatch` over every chunk (padded), or short
+chunks (decodes, draft verification) batched by length group into `PaddedBatch`es
+(`group_by_length`) plus long ones attended one SDPA each (`LongChunk`) (grouped).
 
 Invariants:
 * A chunk is checked before anything is computed: non-empty, inside the model length, its
@@ -20,64 +21,24 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from hushcc.errors import ProtocolError
+from node.engine.attention import ChunkSpan, FlexLayout, PaddedBatch
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from node.engine.batch import ForwardChunk
 
-SHORT_CHUNK = 8  # chunks up to this long (decodes, draft verification) share padded SDPAs
-
-
-class ShortChunk(NamedTuple):
-    """A chunk of at most `SHORT_CHUNK` tokens, attended in a padded group."""
-
-    row0: int  # its first row in the step's flattened tokens
-    length: int  # tokens in the chunk
-    start: int  # position of its first token
-    table: list[int]  # the blocks covering positions [0, start + length)
+SHORT_CHUNK = 8  # `grouped`: chunks up to this long (decodes, drafts) share padded SDPAs
 
 
 class LongChunk(NamedTuple):
-    """A chunk attended on its own."""
+    """`grouped`: a chunk attended on its own."""
 
     row0: int  # its first row in the step's flattened tokens
     length: int  # tokens in the chunk
     blocks: torch.Tensor | None  # blocks to gather its KV from; None: starts at 0, uses fresh K/V
     kv_len: int  # keys attended (start + length)
     mask: torch.Tensor | None  # [length, kv_len] causal mask; None: plain causal
-
-
-class ShortBatch:
-    """Index tensors of the padded attention of one length group of short chunks."""
-
-    def __init__(
-        self,
-        short: list[ShortChunk],
-        block_size: int,
-        group: int,
-        device: torch.device,
-    ) -> None:
-        """Build from the group's short chunks."""
-        self.batch = len(short)
-        self.width = max(n for _, n, _, _ in short)
-        nblk = max(len(t) for _, _, _, t in short)
-        blocks = [t + [t[0]] * (nblk - len(t)) for _, _, _, t in short]
-        self.blocks = torch.tensor(blocks, dtype=torch.long, device=device).view(-1)
-        # padded query slots repeat the chunk's last row (their outputs are dropped)
-        q_rows = [r + min(i, n - 1) for r, n, _, _ in short for i in range(self.width)]
-        q_pos = [s + min(i, n - 1) for _, n, s, _ in short for i in range(self.width)]
-        self.q_rows = torch.tensor(q_rows, dtype=torch.long, device=device)
-        self.out_rows = torch.tensor(
-            [r + i for r, n, _, _ in short for i in range(n)], dtype=torch.long, device=device)
-        valid = [j * self.width + i for j, (_, n, _, _) in enumerate(short) for i in range(n)]
-        self.valid = None if len(valid) == len(q_rows) else torch.tensor(valid, device=device)
-        kpos = torch.arange(nblk * block_size, device=device)
-        qpos = torch.tensor(q_pos, device=device).view(self.batch, self.width)
-        mask = kpos[None, None, :] <= qpos[:, :, None]  # [B, width, keys]
-        if self.width > 1 and group > 1:
-            mask = mask.repeat_interleave(group, dim=1)
-        self.mask = mask.unsqueeze(1)
 
 
 class Scratch:
@@ -124,18 +85,24 @@ class Scratch:
 class ForwardPlan:
     """Index tensors for one forward (one engine step), built once and shared by every layer.
 
+    `backend` (see `attention.py`) decides the attention layout: `flex` -> `self.flex`, `padded`
+    -> one `PaddedBatch` in `self.batches`, `grouped` -> `self.batches` per length group of
+    short chunks plus `self.long_chunks`.
+
     Raises ProtocolError on construction when a chunk is empty, too long, or its block table does
     not cover it.
     """
 
-    def __init__(  # noqa: PLR0913, PLR0917 - the pool geometry, passed positionally inside
+    def __init__(  # noqa: PLR0913 - the pool geometry and the backend
         self,
         chunks: Sequence[ForwardChunk],
+        *,
         block_size: int,
         num_blocks: int,
         max_len: int,
         group: int,
         scratch: Scratch,
+        backend: str = "grouped",
     ) -> None:
         """Check and lay out `chunks` for a pool of `num_blocks` blocks of `block_size`."""
         device = scratch.device
@@ -144,8 +111,7 @@ class ForwardPlan:
         slots: list[int] = []
         logit_rows: list[int] = []
         self.num_logits: list[int] = []
-        short: list[ShortChunk] = []
-        self.long_chunks: list[LongChunk] = []
+        spans: list[ChunkSpan] = []
         for ch in chunks:
             n, start = len(ch.token_ids), ch.start_pos
             end = start + n
@@ -162,28 +128,41 @@ class ForwardPlan:
             slots.extend(table[p // block_size] * block_size + p % block_size for p in pos)
             logit_rows.extend(range(row0 + n - ch.num_logits, row0 + n))
             self.num_logits.append(ch.num_logits)
-            if n <= SHORT_CHUNK:
-                short.append(ShortChunk(row0, n, start, table))
-                continue
-            if start == 0:  # attends only to its own new K/V: causal, nothing to gather
-                self.long_chunks.append(LongChunk(row0, n, None, end, None))
-                continue
-            # queries sit at the bottom-right of the key range
-            kpos = torch.arange(end, device=device)
-            mask = kpos[None, :] <= torch.arange(start, end, device=device)[:, None]
-            blocks = torch.tensor(table, dtype=torch.long, device=device)
-            self.long_chunks.append(LongChunk(row0, n, blocks, end, mask))
+            spans.append(ChunkSpan(row0, n, start, table))
         self.total = len(tokens)
         self.tokens, self.positions, self.slots, self.logit_rows = scratch.load(
             tokens, positions, slots, logit_rows)
-        self.short = [ShortBatch(g, block_size, group, device)
-                      for g in group_by_length(short, block_size)]
+        self.flex: FlexLayout | None = None
+        self.batches: list[PaddedBatch] = []
+        self.long_chunks: list[LongChunk] = []
+        if not spans:
+            return
+        if backend == "flex":
+            self.flex = FlexLayout(spans, self.total, block_size, num_blocks, device)
+        elif backend == "padded":
+            self.batches = [PaddedBatch(spans, block_size, group, device)]
+        else:
+            short = [s for s in spans if s.length <= SHORT_CHUNK]
+            self.long_chunks = [_long_chunk(s, device) for s in spans if s.length > SHORT_CHUNK]
+            self.batches = [PaddedBatch(g, block_size, group, device)
+                            for g in group_by_length(short, block_size)]
+
+
+def _long_chunk(s: ChunkSpan, device: torch.device) -> LongChunk:
+    end = s.start + s.length
+    if s.start == 0:  # attends only to its own new K/V: causal, nothing to gather
+        return LongChunk(s.row0, s.length, None, end, None)
+    # queries sit at the bottom-right of the key range
+    kpos = torch.arange(end, device=device)
+    mask = kpos[None, :] <= torch.arange(s.start, end, device=device)[:, None]
+    blocks = torch.tensor(s.table, dtype=torch.long, device=device)
+    return LongChunk(s.row0, s.length, blocks, end, mask)
 
 
 GROUP_COST = 16  # one more padded SDPA call costs about as much as this many padded blocks
 
 
-def group_by_length(short: list[ShortChunk], block_size: int) -> list[list[ShortChunk]]:
+def group_by_length(short: list[ChunkSpan], block_size: int) -> list[list[ChunkSpan]]:
     """Split the short chunks into length groups that minimise padded KV blocks read.
 
     Sorted by context length, contiguous runs are chosen by dynamic programming with cost

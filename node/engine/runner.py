@@ -7,12 +7,12 @@ computes every chunk of the step together.
 How a step runs (varlen batching): the tokens of all chunks are flattened into one `[T, hidden]`
 activation, so each linear map is a single GEMM for the whole step (on CPU through oneDNN with
 weights prepacked once, see `linear.py`); K/V of the new tokens are written into the pool with
-one `index_copy_` per layer; attention reads each sequence's KV back through its block table
-(whole blocks gathered with `index_select`): short chunks (decodes and speculative
-verification, up to `SHORT_CHUNK` tokens) are batched into padded, masked SDPA calls, one per
-length group; longer chunks run one SDPA each (a chunk starting at position 0 attends to its
-fresh K/V without any gather); `forward_plan.py` lays the step out. Logits are computed only for the
-positions the chunks ask for.
+one `index_copy_` per layer; attention then runs by one of the backends of `attention.py`:
+`flex` (CUDA: ONE FlexAttention call per layer over every chunk, reading K/V in place from the
+pool through the block tables), `padded` (one padded SDPA per layer, blocks gathered) or
+`grouped` (CPU: decodes and draft verification batched per length group, long chunks one SDPA
+each). `forward_plan.py` lays the step out. Logits are computed only for the positions the
+chunks ask for.
 
 Invariants:
 * The pool is ONE tensor `[layers, 2, num_blocks, block_size, kv_heads, head_dim]` allocated
@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 
 from hushcc.errors import ConfigError
-from node.engine.forward_plan import ForwardPlan, Scratch, ShortBatch
+from node.engine.attention import flex_attention, padded_attention, resolve_backend
+from node.engine.forward_plan import ForwardPlan, Scratch
 from node.engine.linear import PackedLinear, make_linears
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class PagedRunner:
         dtype: torch.dtype = torch.float32,
         max_model_len: int | None = None,
         prepack: bool | None = None,
+        attention: str | None = None,
     ) -> None:
         """Move the weights to `device` and allocate the zeroed KV pool.
 
@@ -68,9 +70,12 @@ class PagedRunner:
             max_model_len: longest sequence served (default: the config's maximum).
             prepack: use oneDNN prepacked linears (default: on CPU when they work; see
                 `linear.py`).
+            attention: attention backend, "flex", "padded" or "grouped" (default: the
+                device's, see `attention.resolve_backend`).
 
         Raises:
-            ConfigError: on non-positive sizes, or `prepack=True` where it cannot work.
+            ConfigError: on non-positive sizes, an unknown backend, or `prepack=True` where it
+                cannot work.
         """
         if num_blocks <= 0 or block_size <= 0:
             raise ConfigError("num_blocks and block_size must be positive")
@@ -108,6 +113,7 @@ class PagedRunner:
         self._kv = c.num_kv_heads * c.head_dim
         self._scale = c.head_dim ** -0.5
         self._scratch = Scratch(c.hidden_size, dtype, self.device)
+        self.attention = resolve_backend(attention, self.device, block_size)
 
     @property
     def block_size(self) -> int:
@@ -164,8 +170,10 @@ class PagedRunner:
         """
         if not chunks:
             return []
-        plan = ForwardPlan(chunks, self._block_size, self._num_blocks, self.max_model_len,
-                         self.config.num_heads // self.config.num_kv_heads, self._scratch)
+        plan = ForwardPlan(chunks, block_size=self._block_size, num_blocks=self._num_blocks,
+                           max_len=self.max_model_len, scratch=self._scratch,
+                           group=self.config.num_heads // self.config.num_kv_heads,
+                           backend=self.attention)
         c = self.config
         x = self._scratch.hidden[:plan.total]
         torch.index_select(self._embed, 0, plan.tokens, out=x)
@@ -197,15 +205,21 @@ class PagedRunner:
     ) -> torch.Tensor:
         """Attention of every query row over its sequence's cached KV; returns `[T, heads*d]`.
 
-        `k`, `v` are this step's new keys/values (already written to the pool): a chunk that
-        starts at position 0 attends to them directly; any other chunk reads its blocks.
+        `k`, `v` are this step's new keys/values (already written to the pool). `flex` and
+        `padded` make one call for the whole step; `grouped` one per length group of short
+        chunks and one per long chunk (a chunk starting at position 0 attends to its fresh K/V
+        directly, any other reads its blocks).
         """
+        pool = self.kv_pool[layer]
+        if plan.flex is not None:
+            return flex_attention(q, pool, plan.flex, self._scale)
         c = self.config
         kvh, d, group = c.num_kv_heads, c.head_dim, c.num_heads // c.num_kv_heads
+        if len(plan.batches) == 1 and not plan.long_chunks and plan.batches[0].in_order:
+            return padded_attention(q, pool, plan.batches[0], self._scale).view(plan.total, -1)
         out = torch.empty(plan.total, c.num_heads, d, dtype=q.dtype, device=q.device)
-        pool = self.kv_pool[layer]
-        for sb in plan.short:
-            out.index_copy_(0, sb.out_rows, self._short_attention(pool, q, sb))
+        for pb in plan.batches:
+            out.index_copy_(0, pb.out_rows, padded_attention(q, pool, pb, self._scale))
         for lc in plan.long_chunks:
             rows = slice(lc.row0, lc.row0 + lc.length)
             if lc.blocks is None:
@@ -220,26 +234,6 @@ class PagedRunner:
                 enable_gqa=group > 1)
             out[rows] = o.squeeze(0).transpose(0, 1)
         return out.view(plan.total, -1)
-
-
-    def _short_attention(self, pool: torch.Tensor, q: torch.Tensor, sb: ShortBatch
-                         ) -> torch.Tensor:
-        """One padded SDPA for a length group of short chunks (decodes, speculative verification).
-
-        Each chunk's KV is gathered by whole blocks and masked per query position. The query
-        heads sharing a KV head ride along the query axis (`[B, kv_heads, n * group, d]`), so
-        grouped-query attention needs no K/V expansion. Returns the valid rows `[R, heads, d]`.
-        """
-        c = self.config
-        kvh, d, group = c.num_kv_heads, c.head_dim, c.num_heads // c.num_kv_heads
-        b, width = sb.batch, sb.width
-        kv = pool.index_select(1, sb.blocks).view(2, b, -1, kvh, d)
-        qs = q.index_select(0, sb.q_rows).view(b, width, kvh, group, d)
-        qs = qs.permute(0, 2, 1, 3, 4).reshape(b, kvh, width * group, d)
-        o = F.scaled_dot_product_attention(
-            qs, kv[0].transpose(1, 2), kv[1].transpose(1, 2), attn_mask=sb.mask, scale=self._scale)
-        o = o.view(b, kvh, width, group, d).permute(0, 2, 1, 3, 4).reshape(b * width, -1, d)
-        return o if sb.valid is None else o.index_select(0, sb.valid)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -257,7 +251,8 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 
 
 def tiny_runner(
-    *, num_blocks: int = 64, block_size: int = 4, seed: int = 0, **config: int | bool
+    *, num_blocks: int = 64, block_size: int = 4, seed: int = 0, attention: str | None = None,
+    **config: int | bool,
 ) -> PagedRunner:
     """A runner over a tiny random Llama model, for tests of the engine (CPU, fp32).
 
@@ -265,6 +260,7 @@ def tiny_runner(
         num_blocks: blocks in the pool.
         block_size: tokens per block.
         seed: weight seed.
+        attention: attention backend (default: the device's).
         **config: overrides of `model.tiny_hf_config` (vocab_size, num_hidden_layers, ...).
 
     Returns:
@@ -273,4 +269,5 @@ def tiny_runner(
     from node.engine.model import ModelConfig, random_weights, tiny_hf_config  # noqa: PLC0415
 
     mc = ModelConfig.from_hf(tiny_hf_config(**config))
-    return PagedRunner(random_weights(mc, seed), num_blocks=num_blocks, block_size=block_size)
+    return PagedRunner(random_weights(mc, seed), num_blocks=num_blocks, block_size=block_size,
+                       attention=attention)

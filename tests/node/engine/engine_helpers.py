@@ -30,9 +30,9 @@ class TinyEngine(Engine):
 def make_engine(
     num_blocks: int = 64, block_size: int = 4, *, cache: bool = True, spec: bool = False,
     budget: int = 64, clock: Callable[[], float] | None = None, eos: Sequence[int] = (),
-    max_seqs: int = 16, ttl: float = 30.0,
+    max_seqs: int = 16, ttl: float = 30.0, attention: str | None = None,
 ) -> TinyEngine:
-    runner = tiny_runner(num_blocks=num_blocks, block_size=block_size)
+    runner = tiny_runner(num_blocks=num_blocks, block_size=block_size, attention=attention)
     cfg = EngineConfig(
         limits=EngineLimits(max_model_len=256, max_tokens_cap=128, max_num_seqs=max_seqs,
                             max_num_batched_tokens=budget, max_draft_tokens=4),

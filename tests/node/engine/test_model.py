@@ -12,6 +12,7 @@ import transformers
 from safetensors.torch import save_file
 
 from hushcc.errors import ConfigError
+from node.engine.attention import BACKENDS
 from node.engine.batch import ForwardChunk
 from node.engine.model import (
     SMOLLM2_GGUF,
@@ -69,25 +70,28 @@ def run_chunked(runner: PagedRunner, ids: list[int], cuts: list[int]) -> torch.T
 
 @pytest.mark.parametrize("overrides", CONFIGS)
 def test_logits_match_transformers(overrides):
+    """Every attention backend (one call per layer or grouped) gives transformers' logits."""
     hf = tiny_hf_config(**dict(overrides))
     weights = random_weights(ModelConfig.from_hf(hf), seed=3)
     ids = torch.randint(0, hf.vocab_size, (44,), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         want = reference(hf, weights)(ids[None]).logits[0]
-    runner = PagedRunner(weights, num_blocks=32, block_size=4)
-    got = run_chunked(runner, ids.tolist(), [9, 10, 14, 30])  # 4 tokens: a short chunk
-    assert got.shape == want.shape
-    assert (got - want).abs().max().item() <= TOL
+    for backend in BACKENDS:
+        runner = PagedRunner(weights, num_blocks=32, block_size=4, attention=backend)
+        got = run_chunked(runner, ids.tolist(), [9, 10, 14, 30])  # 4 tokens: a short chunk
+        assert got.shape == want.shape
+        assert (got - want).abs().max().item() <= TOL, backend
     # the positive twin: a different model does not match (so the comparison can fail)
     other = PagedRunner(random_weights(weights.config, seed=4), num_blocks=32, block_size=4)
     assert (run_chunked(other, ids.tolist(), [44]) - want).abs().max().item() > 1e-2
 
 
-def test_batched_step_equals_separate_steps():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batched_step_equals_separate_steps(backend):
     hf = tiny_hf_config()
     weights = random_weights(ModelConfig.from_hf(hf), seed=1)
-    a, b = PagedRunner(weights, num_blocks=40, block_size=4), PagedRunner(
-        weights, num_blocks=40, block_size=4)
+    a, b = PagedRunner(weights, num_blocks=40, block_size=4, attention=backend), PagedRunner(
+        weights, num_blocks=40, block_size=4, attention=backend)
     g = torch.Generator().manual_seed(0)
     seqs = [torch.randint(0, 512, (n,), generator=g).tolist() for n in (13, 1, 7, 22)]
     tables = [[0, 1, 2, 3, 4, 5], [6, 7], [8, 9, 10], [11, 12, 13, 14, 15, 16, 17]]
@@ -173,10 +177,11 @@ def test_logits_match_on_cuda():
     assert (cpu - gpu.cpu()).abs().max().item() <= 1e-3
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("overrides", [pytest.param({}, id="gqa"),
                                        pytest.param({"num_key_value_heads": 4}, id="mha")])
-def test_short_chunks_batched_match_reference(overrides):
-    """Decode and draft-verification chunks of different lengths share one padded SDPA."""
+def test_short_chunks_batched_match_reference(overrides, backend):
+    """Decode and draft-verification chunks of different lengths, batched in one step."""
     hf = tiny_hf_config(**overrides)
     weights = random_weights(ModelConfig.from_hf(hf), seed=6)
     ref = reference(hf, weights)
@@ -184,7 +189,7 @@ def test_short_chunks_batched_match_reference(overrides):
     seqs = [torch.randint(0, 512, (n,), generator=g).tolist() for n in (9, 17, 30, 8, 2)]
     tails = [1, 5, 3, 6, 2]  # the last `tail` tokens are fed in one short chunk
     tables = [[i * 8 + j for j in range(8)][::-1] for i in range(len(seqs))]
-    runner = PagedRunner(weights, num_blocks=48, block_size=4)
+    runner = PagedRunner(weights, num_blocks=48, block_size=4, attention=backend)
     prefill = [ForwardChunk(s[:-t], 0, tb, 0) for s, t, tb in zip(seqs, tails, tables,
                                                                     strict=True) if len(s) > t]
     runner.forward(prefill)
