@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,7 @@ from ohttp.bhttp import Request, encode_request
 from ohttp.bhttp_stream import ResponseStreamDecoder
 from ohttp.chunked import ChunkedRequestEncoder, ChunkedResponseDecoder
 from ohttp.keyconfig import parse_key_configs
+from ohttp.replay import http_date
 
 Workload = list[tuple[list[int], int]]
 SALT = b"bench-tenant-salt-0123456789abcdef"
@@ -128,8 +130,10 @@ def run_gateway(url: str, reqs: Workload, concurrency: int) -> tuple[list[float]
                 body = json.dumps({"prompt": ids, "max_tokens": out, "temperature": 0,
                                    "stream": True, "ignore_eos": True,
                                    "stream_options": {"include_usage": True}}).encode()
+                headers = ((b"content-type", b"application/json"),
+                           (b"date", http_date(datetime.now(UTC)).encode()))  # node requires it
                 inner = encode_request(Request(b"POST", b"https", b"node", b"/v1/completions",
-                                               ((b"content-type", b"application/json"),), body))
+                                               headers, body))
                 t0 = time.perf_counter()
                 sender = ChunkedRequestEncoder(config)
                 sealed = sender.final(inner)

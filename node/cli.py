@@ -98,11 +98,18 @@ def options_from(args: argparse.Namespace) -> NodeOptions:
         gateway = replace(options.gateway,
                           api=replace(options.gateway.api,
                                       **{k: doc[k] for k in api_keys & set(doc)}),
-                          require_date=bool(doc.get("require_date", False)))
+                          require_date=_flag(doc, "require_date", default=True))
         return replace(options, gateway=gateway,
                        limits=replace(options.limits, **{k: doc[k] for k in limit_keys & set(doc)}))
     except TypeError as exc:
         raise ConfigError("invalid node configuration") from exc
+
+
+def _flag(doc: dict[str, Any], key: str, *, default: bool) -> bool:
+    value = doc.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false")
+    return value
 
 
 def _check_values(values: dict[str, Any]) -> None:

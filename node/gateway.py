@@ -6,8 +6,11 @@ No sockets and no clocks of its own (time and randomness are parameters); the ai
 1. media type `message/ohttp-req` or `message/ohttp-chunked-req` (else 415);
 2. key id known and live (else 422 `ohttp-key` problem, before any DH; RFC 9458 §5.3, §6.4);
 3. decapsulate (any failure: plain 400 with no body detail);
-4. replay check on `enc` in the key's epoch (§6.5) -- before anything reads the request;
-5. binary HTTP decode; `Date` inside the window (§6.5.1, encapsulated `date` problem);
+4. binary HTTP decode; `Date` inside the window (§6.5.1, encapsulated `date` problem). A missing
+   `Date` is refused the same way unless `require_date` is off (the SDK always sends one);
+5. replay check on `enc` in the key's epoch (§6.5), remembered until Date + window (the last
+   instant the Date check could pass again), through ohttp's `ReplayStore` protocol -- before the
+   request's content is read (routing, JSON) and before the engine sees it;
 6. route: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`; anything else
    an encapsulated 404 (never forwarded: G15);
 7. engine; the answer as OpenAI JSON, or as SSE events each sealed in its own chunk of a chunked
@@ -23,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +55,7 @@ from ohttp.bhttp_stream import encode_response_end, encode_response_head
 from ohttp.encapsulation import UnknownKeyError
 from ohttp.header import RequestHeader
 from ohttp.problems import DATE, OHTTP_KEY
-from ohttp.replay import ReplayError, ReplayStoreFullError, check_date
+from ohttp.replay import ReplayError, ReplayStoreFullError, check_date, remember_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -60,13 +63,12 @@ if TYPE_CHECKING:
 
     from node.engine.engine import Engine
     from node.keys import KeyRing
-    from node.replay_store import ReplayStore
     from ohttp.bhttp import Fields, Request
     from ohttp.encapsulation import GatewayContext
+    from ohttp.replay import ReplayStore
 
 JSON = ((b"content-type", b"application/json"),)
 SSE = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"))
-KEY_PROBLEM = replace(OHTTP_KEY, status=422)  # unknown or rotated-out key id (K5, G6, G7)
 SALT_LABEL = b"hushcc/tenant-salt/v1"
 
 
@@ -77,7 +79,7 @@ class GatewayConfig:
     api: ApiLimits = field(default_factory=ApiLimits)
     bhttp: BhttpLimits = field(default_factory=lambda: BhttpLimits(max_message=1 << 20))
     date_window: timedelta = timedelta(seconds=60)
-    require_date: bool = False
+    require_date: bool = True
     pad_bucket: int = 256
 
 
@@ -170,8 +172,7 @@ class Gateway:
             inner, ctx = self._decapsulate(body, ring, chunked_mode=chunked_mode)
         except UnknownKeyError:
             self.counts["rejected_key"] += 1
-            return Plain(KEY_PROBLEM.status, KEY_PROBLEM.headers(self.clock()),
-                         KEY_PROBLEM.body())
+            return Plain(OHTTP_KEY.status, OHTTP_KEY.headers(self.clock()), OHTTP_KEY.body())
         except (DecryptError, ProtocolError):
             self.counts["rejected_decrypt"] += 1
             return Plain(400)
@@ -198,13 +199,13 @@ class Gateway:
                        ) -> AsyncIterator[bytes]:
         now = self.clock()
         try:
-            await self._check_replay(enc, epoch, now.timestamp())
             try:
                 request = decode_request(inner, limits=self.config.bhttp)
             except ProtocolError:
                 self.counts["rejected_request"] += 1
                 raise ApiError(400, "malformed binary HTTP", "bad_request") from None
-            self._check_date(request, now)
+            until = self._check_date(request, now)
+            await self._check_replay(enc, epoch, now.timestamp(), until)
             call = self._route(request)
         except _DateError:
             self.counts["rejected_date"] += 1
@@ -224,9 +225,9 @@ class Gateway:
         async for c in self._generate(call, writer, int(now.timestamp())):
             yield c
 
-    async def _check_replay(self, enc: bytes, epoch: int, now: float) -> None:
+    async def _check_replay(self, enc: bytes, epoch: int, now: float, until: float) -> None:
         try:
-            await self.replay.check_and_record(enc, epoch=epoch, now=now)
+            await self.replay.remember(enc, epoch=epoch, now=now, until=until)
         except ReplayError:
             self.counts["rejected_replay"] += 1
             raise ApiError(400, "replayed request", "replayed_request") from None
@@ -234,12 +235,14 @@ class Gateway:
             self.counts["rejected_busy"] += 1
             raise ApiError(503, "busy", "unavailable", "server_error") from None
 
-    def _check_date(self, request: Request, now: datetime) -> None:
+    def _check_date(self, request: Request, now: datetime) -> float:
+        """Check the Date (§6.5.1); return until when the request's `enc` must be remembered."""
+        window = self.config.date_window
         date = next((v for k, v in request.headers if k.lower() == b"date"), None)
-        if date is None and not self.config.require_date:
-            return
+        if date is None and not self.config.require_date:  # the latest a Date could pass
+            return now.timestamp() + 2 * window.total_seconds()
         try:
-            check_date(date, now=now, window=self.config.date_window)
+            return remember_until(check_date(date, now=now, window=window), window)
         except ProtocolError:
             raise _DateError from None
 

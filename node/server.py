@@ -31,7 +31,7 @@ from hushcc.errors import HushError
 from node.gateway import Plain
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from datetime import datetime
 
     from node.attest import Attester
@@ -180,10 +180,12 @@ class NodeServer:
 async def serve(server: NodeServer, host: str, port: int, stop: asyncio.Event,  # noqa: PLR0913
                 *, operator: web.Application | None = None, operator_port: int | None = None,
                 listening: Callable[[], None] | None = None,
-                release_refresh: tuple[str, float] | None = None) -> None:
+                release_refresh: tuple[str, float] | None = None,
+                closing: Callable[[], Awaitable[None]] | None = None) -> None:
     """Serve until `stop`; print the one ready line; drain in-flight requests, then return.
 
-    `listening` runs once every socket listens, before the ready line (the seccomp filter).
+    `listening` runs once every socket listens, before the ready line (the seccomp filter);
+    `closing` once the engine is closed (e.g. the Redis replay store's connections).
     """
     runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True,
                            shutdown_timeout=server.limits.drain_timeout)
@@ -213,4 +215,5 @@ async def serve(server: NodeServer, host: str, port: int, stop: asyncio.Event,  
         if ops is not None:
             await ops.cleanup()
         await server.gateway.engine.close()
-        await server.gateway.replay.close()
+        if closing is not None:
+            await closing()

@@ -125,12 +125,9 @@ def build(options: NodeOptions, audit: AuditLog,
     from node.gateway import Gateway, ServedModel  # noqa: PLC0415
     from node.keys import KeyRing, NodeIdentity, RotationPolicy  # noqa: PLC0415
     from node.model_files import load_model, tiny_model  # noqa: PLC0415
-    from node.replay_store import (  # noqa: PLC0415
-        MemoryReplayStore,
-        RedisReplayStore,
-        ReplayStore,
-    )
+    from node.replay_redis import RedisReplayStore  # noqa: PLC0415
     from node.server import NodeServer  # noqa: PLC0415
+    from ohttp.replay import ReplayGuard, ReplayStore  # noqa: PLC0415
 
     release = _refreshed(options, release, audit)
     model = tiny_model() if options.tiny_model else load_model(options.model)
@@ -144,9 +141,8 @@ def build(options: NodeOptions, audit: AuditLog,
     attester = Attester(tee=options.tee, node_id=bytes.fromhex(identity.node_id),
                         measurement=measurement.digest, release=release, now=now)
     attester.bundle(keys.current)
-    window = options.gateway.date_window.total_seconds() * 2  # DESIGN.md: >= 2 x the Date window
-    replay: ReplayStore = (RedisReplayStore.from_url(options.redis_url, window=window)
-                           if options.redis_url else MemoryReplayStore())
+    replay: ReplayStore = (RedisReplayStore.from_url(options.redis_url)
+                           if options.redis_url else ReplayGuard())
     gateway = Gateway(keys=keys, engine=engine, model=ServedModel(model.name, model.tokenizer),
                       replay=replay, clock=lambda: datetime.now(UTC), rng=os.urandom,
                       salt_key=os.urandom(32), config=options.gateway)
@@ -158,6 +154,7 @@ def run(options: NodeOptions) -> int:
     """Run the node until SIGTERM / SIGINT; drain; return 0."""
     from node.hardening import harden, seal_syscalls  # noqa: PLC0415
     from node.metrics import operator_app  # noqa: PLC0415
+    from node.replay_redis import RedisReplayStore  # noqa: PLC0415
     from node.server import serve  # noqa: PLC0415
 
     started = time.monotonic()
@@ -188,9 +185,11 @@ def run(options: NodeOptions) -> int:
 
         refresh = ((options.log_url, options.release_refresh)
                    if options.log_url is not None and options.release is not None else None)
+        replay = server.gateway.replay
         await serve(server, options.host, options.port, stop, operator=operator,
                     operator_port=options.metrics_port, listening=listening,
-                    release_refresh=refresh)
+                    release_refresh=refresh,
+                    closing=replay.close if isinstance(replay, RedisReplayStore) else None)
 
     asyncio.run(main())
     audit.event("node.stopped", requests=server.gateway.counts["submitted"])

@@ -2,7 +2,10 @@
 
 Pure: the current time is a parameter. Problems carry no detail about the request.
 
-* `ohttp-key` is sent by the gateway *outside* the encapsulation (400, before any decryption).
+* `ohttp-key` is sent by the gateway *outside* the encapsulation, before any decryption, as
+  422 Unprocessable Content: the request is well-formed but names a key the gateway does not hold
+  (unknown or rotated out; RFC 9458 §5.3 lets the gateway choose the code, its example shows 400;
+  this project answers 422 everywhere, SECURITY.md G6/K5). `OHTTP_KEY` is the one source of it.
 * `date` is sent *inside* an Encapsulated Response, as a binary HTTP response, with the gateway's
   `Date` (so the client can correct its clock and retry once with a new context) and
   `Cache-Control: no-store`.
@@ -49,5 +52,5 @@ class Problem:
         return Response(self.status, self.headers(now), self.body())
 
 
-OHTTP_KEY = Problem(PROBLEM_TYPE_BASE + "ohttp-key", "key identifier unknown")
+OHTTP_KEY = Problem(PROBLEM_TYPE_BASE + "ohttp-key", "key identifier unknown", status=422)
 DATE = Problem(PROBLEM_TYPE_BASE + "date", "date field in request outside of acceptable range")

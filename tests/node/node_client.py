@@ -19,9 +19,11 @@ COMPLETIONS = b"/v1/completions"
 
 
 def inner(path: bytes, doc: dict[str, Any] | None = None, *, method: bytes = b"POST",
-          date: datetime | None = None, authority: bytes = b"node.hushcc.invalid") -> bytes:
+          date: datetime | None = None, authority: bytes = b"node.hushcc.invalid",
+          with_date: bool = True) -> bytes:
     headers = [(b"content-type", b"application/json")]
-    headers.append((b"date", http_date(date or datetime.now(UTC)).encode()))
+    if with_date:  # the node requires a Date by default, as the SDK always sends one
+        headers.append((b"date", http_date(date or datetime.now(UTC)).encode()))
     body = json.dumps(doc).encode() if doc is not None else b""
     return encode_request(Request(method, b"https", authority, path, tuple(headers), body))
 

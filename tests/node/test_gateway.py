@@ -18,8 +18,8 @@ from node.gateway import Gateway, GatewayConfig, Plain, Sealed, ServedModel
 from node.keys import KeyRing, RotationPolicy
 from node.model_files import LoadedModel, tiny_model
 from node.openai_api import ApiLimits
-from node.replay_store import MemoryReplayStore
 from ohttp.encapsulation import encapsulate_request
+from ohttp.replay import ReplayGuard
 from tests.node.node_client import CHAT, COMPLETIONS, inner, open_stream, open_whole, seal
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def make_gateway(model: LoadedModel, clock: Clock | None = None, num_blocks: int
     keys = KeyRing(RotationPolicy(timedelta(hours=1), timedelta(minutes=5)), now=clock.now,
                    rng=os.urandom)
     return Gateway(keys=keys, engine=engine, model=ServedModel(model.name, model.tokenizer),
-                   replay=MemoryReplayStore(), clock=clock, rng=os.urandom,
+                   replay=ReplayGuard(), clock=clock, rng=os.urandom,
                    salt_key=os.urandom(32), config=GatewayConfig(**config))  # type: ignore[arg-type]
 
 

@@ -184,4 +184,4 @@ def test_ohttp_key_problem_shape() -> None:
         "type": "https://iana.org/assignments/http-problem-types#ohttp-key",
         "title": "key identifier unknown",
     }
-    assert problems.OHTTP_KEY.status == 400
+    assert problems.OHTTP_KEY.status == 422  # the node and the client agree on it (G6, K5)
