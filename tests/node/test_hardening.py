@@ -1,9 +1,8 @@
 """Process hardening, each measure checked in a fresh subprocess, with its positive twin (N2, N3).
 
 The twin runs the same probe without hardening and must see the opposite: a core file, a
-dumpable process, ptrace/execve/listen allowed. (A same-uid PTRACE_ATTACH from another process is
-refused by this test machine's kernel even to an unhardened twin, so the attach itself is not the
-probe here; the filter's own ptrace denial and the non-dumpable flag are.)
+dumpable process, ptrace/execve/listen allowed. The attach from another process against the real
+`hushcc node serve`, with its twin, is `test_ptrace_attach.py`.
 """
 
 from __future__ import annotations
