@@ -1,10 +1,11 @@
 """`hushcc node serve`: the sealed node (OHTTP gateway over one engine) as a service.
 
 `hushcc node serve --host H --port N [--model PATH | --tiny-model] [--tee simulated]
-[--release FILE] [--log-url URL] [--metrics-port N] [--redis-url URL] [--config FILE.toml]`.
+[--release FILE] [--log-url URL] [--metrics-port N] [--redis-url URL] [--pace-ms N]
+[--config FILE.toml]`.
 Flags override the TOML, whose keys are the flags' long names with underscores (plus the limits
 `max_body`, `receipt_deadline`, `max_concurrent`, `max_tokens`, `max_prompt_chars`,
-`require_date`, `num_blocks`, `block_size`, `max_num_seqs`, `release_refresh`). Prints
+`require_date`, `num_blocks`, `block_size`, `max_num_seqs`, `release_refresh`, `pace_ms`). Prints
 `listening on http://HOST:PORT` when ready; SIGTERM / Ctrl-C drain and exit 0. Heavy imports
 happen in the handler.
 """
@@ -16,7 +17,14 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hushcc.cliparse import add_group, bounded_float, http_url, port_number, redis_url
+from hushcc.cliparse import (
+    add_group,
+    bounded_float,
+    bounded_int,
+    http_url,
+    port_number,
+    redis_url,
+)
 from hushcc.errors import ConfigError
 from hushcc.files import read_text
 
@@ -29,6 +37,7 @@ if TYPE_CHECKING:
 DAY = 86400.0
 KEY_INTERVAL = bounded_float(1, 366 * DAY)  # seconds; a key must live, and be rotated
 KEY_GRACE = bounded_float(0, 30 * DAY)
+PACE_MS = bounded_int(0, 10_000)  # milliseconds between streamed chunks; 0: off
 FLAGS = ("host", "port", "metrics_port", "model", "tiny_model", "tee", "release", "log_url",
          "redis_url", "key_interval", "key_grace")
 
@@ -57,6 +66,10 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
     p.add_argument("--redis-url", type=redis_url, help="share the replay store with replicas (redis://...)")
     p.add_argument("--key-interval", type=KEY_INTERVAL, help="HPKE key rotation interval, seconds")
     p.add_argument("--key-grace", type=KEY_GRACE, help="grace of a replaced key, seconds")
+    p.add_argument("--pace-ms", type=PACE_MS,
+                   help="emit streamed chunks on a fixed clock, one every N ms (padded "
+                        "keep-alives when no token is ready), so timing hides token boundaries; "
+                        "0 (default): one chunk per token as it comes")
     p.add_argument("--config", type=Path, help="TOML file with the same settings")
     p.set_defaults(handler=_serve)
 
@@ -83,11 +96,12 @@ def options_from(args: argparse.Namespace) -> NodeOptions:
     doc = _config(args.config)
     limit_keys = {f.name for f in fields(NodeLimits)}
     api_keys = {f.name for f in fields(ApiLimits)}
-    top = {"num_blocks", "block_size", "max_num_seqs", "require_date", "release_refresh", *FLAGS}
+    top = {"num_blocks", "block_size", "max_num_seqs", "require_date", "release_refresh",
+           "pace_ms", *FLAGS}
     unknown = set(doc) - limit_keys - api_keys - top
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
-    values = {k: v for k, v in doc.items() if k in top - {"require_date"}}
+    values = {k: v for k, v in doc.items() if k in top - {"require_date", "pace_ms"}}
     _check_values(values)
     values.update({k: getattr(args, k) for k in FLAGS if getattr(args, k, None) is not None})
     for key in ("model", "release"):
@@ -98,11 +112,24 @@ def options_from(args: argparse.Namespace) -> NodeOptions:
         gateway = replace(options.gateway,
                           api=replace(options.gateway.api,
                                       **{k: doc[k] for k in api_keys & set(doc)}),
-                          require_date=_flag(doc, "require_date", default=True))
+                          require_date=_flag(doc, "require_date", default=True),
+                          pace=_pace_ms(args, doc) / 1000)
         return replace(options, gateway=gateway,
                        limits=replace(options.limits, **{k: doc[k] for k in limit_keys & set(doc)}))
     except TypeError as exc:
         raise ConfigError("invalid node configuration") from exc
+
+
+def _pace_ms(args: argparse.Namespace, doc: dict[str, Any]) -> int:
+    if getattr(args, "pace_ms", None) is not None:
+        return int(args.pace_ms)
+    value = doc.get("pace_ms", 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError("pace_ms must be an integer")
+    try:
+        return PACE_MS(str(value))
+    except ConfigError as exc:
+        raise ConfigError(f"pace_ms: {exc}") from None
 
 
 def _flag(doc: dict[str, Any], key: str, *, default: bool) -> bool:

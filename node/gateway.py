@@ -1,7 +1,7 @@
 """The OHTTP gateway: an encapsulated request's bytes in, sealed response chunks out.
 
-No sockets and no clocks of its own (time and randomness are parameters); the aiohttp shell
-(`node.server`) reads the body under its limits and writes what this returns. One request:
+No sockets and no clocks of its own (time, sleeping and randomness are parameters); the aiohttp
+shell (`node.server`) reads the body under its limits and writes what this returns. One request:
 
 1. media type `message/ohttp-req` or `message/ohttp-chunked-req` (else 415);
 2. key id known and live (else 422 `ohttp-key` problem, before any DH; RFC 9458 §5.3, §6.4);
@@ -14,7 +14,8 @@ No sockets and no clocks of its own (time and randomness are parameters); the ai
 6. route: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`; anything else
    an encapsulated 404 (never forwarded: G15);
 7. engine; the answer as OpenAI JSON, or as SSE events each sealed in its own chunk of a chunked
-   OHTTP response, every chunk padded to a fixed size bucket (R7).
+   OHTTP response (`node.sealing`), every chunk padded to a fixed size bucket (R7). With
+   `pace` set, streamed chunks leave on a fixed clock instead, one per tick (`node.pacing`).
 
 Error placement (§5.2, G14): before decapsulation a plain 4xx (RFC 9457 problem types of RFC 9458,
 no detail); after it, every error is an encapsulated OpenAI error. Nothing here logs, and no
@@ -25,12 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from hushcc.errors import DecryptError, HushError, ProtocolError
+from node import pacing
 from node.engine.engine import GenerateRequest
 from node.engine.sampling import SamplingParams
 from node.openai_api import (
@@ -44,21 +47,21 @@ from node.openai_api import (
     completion_body,
     models_body,
     pad_event,
-    padded_chunk_size,
     parse_call,
     stream_event,
 )
+from node.pacing import Inbox, Slice, Ticker, paced
+from node.sealing import ResponseWriter
 from ohttp import chunked, encapsulation
 from ohttp.bhttp import Limits as BhttpLimits
-from ohttp.bhttp import Response, decode_request, encode_response
-from ohttp.bhttp_stream import encode_response_end, encode_response_head
+from ohttp.bhttp import decode_request
 from ohttp.encapsulation import UnknownKeyError
 from ohttp.header import RequestHeader
 from ohttp.problems import DATE, OHTTP_KEY
 from ohttp.replay import ReplayError, ReplayStoreFullError, check_date, remember_until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from datetime import datetime
 
     from node.engine.engine import Engine
@@ -81,6 +84,7 @@ class GatewayConfig:
     date_window: timedelta = timedelta(seconds=60)
     require_date: bool = True
     pad_bucket: int = 256
+    pace: float = 0.0  # seconds between streamed chunks on a fixed clock; 0: one per delta
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,51 +112,22 @@ class ServedModel:
     tokenizer: Any
 
 
-class _Writer:
-    """Seals a response: one chunk per event (chunked OHTTP), or one message at the end."""
-
-    def __init__(self, ctx: GatewayContext, *, chunked_mode: bool, bucket: int,
-                 rng: Callable[[int], bytes]) -> None:
-        self._chunked = (chunked.ChunkedResponseEncoder(ctx, rng=rng) if chunked_mode
-                         else None)
-        self._ctx, self._rng, self._bucket = ctx, rng, bucket
-        self._status, self._body = 200, bytearray()
-        self._headers: Fields = ()
-
-    def head(self, status: int, headers: Fields) -> bytes | None:
-        if self._chunked is not None:
-            return self._chunked.chunk(encode_response_head(status, headers))
-        self._status, self._headers = status, headers
-        return None
-
-    def event(self, data: bytes) -> bytes | None:
-        if self._chunked is not None:
-            return self._chunked.chunk(pad_event(data, self._bucket))
-        self._body += data
-        return None
-
-    def end(self) -> bytes:
-        if self._chunked is not None:
-            return self._chunked.final(encode_response_end())
-        whole = encode_response(Response(self._status, self._headers, bytes(self._body)))
-        whole += bytes(padded_chunk_size(len(whole), self._bucket) - len(whole))  # RFC 9292 §3.8
-        return encapsulation.encapsulate_response(self._ctx, whole, rng=self._rng)
-
-    def whole(self, status: int, headers: Fields, body: bytes) -> list[bytes]:
-        out = [self.head(status, headers), self.event(body) if body else None, self.end()]
-        return [c for c in out if c is not None]
-
-
 class Gateway:
     """The node's request handler (see the module docstring)."""
 
     def __init__(self, *, keys: KeyRing, engine: Engine, model: ServedModel,  # noqa: PLR0913
                  replay: ReplayStore, clock: Callable[[], datetime],
                  rng: Callable[[int], bytes], salt_key: bytes,
-                 config: GatewayConfig | None = None) -> None:
-        """Wire the gateway to the node's key ring, engine, model and replay store."""
+                 config: GatewayConfig | None = None,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 sleep_until: Callable[[float], Awaitable[None]] = pacing.sleep_until) -> None:
+        """Wire the gateway to the node's key ring, engine, model and replay store.
+
+        `monotonic` and `sleep_until` are the fixed-pace policy's clock (`node.pacing`).
+        """
         self.keys, self.engine, self.model, self.replay = keys, engine, model, replay
         self.clock, self.rng, self.config = clock, rng, config or GatewayConfig()
+        self.monotonic, self.sleep_until = monotonic, sleep_until
         self._salt_key = salt_key
         self.counts: Counter[str] = Counter()  # aggregate outcomes, for the metrics
 
@@ -177,7 +152,7 @@ class Gateway:
             self.counts["rejected_decrypt"] += 1
             return Plain(400)
         media = chunked.RESPONSE_MEDIA_TYPE if chunked_mode else encapsulation.RESPONSE_MEDIA_TYPE
-        writer = _Writer(ctx, chunked_mode=chunked_mode, bucket=self.config.pad_bucket,
+        writer = ResponseWriter(ctx, chunked_mode=chunked_mode, bucket=self.config.pad_bucket,
                          rng=self.rng)
         epoch = self.keys.epoch_serial(header.key_id)
         return Sealed(media, self._respond(inner, ctx.enc, epoch or 0, writer))
@@ -195,7 +170,7 @@ class Gateway:
             raise DecryptError
         return b"".join(pieces), decoder.context
 
-    async def _respond(self, inner: bytes, enc: bytes, epoch: int, writer: _Writer
+    async def _respond(self, inner: bytes, enc: bytes, epoch: int, writer: ResponseWriter
                        ) -> AsyncIterator[bytes]:
         now = self.clock()
         try:
@@ -260,7 +235,7 @@ class Gateway:
         raise ApiError(404, "unknown route (this node serves only its inference API)",
                        "unknown_url")
 
-    def _error(self, writer: _Writer, exc: ApiError) -> list[bytes]:
+    def _error(self, writer: ResponseWriter, exc: ApiError) -> list[bytes]:
         return writer.whole(exc.status, JSON, exc.body())
 
     def _tenant_salt(self, call: Call) -> bytes:
@@ -279,7 +254,8 @@ class Gateway:
             return list(call.prompt_ids)  # the engine checks them against the vocabulary
         return [int(t) for t in tokenizer.encode(call.prompt, add_special_tokens=False)]
 
-    async def _generate(self, call: Call, writer: _Writer, created: int) -> AsyncIterator[bytes]:
+    async def _generate(self, call: Call, writer: ResponseWriter, created: int
+                        ) -> AsyncIterator[bytes]:
         try:
             params = SamplingParams(max_tokens=call.max_tokens, temperature=call.temperature,
                                     top_k=call.top_k, top_p=call.top_p, seed=call.seed,
@@ -318,39 +294,71 @@ class Gateway:
         finally:
             await stream.aclose()  # a consumer gone mid-stream cancels in the engine (E5)
 
-    async def _stream(self, call: Call, stream: AsyncIterator[Any], writer: _Writer,
+    async def _stream(self, call: Call, stream: AsyncIterator[Any], writer: ResponseWriter,
                       meta: dict[str, Any], echo: str) -> AsyncIterator[bytes]:
         head = writer.head(200, SSE)
-        if head is not None:
-            yield head
-        counts = (0, 0)
-        if echo:
-            chunk = writer.event(stream_event(call, text=echo, finish_reason=None, **meta))
+        first = [stream_event(call, text=echo, finish_reason=None, **meta)] if echo else []
+        paced_mode = self.config.pace > 0 and head is not None  # chunked: one chunk per tick
+        events = (self._paced(call, stream, meta) if paced_mode
+                  else self._per_delta(call, stream, meta))
+        for chunk in (head, *map(writer.event, first)):
             if chunk is not None:
                 yield chunk
+        async for event in events:
+            chunk = writer.event(event)
+            if chunk is not None:
+                yield chunk
+        yield writer.end()
+
+    async def _per_delta(self, call: Call, stream: AsyncIterator[Any], meta: dict[str, Any]
+                         ) -> AsyncIterator[bytes]:
+        """One event per engine delta, as it comes; then the closing events."""
+        counts, failed = (0, 0), False
         try:
             async for delta in stream:
                 counts = (delta.prompt_tokens, delta.completion_tokens)
-                event = stream_event(call, text=delta.text, finish_reason=delta.finish_reason,
-                                     **meta)
-                chunk = writer.event(event)
-                if chunk is not None:
-                    yield chunk
+                yield stream_event(call, text=delta.text, finish_reason=delta.finish_reason,
+                                   **meta)
         except HushError:
+            failed = True
+        for event in self._closing(call, meta, counts, failed=failed):
+            yield event
+
+    async def _paced(self, call: Call, stream: AsyncIterator[Any], meta: dict[str, Any]
+                     ) -> AsyncIterator[bytes]:
+        """The events on the fixed clock of `node.pacing` (R7's optional policy).
+
+        One event per tick, the closing ones included; returns on the tick of the last chunk.
+        """
+        ticker = Ticker(self.config.pace, monotonic=self.monotonic, sleep=self.sleep_until)
+        inbox, bucket = Inbox(), self.config.pad_bucket
+
+        def event(piece: Slice) -> bytes:
+            return stream_event(call, text=piece.text, finish_reason=piece.finish_reason, **meta)
+
+        def fits(text: str) -> bool:
+            return len(pad_event(event(Slice(text, "length")), bucket)) <= bucket
+
+        async for data in paced(stream, inbox, ticker, event=event, fits=fits):
+            yield data
+        for i, data in enumerate(self._closing(call, meta, inbox.counts, failed=inbox.failed)):
+            if i:  # the first on the tick that found the stream drained, the rest one per tick
+                await ticker.wait()
+            yield data
+        await ticker.wait()  # the final chunk on a tick of its own
+
+    def _closing(self, call: Call, meta: dict[str, Any], counts: tuple[int, int], *,
+                 failed: bool) -> list[bytes]:
+        """The events after the text: an error or the usage (if asked for), then `[DONE]`."""
+        if failed:
             self.counts["failed"] += 1
             error = ApiError(500, "generation failed", "engine_error", "server_error")
-            chunk = writer.event(b"data: " + error.body() + b"\n\n")
-        else:
-            self.counts["completed"] += 1
-            chunk = (writer.event(stream_event(call, text=None, finish_reason=None,
-                                               counts=counts, **meta))
-                     if call.include_usage else None)
-        if chunk is not None:
-            yield chunk
-        done = writer.event(DONE_EVENT)
-        if done is not None:
-            yield done
-        yield writer.end()
+            return [b"data: " + error.body() + b"\n\n", DONE_EVENT]
+        self.counts["completed"] += 1
+        if not call.include_usage:
+            return [DONE_EVENT]
+        return [stream_event(call, text=None, finish_reason=None, counts=counts, **meta),
+                DONE_EVENT]
 
 
 class _DateError(Exception):

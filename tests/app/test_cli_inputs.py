@@ -236,6 +236,8 @@ SERVE_ROWS += [
                         ("cfg_num_blocks_str", "num_blocks"))),
     row("--release", *NODE, "--tee", "configfs-tsm",
         name="node-serve-hardware-tee-without-release"),
+    *(row("--pace-ms", *NODE, f"--pace-ms={v}", name=f"node-serve-pace-ms-{v}")
+      for v in ("-1", "nan", "1.5", "10001")),
 ]
 
 # Relay and issuer rows.
