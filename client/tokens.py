@@ -9,6 +9,9 @@ the relay later sees the token only: neither can link the two (DESIGN.md, data f
 Invariants:
 * A token is removed from the wallet (and the file) before it is used, so a crash can lose a
   token but never spend one twice.
+* Writes are group-committed: one write (with its fsyncs) at a time, each of the whole wallet as
+  it is when that write starts; a caller waits for the first write that starts after its own
+  change, so concurrent requests share one write instead of queueing one fsync each behind it.
 * Unspent tokens are the only state besides the log checkpoint the SDK keeps (C3): a JSON file
   in the client's config directory, mode 0600, replaced atomically; never request data.
 * Tokens outside the pinned key's epoch are dropped, not sent.
@@ -61,6 +64,8 @@ class TokenWallet:
         self.clock = clock
         self._tokens: list[Token] = self._load()
         self._writing = asyncio.Lock()
+        self._changes = 0  # changes made to the wallet so far
+        self._saved = 0  # changes the file on disk holds
 
     def __repr__(self) -> str:
         """No token values."""
@@ -93,20 +98,26 @@ class TokenWallet:
         return [t for t in tokens if self._usable(t)]
 
     async def _save(self) -> None:
-        """Persist the wallet as it is now; writes land in the order they were asked for."""
+        """Return once the file holds the wallet as it is now (group commit, module doc)."""
         if self.path is None:
             return
-        doc = {"format": WALLET_FORMAT,
-               "tokens": [b64url_encode(t.to_bytes()) for t in self._tokens]}
-        data = json.dumps(doc).encode()  # the snapshot is taken here, on the loop's thread
+        self._changes += 1
+        mine = self._changes
         async with self._writing:
+            if self._saved >= mine:  # a write that started after this change has landed
+                return
+            covers = self._changes
+            doc = {"format": WALLET_FORMAT,
+                   "tokens": [b64url_encode(t.to_bytes()) for t in self._tokens]}
+            data = json.dumps(doc).encode()  # the snapshot: every change up to `covers`
             await asyncio.to_thread(write_private_atomically, self.path, data)
+            self._saved = covers
 
     async def take(self) -> str | None:
         """Remove one usable token and return its `Authorization` value, or None if empty.
 
         The removal is on disk before the token is returned; the write (with its fsync) runs
-        on a worker thread so concurrent requests are not stalled behind it.
+        on a worker thread, shared by the takes waiting at the same time.
         """
         while self._tokens:
             token = self._tokens.pop()

@@ -65,3 +65,47 @@ def test_a_malformed_wallet_is_a_one_line_config_error(tmp_path: Path, text: str
     (tmp_path / "tokens.json").write_text(text)
     with pytest.raises(ConfigError, match="token wallet is malformed"):
         TokenWallet(issuer.pinned, CHALLENGE, path=tmp_path / "tokens.json", clock=lambda: 0.0)
+
+
+def test_concurrent_takes_share_writes_and_each_removal_is_on_disk_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import client.tokens  # noqa: PLC0415
+
+    issuer = make_issuer(tmp_path)
+    tokens = [mint(issuer, CHALLENGE) for _ in range(8)]
+    writes: list[int] = []
+    real = client.tokens.write_private_atomically
+
+    def counted(path: Path, data: bytes) -> None:
+        writes.append(len(json.loads(data)["tokens"]))
+        real(path, data)
+
+    monkeypatch.setattr(client.tokens, "write_private_atomically", counted)
+    path = tmp_path / "tokens.json"
+
+    async def take_and_check(wallet: TokenWallet) -> str:
+        header = await wallet.take()
+        assert header is not None
+        on_disk = json.loads(path.read_text())["tokens"]
+        assert b64url_encode(parse_authorization(header).to_bytes()) not in on_disk
+        return header
+
+    async def together() -> list[str]:
+        wallet = _wallet(tmp_path, issuer, tokens)
+        return await asyncio.gather(*(take_and_check(wallet) for _ in range(6)))
+
+    headers = asyncio.run(together())
+    assert len(set(headers)) == 6
+    assert len(writes) < 6  # six takes at once: fewer writes than takes (group commit)
+    assert writes[-1] == 2
+    assert len(_wallet(tmp_path, issuer)) == 2  # a new process sees the two left
+
+    writes.clear()
+    wallet = _wallet(tmp_path, issuer)
+
+    async def one_by_one() -> None:
+        for _ in range(2):
+            await take_and_check(wallet)
+
+    asyncio.run(one_by_one())
+    assert writes == [1, 0]  # the twin: takes one after another write one file each
