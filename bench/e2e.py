@@ -9,12 +9,17 @@ Rows
   plaintext HTTP      this script's `--serve-plaintext` process: the node's own engine
                       (`node.service.build_engine`) and OpenAI JSON (`node.openai_api`) behind a
                       bare aiohttp route, no OHTTP, no relay, no tokens (a baseline only: the
-                      product has no plaintext endpoint)
+                      product has no plaintext endpoint). Each request gets a fresh prefix-cache
+                      salt, as the node gives a request without `cache_salt` (a fixed salt would
+                      let the baseline reuse the chat template's prefill across requests, which
+                      the private path never does by default, and time the cache, not the path)
   private (SDK)       `client.AsyncClient` through `hushcc relay serve` to `hushcc node serve`
                       (simulated TEE): verified once, tokens fetched in one batch before the
                       clock starts, then every request sealed (chunked OHTTP), relayed, opened
 Metrics: time to first token (create() -> first content chunk) p50/p90; throughput =
 generated tokens / wall seconds. Goals (issue 15): <= 3 % throughput loss, <= 5 ms added TTFT.
+Per hop: the CPU time each process spent per generated token during the round (this client
+process, the relay, the node; the plaintext server), read from /proc, and the load average.
 
 Model: SmolLM2-135M-Instruct (the default), `--tiny` for the tiny random test model.
 """
@@ -25,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -72,7 +78,7 @@ async def serve_plaintext(*, tiny: bool) -> None:
         params = SamplingParams(max_tokens=call.max_tokens, temperature=call.temperature)
         stream = engine.submit(GenerateRequest(tuple(encode_chat(model.tokenizer,
                                                                  call.messages)), params),
-                               b"plaintext-bench-salt-0123456789ab")
+                               os.urandom(32))  # as the node: no prefix shared across requests
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         async for delta in stream:
@@ -182,17 +188,37 @@ def run(args: argparse.Namespace) -> int:
 
         with urllib.request.urlopen(f"{node.url}/attestation", timeout=30) as reply:  # noqa: S310
             node_id = json.loads(reply.read())["node_id"]
-        demo.start("relay", "relay", "serve", "--host", "127.0.0.1", "--port", "0",
+        relay = demo.start("relay", "relay", "serve", "--host", "127.0.0.1", "--port", "0",
                    "--issuer-key", str(demo.path("issuer.key.pub")), "--issuer-name",
                    "issuer.demo.hushcc", "--origin-name", "relay.demo.hushcc",
                    "--node", f"{node_id}={node.url}")
-        plain = _start_plaintext(demo, tiny=args.tiny)
-        rows = asyncio.run(_rounds(demo, plain, prompts, args))
+        plain, plain_pid = _start_plaintext(demo, tiny=args.tiny)
+        hops = {"plaintext HTTP": {"client": 0, "server": plain_pid},
+                "private (SDK)": {"client": 0, "relay": relay.process.pid,
+                                  "node": node.process.pid}}
+        rows = asyncio.run(_rounds(demo, plain, prompts, args, hops))
     _print(rows, args)
     return 0
 
 
-def _start_plaintext(demo: Demo, *, tiny: bool) -> str:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) of process `pid`; 0 is this process."""
+    if pid == 0:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measured(pids: dict[str, int], rnd: Awaitable[Round]) -> tuple[Round, dict[str, float]]:
+    """Run a round; also return each process's CPU milliseconds per generated token."""
+    before = {hop: cpu_seconds(pid) for hop, pid in pids.items()}
+    result = await rnd
+    tokens = max(result[1], 1)
+    return result, {hop: (cpu_seconds(pid) - before[hop]) / tokens * 1e3
+                    for hop, pid in pids.items()}
+
+
+def _start_plaintext(demo: Demo, *, tiny: bool) -> tuple[str, int]:
     import subprocess  # noqa: PLC0415
 
     command = [sys.executable, __file__, "--serve-plaintext", *(["--tiny"] if tiny else [])]
@@ -202,11 +228,14 @@ def _start_plaintext(demo: Demo, *, tiny: bool) -> str:
     line = process.stdout.readline() if process.stdout else ""
     if not line.startswith("listening on "):
         raise SystemExit("the plaintext baseline did not start")
-    return line.removeprefix("listening on ").strip()
+    return line.removeprefix("listening on ").strip(), process.pid
 
 
-async def _rounds(demo: Demo, plain: str, prompts: list[str], args: argparse.Namespace
-                  ) -> list[tuple[str, list[float], int, float]]:
+Row = tuple[str, list[float], int, float, dict[str, float], float]
+
+
+async def _rounds(demo: Demo, plain: str, prompts: list[str], args: argparse.Namespace,
+                  hops: dict[str, dict[str, int]]) -> list[Row]:
     from app.demo import client  # noqa: PLC0415
 
     sdk = client(demo, token_batch=4 * len(prompts) + 8)
@@ -214,27 +243,32 @@ async def _rounds(demo: Demo, plain: str, prompts: list[str], args: argparse.Nam
         await sdk.verify()
         await private_round(sdk, prompts[:2], 2, 4)  # warm-up: verification, tokens, caches
         await plaintext_round(plain, prompts[:2], 2, 4)
-        rows = []
+        rows: list[Row] = []
         for _ in range(2):
-            rows.append(("plaintext HTTP", *await plaintext_round(
-                plain, prompts, args.concurrency, args.max_tokens)))
-            rows.append(("private (SDK)", *await private_round(
-                sdk, prompts, args.concurrency, args.max_tokens)))
+            for name, rnd in (
+                    ("plaintext HTTP", plaintext_round(plain, prompts, args.concurrency,
+                                                       args.max_tokens)),
+                    ("private (SDK)", private_round(sdk, prompts, args.concurrency,
+                                                    args.max_tokens))):
+                result, cpu = await measured(hops[name], rnd)
+                rows.append((name, *result, cpu, os.getloadavg()[0]))
         return rows
     finally:
         await sdk.close()
 
 
-def _print(rows: list[tuple[str, list[float], int, float]], args: argparse.Namespace) -> None:
+def _print(rows: list[Row], args: argparse.Namespace) -> None:
     model = "tiny" if args.tiny else "SmolLM2-135M-Instruct"
     print(f"model: {model}; {args.n} streamed chat requests per round, "
           f"{args.concurrency} concurrent clients, max_tokens {args.max_tokens}, greedy")
-    print(f"{'path':<18}{'TTFT p50 ms':>13}{'TTFT p90 ms':>13}{'tokens':>8}{'tok/s':>9}")
+    print(f"{'path':<18}{'TTFT p50 ms':>13}{'TTFT p90 ms':>13}{'tokens':>8}{'tok/s':>9}"
+          f"{'load':>6}   CPU ms per token, per hop")
     best: dict[str, tuple[float, float]] = {}
-    for name, ttfts, tokens, wall in rows:
+    for name, ttfts, tokens, wall, cpu, load in rows:
         rate = tokens / wall
+        hops = "  ".join(f"{hop} {ms:.3f}" for hop, ms in cpu.items())
         print(f"{name:<18}{pct(ttfts, 0.5) * 1e3:>13.1f}{pct(ttfts, 0.9) * 1e3:>13.1f}"
-              f"{tokens:>8}{rate:>9.1f}")
+              f"{tokens:>8}{rate:>9.1f}{load:>6.1f}   {hops}")
         old = best.get(name)
         if old is None or rate > old[1]:
             best[name] = (pct(ttfts, 0.5), rate)

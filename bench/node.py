@@ -7,10 +7,16 @@ taking the next request when its previous one ends.
 
 Rows
   engine in process   node.service.build_engine(model, defaults): Engine.submit, deltas consumed
+  engine, node hygiene  the same in a child process under the node's memory-hygiene environment
+                      (`node.hygiene`: glibc perturb, no tcache, PYTHONMALLOC=malloc), which
+                      `hushcc node serve` always runs under: it separates the cost of erasing
+                      freed memory from the cost of the gateway
   gateway (node)      `hushcc node serve` as a subprocess on loopback; each request a chunked
                       OHTTP `POST /v1/completions` with the token ids as `prompt`, `stream: true`,
                       `ignore_eos: true`; the client seals, sends, and decrypts every chunk
 Metrics: time to first token (submit -> first delta / first decrypted SSE event), p50 and p90;
+CPU milliseconds per generated token of the process that runs the engine (the node for the
+gateway row; the bench client's own share is printed below the table); the load average;
 throughput = generated tokens / wall seconds. Added TTFT p50 = gateway p50 - engine p50; ratio =
 gateway throughput / engine throughput.
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -163,12 +170,44 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+Row = tuple[str, list[float], int, float, float, float]  # name, ttfts, tokens, wall, cpu, load
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process `pid` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def engine_row(name: str, model: LoadedModel, reqs: Workload, concurrency: int) -> Row:
+    """The engine in this process: warm-up, then one measured run."""
+    run_engine(model, reqs[:4], concurrency)  # warm-up (oneDNN packing, allocator)
+    cpu = time.process_time()
+    ttfts, tokens, wall = run_engine(model, reqs, concurrency)
+    used = (time.process_time() - cpu) / max(tokens, 1) * 1e3
+    return name, ttfts, tokens, wall, used, os.getloadavg()[0]
+
+
+def hygiene_row(args: argparse.Namespace) -> Row:
+    """The engine in a child process under the node's memory-hygiene environment."""
+    from node.hygiene import hygienic_environment  # noqa: PLC0415
+
+    command = [sys.executable, __file__, "--engine-json", "-n", str(args.n), "--concurrency",
+               str(args.concurrency), "--seed", str(args.seed),
+               *(["--smollm2"] if args.smollm2 else [])]
+    done = subprocess.run(command, env=hygienic_environment(os.environ), check=True,  # noqa: S603
+                          capture_output=True, text=True)
+    name, ttfts, tokens, wall, cpu, load = json.loads(done.stdout.splitlines()[-1])
+    return name, ttfts, tokens, wall, cpu, load
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smollm2", action="store_true", help="SmolLM2-135M, not the tiny model")
     parser.add_argument("-n", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--engine-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.smollm2:
@@ -179,24 +218,35 @@ def main() -> int:
         reqs = build_workload(args.n, model.weights.config.vocab_size, args.seed)
         if not args.smollm2:  # the tiny model holds 512 positions: keep prompt + output inside
             reqs = [(ids[: 512 - out - 1], out) for ids, out in reqs]
-        run_engine(model, reqs[:4], args.concurrency)  # warm-up (oneDNN packing, allocator)
-        rows = [("engine in process", *run_engine(model, reqs, args.concurrency))]
+        if args.engine_json:
+            print(json.dumps(engine_row("engine, node hygiene", model, reqs, args.concurrency)))
+            return 0
+        rows = [engine_row("engine in process", model, reqs, args.concurrency),
+                hygiene_row(args)]
         node, url = start_node(node_args)
         try:
             run_gateway(url, reqs[:4], args.concurrency)  # warm-up
-            rows.append(("gateway (node)", *run_gateway(url, reqs, args.concurrency)))
+            before, client = cpu_seconds(node.pid), time.process_time()
+            ttfts, tokens, wall = run_gateway(url, reqs, args.concurrency)
+            node_cpu = (cpu_seconds(node.pid) - before) / max(tokens, 1) * 1e3
+            client_cpu = (time.process_time() - client) / max(tokens, 1) * 1e3
+            rows.append(("gateway (node)", ttfts, tokens, wall, node_cpu, os.getloadavg()[0]))
         finally:
             node.terminate()
             node.wait(timeout=60)
     print(f"model: {'SmolLM2-135M' if args.smollm2 else 'tiny'}; {len(reqs)} requests, "
           f"{args.concurrency} concurrent clients")
-    print(f"{'path':<20} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12} {'tokens':>8} {'tok/s':>9}")
-    for name, ttfts, tokens, wall in rows:
-        print(f"{name:<20} {pct(ttfts, .5) * 1e3:>12.2f} {pct(ttfts, .9) * 1e3:>12.2f} "
-              f"{tokens:>8} {tokens / wall:>9.1f}")
-    (_, e_ttft, e_tok, e_wall), (_, g_ttft, g_tok, g_wall) = rows
-    print(f"added TTFT p50: {(pct(g_ttft, .5) - pct(e_ttft, .5)) * 1e3:.2f} ms; "
-          f"throughput ratio gateway/engine: {(g_tok / g_wall) / (e_tok / e_wall):.3f}")
+    print(f"{'path':<22} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12} {'tokens':>8} {'tok/s':>9} "
+          f"{'CPU ms/tok':>11} {'load':>5}")
+    for name, ttfts, tokens, wall, cpu, load in rows:
+        print(f"{name:<22} {pct(ttfts, .5) * 1e3:>12.2f} {pct(ttfts, .9) * 1e3:>12.2f} "
+              f"{tokens:>8} {tokens / wall:>9.1f} {cpu:>11.3f} {load:>5.1f}")
+    print(f"(gateway CPU is the node process's; the bench client spent {client_cpu:.3f} ms/tok "
+          "more on the same cores)")
+    engine, hygiene, gateway = rows
+    for base in (engine, hygiene):
+        print(f"vs {base[0]}: added TTFT p50 {(pct(gateway[1], .5) - pct(base[1], .5)) * 1e3:.2f}"
+              f" ms; throughput ratio {(gateway[2] / gateway[3]) / (base[2] / base[3]):.3f}")
     return 0
 
 
