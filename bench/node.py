@@ -7,7 +7,10 @@ taking the next request when its previous one ends.
 
 Rows
   engine in process   node.service.build_engine(model, defaults): Engine.submit, deltas consumed
-  engine, node hygiene  the same in a child process under the node's memory-hygiene environment
+  gateway in process  the pure `node.gateway.Gateway` over the same engine in this process (no
+                      HTTP, no second process): the cost of OHTTP + binary HTTP + JSON + padding
+                      + sealing, and the client's opening, alone
+  engine, node hygiene  the same engine in a child process under the node's memory hygiene
                       (`node.hygiene`: glibc perturb, no tcache, PYTHONMALLOC=malloc), which
                       `hushcc node serve` always runs under: it separates the cost of erasing
                       freed memory from the cost of the gateway
@@ -35,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,12 +53,13 @@ import aiohttp
 
 from node.engine.engine import GenerateRequest
 from node.engine.sampling import SamplingParams
+from node.gateway import Sealed
 from node.model_files import load_model, tiny_model, write_tiny_model
 from node.service import NodeOptions, build_engine
 from ohttp.bhttp import Request, encode_request
 from ohttp.bhttp_stream import ResponseStreamDecoder
 from ohttp.chunked import ChunkedRequestEncoder, ChunkedResponseDecoder
-from ohttp.keyconfig import parse_key_configs
+from ohttp.keyconfig import KeyConfig, parse_key_configs
 from ohttp.replay import http_date
 
 Workload = list[tuple[list[int], int]]
@@ -124,6 +128,42 @@ def start_node(args: list[str]) -> tuple[subprocess.Popen[str], str]:
     return node, line.removeprefix("listening on ")
 
 
+class Exchange:
+    """One bench request as the client side of OHTTP: sealed, then every chunk opened."""
+
+    def __init__(self, config: KeyConfig, ids: list[int], out: int) -> None:
+        body = json.dumps({"prompt": ids, "max_tokens": out, "temperature": 0,
+                           "stream": True, "ignore_eos": True,
+                           "stream_options": {"include_usage": True}}).encode()
+        headers = ((b"content-type", b"application/json"),
+                   (b"date", http_date(datetime.now(UTC)).encode()))  # the node requires it
+        inner = encode_request(Request(b"POST", b"https", b"node", b"/v1/completions",
+                                       headers, body))
+        self.started = time.perf_counter()
+        sender = ChunkedRequestEncoder(config)
+        self.sealed = sender.final(inner)
+        self._opener = ChunkedResponseDecoder(sender.context)
+        self._reader = ResponseStreamDecoder()
+        self.ttft, self.got = 0.0, 0
+
+    def feed(self, data: bytes) -> None:
+        """Open what arrived; note the first text event's time and the usage's token count."""
+        for plain in self._opener.feed(data):
+            for event in self._reader.feed(plain):
+                if not isinstance(event, bytes):
+                    continue
+                if b'"text"' in event:
+                    self.ttft = self.ttft or time.perf_counter() - self.started
+                elif b'"usage"' in event:
+                    doc = json.loads(event.split(b"data: ", 1)[1])
+                    self.got = doc["usage"]["completion_tokens"]
+
+    def finish(self) -> tuple[float, int]:
+        """The final chunk must have arrived; (TTFT, tokens)."""
+        self._opener.finish()
+        return self.ttft, self.got
+
+
 def run_gateway(url: str, reqs: Workload, concurrency: int) -> tuple[list[float], int, float]:
     async def go() -> tuple[list[float], int, float]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
@@ -134,34 +174,47 @@ def run_gateway(url: str, reqs: Workload, concurrency: int) -> tuple[list[float]
             config = parse_key_configs(base64.b64decode(bundle["key_config"]))[0]
 
             async def one(ids: list[int], out: int) -> tuple[float, int]:
-                body = json.dumps({"prompt": ids, "max_tokens": out, "temperature": 0,
-                                   "stream": True, "ignore_eos": True,
-                                   "stream_options": {"include_usage": True}}).encode()
-                headers = ((b"content-type", b"application/json"),
-                           (b"date", http_date(datetime.now(UTC)).encode()))  # node requires it
-                inner = encode_request(Request(b"POST", b"https", b"node", b"/v1/completions",
-                                               headers, body))
-                t0 = time.perf_counter()
-                sender = ChunkedRequestEncoder(config)
-                sealed = sender.final(inner)
-                opener, reader = ChunkedResponseDecoder(sender.context), ResponseStreamDecoder()
-                ttft, got = 0.0, 0
-                async with session.post(url + "/ohttp", data=sealed, headers={
+                exchange = Exchange(config, ids, out)
+                async with session.post(url + "/ohttp", data=exchange.sealed, headers={
                         "Content-Type": "message/ohttp-chunked-req"}) as response:
                     async for data, _ in response.content.iter_chunks():
-                        for plain in opener.feed(data):
-                            for event in reader.feed(plain):
-                                if not isinstance(event, bytes) or b'"text"' not in event:
-                                    if isinstance(event, bytes) and b'"usage"' in event:
-                                        doc = json.loads(event.split(b"data: ", 1)[1])
-                                        got = doc["usage"]["completion_tokens"]
-                                    continue
-                                if not ttft:
-                                    ttft = time.perf_counter() - t0
-                    opener.finish()
-                return ttft, got
+                        exchange.feed(data)
+                return exchange.finish()
 
             return await clients(reqs, concurrency, one)
+    return asyncio.run(go())
+
+
+def run_gateway_in_process(model: LoadedModel, reqs: Workload, concurrency: int
+                           ) -> tuple[list[float], int, float]:
+    """The pure `node.gateway.Gateway` over the same engine in this process: no HTTP, no
+    second process, no memory hygiene; the client seals and opens in the same loop."""
+    from node.gateway import Gateway, ServedModel  # noqa: PLC0415
+    from node.keys import KeyRing, RotationPolicy  # noqa: PLC0415
+    from ohttp.replay import ReplayGuard  # noqa: PLC0415
+
+    async def go() -> tuple[list[float], int, float]:
+        engine = build_engine(model, NodeOptions())
+        keys = KeyRing(RotationPolicy(timedelta(hours=1), timedelta(minutes=5)),
+                       now=datetime.now(UTC), rng=os.urandom)
+        gateway = Gateway(keys=keys, engine=engine, model=ServedModel(model.name,
+                                                                      model.tokenizer),
+                          replay=ReplayGuard(), clock=lambda: datetime.now(UTC),
+                          rng=os.urandom, salt_key=os.urandom(32))
+
+        async def one(ids: list[int], out: int) -> tuple[float, int]:
+            exchange = Exchange(keys.current.key.config, ids, out)
+            answer = await gateway.handle("message/ohttp-chunked-req", exchange.sealed)
+            if not isinstance(answer, Sealed):
+                raise RuntimeError("the gateway refused a bench request")  # noqa: TRY004
+            async for chunk in answer.chunks:
+                exchange.feed(chunk)
+            return exchange.finish()
+
+        try:
+            return await clients(reqs, concurrency, one)
+        finally:
+            await engine.close()
     return asyncio.run(go())
 
 
@@ -179,11 +232,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def engine_row(name: str, model: LoadedModel, reqs: Workload, concurrency: int) -> Row:
-    """The engine in this process: warm-up, then one measured run."""
-    run_engine(model, reqs[:4], concurrency)  # warm-up (oneDNN packing, allocator)
+def engine_row(name: str, model: LoadedModel, reqs: Workload, concurrency: int,
+               run: Callable[[LoadedModel, Workload, int], tuple[list[float], int, float]]
+               = run_engine) -> Row:
+    """`run` (the engine, or the pure gateway) in this process: warm-up, one measured run."""
+    run(model, reqs[:4], concurrency)  # warm-up (oneDNN packing, allocator)
     cpu = time.process_time()
-    ttfts, tokens, wall = run_engine(model, reqs, concurrency)
+    ttfts, tokens, wall = run(model, reqs, concurrency)
     used = (time.process_time() - cpu) / max(tokens, 1) * 1e3
     return name, ttfts, tokens, wall, used, os.getloadavg()[0]
 
@@ -222,6 +277,8 @@ def main() -> int:
             print(json.dumps(engine_row("engine, node hygiene", model, reqs, args.concurrency)))
             return 0
         rows = [engine_row("engine in process", model, reqs, args.concurrency),
+                engine_row("gateway in process", model, reqs, args.concurrency,
+                           run_gateway_in_process),
                 hygiene_row(args)]
         node, url = start_node(node_args)
         try:
@@ -243,7 +300,7 @@ def main() -> int:
               f"{tokens:>8} {tokens / wall:>9.1f} {cpu:>11.3f} {load:>5.1f}")
     print(f"(gateway CPU is the node process's; the bench client spent {client_cpu:.3f} ms/tok "
           "more on the same cores)")
-    engine, hygiene, gateway = rows
+    engine, _, hygiene, gateway = rows
     for base in (engine, hygiene):
         print(f"vs {base[0]}: added TTFT p50 {(pct(gateway[1], .5) - pct(base[1], .5)) * 1e3:.2f}"
               f" ms; throughput ratio {(gateway[2] / gateway[3]) / (base[2] / base[3]):.3f}")
