@@ -106,6 +106,7 @@ class TokenWallet:
         async with self._writing:
             if self._saved >= mine:  # a write that started after this change has landed
                 return
+            await asyncio.sleep(0)  # let the takes started in this same loop turn join in
             covers = self._changes
             doc = {"format": WALLET_FORMAT,
                    "tokens": [b64url_encode(t.to_bytes()) for t in self._tokens]}
