@@ -336,8 +336,8 @@ class Gateway:
         def event(piece: Slice) -> bytes:
             return stream_event(call, text=piece.text, finish_reason=piece.finish_reason, **meta)
 
-        def fits(text: str) -> bool:
-            return len(pad_event(event(Slice(text, "length")), bucket)) <= bucket
+        def fits(text: str) -> bool:  # sized as if it carried the longest finish reason
+            return len(pad_event(event(Slice(text, "cancelled")), bucket)) <= bucket
 
         async for data in paced(stream, inbox, ticker, event=event, fits=fits):
             yield data
