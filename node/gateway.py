@@ -33,7 +33,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from hushcc.errors import DecryptError, HushError, ProtocolError
-from node import pacing
 from node.engine.engine import GenerateRequest
 from node.engine.sampling import SamplingParams
 from node.openai_api import (
@@ -50,7 +49,7 @@ from node.openai_api import (
     parse_call,
     stream_event,
 )
-from node.pacing import Inbox, Slice, Ticker, paced
+from node.pacing import Inbox, Slice, Ticker, paced, sleep_until
 from node.sealing import ResponseWriter
 from ohttp import chunked, encapsulation
 from ohttp.bhttp import Limits as BhttpLimits
@@ -120,7 +119,7 @@ class Gateway:
                  rng: Callable[[int], bytes], salt_key: bytes,
                  config: GatewayConfig | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
-                 sleep_until: Callable[[float], Awaitable[None]] = pacing.sleep_until) -> None:
+                 sleep_until: Callable[[float], Awaitable[None]] = sleep_until) -> None:
         """Wire the gateway to the node's key ring, engine, model and replay store.
 
         `monotonic` and `sleep_until` are the fixed-pace policy's clock (`node.pacing`).
