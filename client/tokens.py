@@ -2,9 +2,13 @@
 
 Issuance (RFC 9578 §5-6, type 0x0002, blind RSA): the client checks that the issuer's directory
 offers exactly the token key it pinned (T4: a per-client key would let the issuer tag users),
-blinds one TokenRequest per token, `POST`s each to the directory's `issuer-request-uri` with
-its API key, and unblinds the answers. The issuer sees the API key and blinded messages only;
-the relay later sees the token only: neither can link the two (DESIGN.md, data flow step 2).
+blinds one TokenRequest per token, `POST`s them to the directory's `issuer-request-uri` with
+its API key, and unblinds the answers. By default up to `MAX_BATCH` requests travel in one
+GenericBatchTokenRequest (draft-ietf-privacypass-batched-tokens §5); an entry the issuer left
+absent (a 206) is skipped. An issuer that answers 415 to that media type speaks RFC 9578 only:
+the wallet then sends one `application/private-token-request` per token. The issuer sees the
+API key and blinded messages only; the relay later sees the token only: neither can link the
+two (DESIGN.md, data flow step 2).
 
 Invariants:
 * A token is removed from the wallet (and the file) before it is used, so a crash can lose a
@@ -37,7 +41,23 @@ from relay.authscheme import (
     b64url_encode,
     format_authorization,
 )
-from relay.privacypass import Token, TokenChallenge, TokenResponse, begin_issuance, finalize_token
+from relay.batched import (
+    GENERIC_BATCH_REQUEST_MEDIA_TYPE,
+    GENERIC_BATCH_RESPONSE_MEDIA_TYPE,
+    MAX_BATCH,
+    GenericBatchTokenRequest,
+    GenericBatchTokenResponse,
+    GenericTokenRequest,
+)
+from relay.privacypass import (
+    TOKEN_TYPE_BLIND_RSA,
+    IssuanceState,
+    Token,
+    TokenChallenge,
+    TokenResponse,
+    begin_issuance,
+    finalize_token,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -127,32 +147,71 @@ class TokenWallet:
                 return format_authorization(token)
         return None
 
-    async def refill(self, transport: Transport, issuer_url: str, api_key: str, count: int
-                     ) -> None:
-        """Fetch `count` tokens from the issuer and keep them.
+    async def refill(self, transport: Transport, issuer_url: str, api_key: str, count: int,
+                     *, batched: bool = True) -> None:
+        """Fetch up to `count` tokens from the issuer and keep them.
+
+        With `batched`, the requests go in generic batches and an issuer that issues only some
+        of them (206) still refills the wallet with those; without it (or when the issuer
+        answers 415 to a batch), one RFC 9578 request per token.
 
         Raises:
-            IssuanceError: the issuer's key is not the pinned one, it refused, or a signature
-                does not verify.
+            IssuanceError: the issuer's key is not the pinned one, it refused or issued
+                nothing, or a signature does not verify.
             TransportError: the issuer is unreachable.
         """
         request_url = await self._request_url(transport, issuer_url)
-        fresh: list[Token] = []
-        for _ in range(count):
-            request, state = begin_issuance(self.pinned.key, self.challenge)
-            reply = await transport.post(request_url, request.to_bytes(), headers={
-                "Content-Type": REQUEST_MEDIA_TYPE, "Accept": RESPONSE_MEDIA_TYPE,
-                "Authorization": f"Bearer {api_key}"})
-            if reply.status != 200 or reply.headers.get("content-type") != RESPONSE_MEDIA_TYPE:
-                raise IssuanceError(f"issuer answered {reply.status}")
-            try:
-                fresh.append(finalize_token(self.pinned.key, state,
-                                            TokenResponse.from_bytes(reply.body)))
-            except (ProtocolError, VerificationError) as exc:
-                raise IssuanceError("issuer's token does not verify under the pinned key"
-                                    ) from exc
+        auth = f"Bearer {api_key}"
+        fresh = await self._batches(transport, request_url, auth, count) if batched else None
+        if fresh is None:
+            fresh = [await self._one(transport, request_url, auth) for _ in range(count)]
         self._tokens.extend(fresh)
         await self._save()
+
+    def _finalize(self, state: IssuanceState, response: bytes) -> Token:
+        try:
+            return finalize_token(self.pinned.key, state, TokenResponse.from_bytes(response))
+        except (ProtocolError, VerificationError) as exc:
+            raise IssuanceError("issuer's token does not verify under the pinned key") from exc
+
+    async def _one(self, transport: Transport, url: str, auth: str) -> Token:
+        request, state = begin_issuance(self.pinned.key, self.challenge)
+        reply = await transport.post(url, request.to_bytes(), headers={
+            "Content-Type": REQUEST_MEDIA_TYPE, "Accept": RESPONSE_MEDIA_TYPE,
+            "Authorization": auth})
+        if reply.status != 200 or reply.headers.get("content-type") != RESPONSE_MEDIA_TYPE:
+            raise IssuanceError(f"issuer answered {reply.status}")
+        return self._finalize(state, reply.body)
+
+    async def _batches(self, transport: Transport, url: str, auth: str, count: int
+                       ) -> list[Token] | None:
+        """Tokens from generic batches; None if the issuer does not take batches (415)."""
+        fresh: list[Token] = []
+        for start in range(0, count, MAX_BATCH):
+            states = [begin_issuance(self.pinned.key, self.challenge)
+                      for _ in range(min(MAX_BATCH, count - start))]
+            body = GenericBatchTokenRequest(tuple(GenericTokenRequest(r.to_bytes())
+                                                  for r, _ in states)).to_bytes()
+            reply = await transport.post(url, body, headers={
+                "Content-Type": GENERIC_BATCH_REQUEST_MEDIA_TYPE,
+                "Accept": GENERIC_BATCH_RESPONSE_MEDIA_TYPE, "Authorization": auth})
+            if reply.status == 415 and start == 0:
+                return None
+            if reply.status not in (200, 206) or reply.headers.get(
+                    "content-type") != GENERIC_BATCH_RESPONSE_MEDIA_TYPE:
+                raise IssuanceError(f"issuer answered {reply.status}")
+            try:
+                answers = GenericBatchTokenResponse.from_bytes(reply.body).responses
+            except ProtocolError as exc:
+                raise IssuanceError("issuer's batch response is malformed") from exc
+            if len(answers) != len(states) or any(
+                    a is not None and a.token_type != TOKEN_TYPE_BLIND_RSA for a in answers):
+                raise IssuanceError("issuer's batch response does not match the request")
+            fresh += [self._finalize(state, a.token_response)
+                      for (_, state), a in zip(states, answers, strict=True) if a is not None]
+        if not fresh and count > 0:
+            raise IssuanceError("issuer issued no token")
+        return fresh
 
     async def _request_url(self, transport: Transport, issuer_url: str) -> str:
         reply = await transport.get(f"{issuer_url}{DIRECTORY_PATH}")
