@@ -6,6 +6,10 @@ Routes:
   `Authorization: PrivateToken token=...`; forwarded to that node's configured gateway
   (`POST {url}/ohttp`) and the response streamed back chunk by chunk as it arrives;
 * `GET /v1/nodes/{node_id}/attestation?nonce=HEX`: forwarded to `GET {url}/attestation?nonce=`.
+  Each one makes the node produce and sign fresh evidence, and no token pays for it, so the
+  relay meters them on their own: at most `max_attestation_inflight` at once and
+  `attestation_rate` per second (burst `attestation_burst`) for all clients together; above
+  either, a fast 503 with Retry-After before anything reaches the node.
 
 Invariants (RFC 9458 §6.2, §6.5; SECURITY.md R1-R6):
 * Never an open proxy: the target is the configured URL of a configured node id, nothing from
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -72,7 +77,10 @@ class RelayLimits:
     gateway_timeout: float = 30.0  # seconds until the gateway's response headers
     stream_idle_timeout: float = 300.0  # seconds between two chunks of a streamed response
     write_timeout: float = 10.0  # seconds a slow reader may stall one chunk write
-    retry_after: int = 1  # seconds, on every 503
+    retry_after: int = 1  # seconds, on every 503 (or more, until the rate admits one)
+    attestation_rate: float = 10.0  # fresh attestations forwarded per second, all clients
+    attestation_burst: float = 20.0
+    max_attestation_inflight: int = 4  # fresh attestations the nodes produce at once
 
 
 @dataclass(slots=True)
@@ -105,6 +113,9 @@ class RelayServer:
         self.limits = limits or RelayLimits()
         self.guard = GuardState(self.limits.receipt_deadline, self.limits.max_connections)
         self.bucket = TokenBucket(self.limits.redemption_rate, self.limits.redemption_burst)
+        self.attestation_bucket = TokenBucket(self.limits.attestation_rate,
+                                              self.limits.attestation_burst)
+        self.attesting = 0
         self.stats = Stats()
         self.inflight = 0
         self.session: aiohttp.ClientSession | None = None
@@ -167,9 +178,10 @@ class RelayServer:
                  self.stats.forward_seconds, self.guard.deadline_aborts,
                  self.guard.overload_rejects)
 
-    def _overloaded(self) -> web.Response:
-        self.stats.add("overloaded")
-        return _problem(503, "overloaded", {"Retry-After": str(self.limits.retry_after)})
+    def _overloaded(self, wait: float = 0.0, counter: str = "overloaded") -> web.Response:
+        self.stats.add(counter)
+        retry_after = max(self.limits.retry_after, math.ceil(wait))
+        return _problem(503, "overloaded", {"Retry-After": str(retry_after)})
 
     def _node(self, request: web.Request) -> NodeEntry | None:
         node_id = request.match_info["node_id"]
@@ -252,14 +264,20 @@ class RelayServer:
         nonce = request.query.get("nonce")
         if nonce is not None and NONCE.fullmatch(nonce) is None:
             return _problem(400, "nonce must be hex")
-        if self.inflight >= self.limits.max_inflight:
-            return self._overloaded()
+        if (self.inflight >= self.limits.max_inflight
+                or self.attesting >= self.limits.max_attestation_inflight):
+            return self._overloaded(counter="attestation_limited")
+        wait = self.attestation_bucket.take()
+        if wait > 0:
+            return self._overloaded(wait, "attestation_limited")
         url = node.url + "/attestation" + (f"?nonce={nonce}" if nonce is not None else "")
         self.inflight += 1
+        self.attesting += 1
         try:
             return await self._forward(request, "GET", url, None, {})
         finally:
             self.inflight -= 1
+            self.attesting -= 1
 
     async def _forward(self, request: web.Request, method: str, url: str, body: bytes | None,
                        headers: dict[str, str]) -> web.StreamResponse:

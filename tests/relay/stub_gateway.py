@@ -11,7 +11,8 @@ and the SHA-256 of the body, so tests can check exactly what the relay forwarded
   then waits for `POST /release` before the rest (so a test sees streaming, not buffering).
 * `GET /attestation[?nonce=]` -> a JSON object with a refresh counter and the nonce.
 * modes: `reset` aborts the connection on `POST /ohttp` (R4); `hang` never answers it; `flood`
-  streams 32 MiB and records how many 64 KiB chunks left before the relay cut it (R2 slow reader).
+  streams 32 MiB and records how many 64 KiB chunks left before the relay cut it (R2 slow reader);
+  `hold-attestation` keeps each `GET /attestation?nonce=` open until `POST /release`.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class Stub:
 
     async def attestation(self, request: web.Request) -> web.Response:
         self._log(request, b"")
+        if self.mode == "hold-attestation" and "nonce" in request.query:
+            await self.release.wait()
         self.attestations += 1
         return web.json_response({"node": "stub", "serial": self.attestations,
                                   "nonce": request.query.get("nonce")})
