@@ -186,7 +186,7 @@ def issuer_service(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield service, issuer
     finally:
         assert service.stop() == 0
-    assert API_KEY not in service.output()
+    assert API_KEY not in service.stderr_text()
 
 
 async def _post(url: str, body: bytes, api_key: str = API_KEY,

@@ -59,7 +59,7 @@ def test_fresh_attestations_above_the_rate_get_a_fast_503_and_never_reach_the_no
         asyncio.run(run())
     finally:
         assert [limited.stop(), default.stop(), gateway.stop()] == [0, 0, 0]
-    assert "attestation_limited=7" in limited.output()
+    assert "attestation_limited=7" in limited.stderr_text()
 
 
 def test_fresh_attestations_above_the_concurrency_cap_get_a_fast_503(tmp_path: Path) -> None:
