@@ -32,6 +32,8 @@ REQUEST_MEDIA_TYPE = "application/private-token-request"
 RESPONSE_MEDIA_TYPE = "application/private-token-response"
 MAX_HEADER_LENGTH = 4096
 _B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+# The one form hushcc's client sends (and most do): read without the general parameter parser.
+_PLAIN_CREDENTIAL = re.compile(r'PrivateToken token="([A-Za-z0-9_-]*={0,2})"')
 # auth-param = token BWS "=" BWS ( token / quoted-string )   (RFC 9110 §11.2)
 _PARAM = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*'
                     r'(?:"((?:[^"\\]|\\.)*)"|([!#$%&\'*+.^_`|~0-9A-Za-z-]+=*))\s*(?:,|$)')
@@ -100,6 +102,8 @@ def parse_authorization(header: str) -> Token:
     """
     if len(header) > MAX_HEADER_LENGTH:
         raise ProtocolError("authorization header too long")
+    if (plain := _PLAIN_CREDENTIAL.fullmatch(header)) is not None:
+        return Token.from_bytes(b64url_decode(plain.group(1)))
     scheme, _, params = header.strip().partition(" ")
     if scheme.lower() != SCHEME.lower():
         raise ProtocolError("not a PrivateToken credential")

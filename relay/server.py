@@ -102,6 +102,16 @@ def _problem(status: int, title: str, headers: dict[str, str] | None = None) -> 
                              headers=headers)
 
 
+class _HeadWithBodyResponse(web.StreamResponse):
+    """A streamed response whose head leaves with its first body bytes.
+
+    The status line and headers go in the same write as the first body bytes (one segment),
+    not on their own when the response is prepared.
+    """
+
+    _send_headers_immediately = False
+
+
 class RelayServer:
     """The aiohttp application of one relay."""
 
@@ -133,10 +143,15 @@ class RelayServer:
         return app
 
     async def _startup(self, _app: web.Application) -> None:
+        # One pooled keep-alive session for every gateway; its timeouts are set once here, not
+        # built per request: `sock_connect` bounds the connect, `sock_read` the gap between two
+        # chunks of an answer (the time to the answer's head is `_forward`'s own deadline).
         connector = aiohttp.TCPConnector(limit=self.limits.max_inflight + 16)
         self.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.limits.gateway_timeout,
+                                          sock_read=self.limits.stream_idle_timeout))
         await self.directory.refresh(self.session)
         self._refresher = asyncio.get_running_loop().create_task(
             self.directory.run(self.session))
@@ -285,12 +300,10 @@ class RelayServer:
         if self.session is None:
             return self._overloaded()
         started = time.monotonic()
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.limits.gateway_timeout,
-                                        sock_read=self.limits.stream_idle_timeout)
         try:
             async with asyncio.timeout(self.limits.gateway_timeout):
                 upstream = await self.session.request(method, url, data=body, headers=headers,
-                                                      allow_redirects=False, timeout=timeout)
+                                                      allow_redirects=False)
         except (aiohttp.ClientError, TimeoutError, OSError):
             self.stats.add("gateway_failed")
             return _problem(502, "gateway unavailable")
@@ -303,15 +316,16 @@ class RelayServer:
     async def _stream_back(self, request: web.Request,
                            upstream: aiohttp.ClientResponse) -> web.StreamResponse:
         keep = RESPONSE_HEADERS + (("Date",) if upstream.status >= 400 else ())
-        response = web.StreamResponse(
+        # A chunked answer is passed on HTTP chunk for HTTP chunk, so the sizes the gateway
+        # padded its chunks to (R7) are the sizes the client's network observers see; its head
+        # goes out at once. An answer of known length leaves with its head in the same write.
+        chunked = upstream.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        response = (web.StreamResponse if chunked else _HeadWithBodyResponse)(
             status=upstream.status,
             headers={h: upstream.headers[h] for h in keep if h in upstream.headers})
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         await response.prepare(request)
-        # A chunked answer is passed on HTTP chunk for HTTP chunk, so the sizes the gateway
-        # padded its chunks to (R7) are the sizes the client's network observers see.
-        chunked = upstream.headers.get("Transfer-Encoding", "").lower() == "chunked"
         pending = bytearray()
         try:
             async for data, end_of_chunk in upstream.content.iter_chunks():
