@@ -9,7 +9,10 @@ One run, side by side, printed as two tables:
 * tokens: client blind + issuer BlindSign + finalize (one issuance), verify_token, and one
   redemption's spent-store write in memory and in Redis (p50 / p99 of sequential calls).
 Goals (issue 13): relay >= 70 % of direct throughput, added p50 <= 1 ms, verification <= 0.2 ms,
-Redis redemption p99 <= 1 ms. The client, relay, gateway and Redis share this machine's cores.
+Redis redemption p99 <= 1 ms. The client, relay, gateway and Redis share this machine's cores,
+so the forwarding table also prints each process's CPU time per request (from /proc, which a
+busy machine inflates less than it does the wall clock) and the throughput those costs allow
+when every core is busy: on 2 cores a relay costs what a second gateway and client would.
 """
 
 from __future__ import annotations
@@ -121,6 +124,14 @@ def _free_port() -> int:
         return port
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process `pid` (None: this process)."""
+    if pid is None:
+        return sum(os.times()[:2])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -214,7 +225,9 @@ def main() -> None:  # noqa: PLR0915, C901 - one linear script: set up, measure,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if redis_binary else None
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         results: dict[str, list[tuple[float, list[float]]]] = {}
+        cpu: dict[str, dict[str, float]] = {}  # path -> process -> CPU seconds, timed rounds
         relays: list[subprocess.Popen[str]] = []
+        processes: dict[str, subprocess.Popen[str]] = {}
         try:
             targets = {"direct to gateway": gateway_url + "/ohttp"}
             stores: list[tuple[str, list[str]]] = [("relay, memory spent store", [])]
@@ -227,6 +240,7 @@ def main() -> None:  # noqa: PLR0915, C901 - one linear script: set up, measure,
                      "issuer.bench", "--origin-name", "relay.bench", "--node",
                      f"{NODE_ID}={gateway_url}", *extra], _listening)
                 relays.append(relay)
+                processes[name] = relay
                 targets[name] = f"{url}/v1/nodes/{NODE_ID}/ohttp"
             per_round = args.requests // args.rounds
             for round_ in range(args.rounds + 1):  # round 0 warms every path up, untimed
@@ -235,9 +249,15 @@ def main() -> None:  # noqa: PLR0915, C901 - one linear script: set up, measure,
                     headers = [{"Content-Type": "message/ohttp-req"} | (
                         {} if name.startswith("direct") else {"Authorization": mint()})
                         for _ in range(count)]
+                    pids = {"client": None, "gateway": gateway.pid} | (
+                        {} if name.startswith("direct") else {"relay": processes[name].pid})
+                    before = {k: _cpu_seconds(pid) for k, pid in pids.items()}
                     outcome = asyncio.run(_load(target, headers, args.concurrency))
                     if round_:
                         results.setdefault(name, []).append(outcome)
+                        used = cpu.setdefault(name, {})
+                        for k, pid in pids.items():
+                            used[k] = used.get(k, 0.0) + _cpu_seconds(pid) - before[k]
             memory_spend, redis_spend = asyncio.run(_stores(redis_url if redis else None))
             in_process = asyncio.run(_in_process(pinned, mint))
         finally:
@@ -249,6 +269,7 @@ def main() -> None:  # noqa: PLR0915, C901 - one linear script: set up, measure,
                 redis.wait()
 
     _print_tables(args, results, [issuance, verification, memory_spend, redis_spend])
+    _print_cpu(results, cpu)
     direct_p50, relay_p50 = (statistics.median(x) for x in in_process)
     print("\nSame, sequential, gateway and relay (memory store) in this one event loop, so no "
           "process\nscheduling between hops: the relay's own cost per request")
@@ -286,6 +307,22 @@ def _print_tables(args: argparse.Namespace, results: dict[str, list[tuple[float,
     if redis_spend:
         print(_row("spent store: Redis SET NX EXAT", redis_spend))
 
+
+
+def _print_cpu(results: dict[str, list[tuple[float, list[float]]]],
+               cpu: dict[str, dict[str, float]]) -> None:
+    cores = os.cpu_count() or 1
+    print(f"\nCPU time per request (us, timed rounds) and the req/s those costs allow on "
+          f"{cores} busy cores\n{'path':<38} {'client':>7} {'relay':>7} {'gateway':>8} "
+          f"{'bound':>8} {'measured':>9}")
+    for name, used in cpu.items():
+        count = sum(len(lat) for _, lat in results[name])
+        per = {k: v / count * 1e6 for k, v in used.items()}
+        # The slowest single process, or all processes sharing every core, whichever binds.
+        bound = min(1e6 / max(per.values()), cores * 1e6 / sum(per.values()))
+        measured = count / sum(seconds for seconds, _ in results[name])
+        print(f"{name:<38} {per['client']:>7.0f} {per.get('relay', 0):>7.0f} "
+              f"{per['gateway']:>8.0f} {bound:>8.0f} {measured:>9.0f}")
 
 
 async def _in_process(pinned: PinnedKey, mint: Callable[[], str]) -> tuple[
