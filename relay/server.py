@@ -326,17 +326,19 @@ class RelayServer:
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         await response.prepare(request)
-        pending = bytearray()
+        pending = bytearray()  # a gateway chunk that arrived in several reads
         try:
             async for data, end_of_chunk in upstream.content.iter_chunks():
+                if not pending and (end_of_chunk or not chunked):
+                    if data:  # the usual case: one read is one chunk, passed on uncopied
+                        await self._write(request, response, data)
+                    continue
                 pending += data
                 if pending and (end_of_chunk or not chunked or len(pending) >= FLUSH_AT):
-                    async with asyncio.timeout(self.limits.write_timeout):
-                        await response.write(bytes(pending))
+                    await self._write(request, response, bytes(pending))
                     pending.clear()
             if pending:
-                async with asyncio.timeout(self.limits.write_timeout):
-                    await response.write(bytes(pending))
+                await self._write(request, response, bytes(pending))
             await response.write_eof()
         except (aiohttp.ClientError, TimeoutError, OSError, ConnectionError):
             # Gateway broke mid-stream or the client stopped reading: cut the client off so it
@@ -347,3 +349,20 @@ class RelayServer:
             return response
         self.stats.add(f"forwarded_{upstream.status // 100}xx")
         return response
+
+    async def _write(self, request: web.Request, response: web.StreamResponse,
+                     data: bytes) -> None:
+        """Write one piece to the client; only a write that can wait on it has a deadline.
+
+        A write can wait only if the connection's writing is paused (its send buffer went past
+        the high-water mark and has not yet fallen to the low one) or this write pauses it.
+        While the buffer stays at or under the low-water mark neither can happen, so no timer
+        is armed (one per streamed chunk otherwise).
+        """
+        transport = request.transport
+        if transport is not None and (transport.get_write_buffer_size() + len(data)
+                                      <= transport.get_write_buffer_limits()[0]):
+            await response.write(data)
+            return
+        async with asyncio.timeout(self.limits.write_timeout):
+            await response.write(data)
