@@ -22,6 +22,7 @@ Invariants (SECURITY.md E1, E2, E5, E8, E9):
   request is sampled alone by `sampler.pick_alone` inside its own boundary). A failure of the
   batched forward ends the requests of that step; anything else ends every request.
 * Randomness is `seeded_uniform(seed, tokens sampled so far)`, per request (seed or `secrets`).
+* Prompt lookup drafts only while it pays for the sequence (`speculative.DraftRecord`).
 * Request ids are random (never a counter); stats are counts only (no ids, no content).
 * Nothing here logs, prints or puts request content in an exception message.
 * The tenant salt is an argument of `submit` (derived by the node), never read from the request.
@@ -34,7 +35,7 @@ import contextlib
 import secrets
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hushcc.errors import ProtocolError
@@ -53,7 +54,7 @@ from node.engine.sampler import RowsWanted, pick_alone, pick_step
 from node.engine.sampling import SamplingParams, find_stop, stop_holdback
 from node.engine.scheduler import Scheduler
 from node.engine.sequence import SeqStatus, Sequence, check_request
-from node.engine.speculative import accept, propose
+from node.engine.speculative import DraftRecord, accept, propose
 
 __all__ = ["Delta", "Engine", "EngineConfig", "EngineError", "EngineStats", "GenerateRequest",
            "RequestStream"]
@@ -81,6 +82,7 @@ class _Live:
     seed: int | None = None  # sampling seed (None when greedy)
     pending: str = ""  # decoded text held back because it may begin a stop string
     cancelled: bool = False
+    drafts: DraftRecord = field(default_factory=DraftRecord)
 
     def drop(self) -> None:
         self.seq.erase()
@@ -340,6 +342,7 @@ class Engine:
             new = accept(seq.draft_tokens[: share.num_drafts], ids)
             self._counts["drafts"] += share.num_drafts
             self._counts["accepted"] += len(new) - 1
+            live.drafts = live.drafts.record(share.num_drafts, len(new) - 1)
         else:
             new = [ids[-1]]
         new = new[: seq.max_tokens - seq.num_generated]
@@ -356,7 +359,7 @@ class Engine:
             return
         if eos or length:
             self._finish(live, "stop" if eos else "length")
-        elif (spec := self.config.speculative) and params.greedy:
+        elif (spec := self.config.speculative) and params.greedy and live.drafts.pays(spec):
             seq.draft_tokens = propose(seq.token_ids, spec)
 
     def _emit(self, live: _Live, text: str, *, final: bool) -> bool:

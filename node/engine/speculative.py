@@ -3,18 +3,28 @@
 `propose` finds the most recent earlier occurrence of the last n tokens (n from `max_ngram`
 down to `min_ngram`) in the request's own history and proposes the tokens that followed it.
 `accept` verifies drafts against the greedy argmax of the rows the runner computed for the last
-accepted token plus the drafts (their argmax comes with every other row's in the step's single
-host transfer): the longest matching prefix is accepted, plus one token from
-the model (so every step yields at least one token, exactly the greedy output).
+accepted token plus the drafts, inside the step's one batched forward (the drafts ride in the
+sequence's decode chunk; their argmax comes with every other row's in the step's single host
+transfer): the longest matching prefix is accepted, plus one token from the model (so every step
+yields at least one token, exactly the greedy output).
+
+When drafting pays (`DraftRecord.pays`): a drafted token costs one more row of the step's
+forward; an accepted one saves the sequence a step. A sequence drafts for its first
+`probe_drafts` draft tokens; from then on it drafts only while at least `min_acceptance` of its
+drafted tokens were accepted. Below that it stops drafting for good (its drafts cost more rows
+than the steps they save), so prompt lookup never falls far below plain decoding: at most
+`probe_drafts` wasted rows per sequence.
 
 Invariants:
 * Pure functions of the request's own history: no speculation database, no state across
-  requests or steps, so speculation leaves nothing behind when the request ends.
-* Output is identical to plain greedy decoding (verification is exact argmax).
+  requests, so speculation leaves nothing behind when the request ends (the per-sequence
+  `DraftRecord` is two counts, dropped with the request).
+* Output is identical to plain greedy decoding (verification is exact argmax), drafting or not.
 """
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,37 +42,64 @@ class PromptLookupConfig:
     max_ngram: int = 3
     min_ngram: int = 1
     max_window: int = 1024  # only this many most recent tokens are searched
+    probe_drafts: int = 16  # draft tokens every sequence may try before its rate is judged
+    min_acceptance: float = 0.5  # accepted / drafted below which a sequence stops drafting
 
     def __post_init__(self) -> None:
         """Validate sizes.
 
         Raises:
-            ConfigError: on inconsistent sizes.
+            ConfigError: on inconsistent sizes or an acceptance threshold outside [0, 1].
         """
         if not 1 <= self.min_ngram <= self.max_ngram or self.num_draft < 1 or self.max_window < 2:
             raise ConfigError("bad prompt-lookup sizes")
+        if self.probe_drafts < 0 or not 0.0 <= self.min_acceptance <= 1.0:
+            raise ConfigError("bad prompt-lookup acceptance rule")
+
+
+@dataclass(frozen=True, slots=True)
+class DraftRecord:
+    """One sequence's speculation so far: draft tokens verified and accepted (counts only)."""
+
+    drafted: int = 0
+    accepted: int = 0
+
+    def record(self, drafted: int, accepted: int) -> DraftRecord:
+        """The record after a verification of `drafted` tokens of which `accepted` matched."""
+        return DraftRecord(self.drafted + drafted, self.accepted + accepted)
+
+    def pays(self, cfg: PromptLookupConfig) -> bool:
+        """True while the sequence should keep drafting (see the module docstring)."""
+        return (self.drafted < cfg.probe_drafts
+                or self.accepted >= cfg.min_acceptance * self.drafted)
 
 
 def propose(history: Sequence[int], cfg: PromptLookupConfig) -> list[int]:
     """Draft up to `cfg.num_draft` tokens continuing `history` by n-gram lookup.
 
+    The most recent earlier occurrence of the last n tokens (n from `max_ngram` down to
+    `min_ngram`) that leaves at least one following token wins. The search runs in C
+    (`bytes.rfind` over the window packed as 4-byte integers, aligned hits only).
+
     Args:
-        history: the request's prompt + generated tokens so far.
+        history: the request's prompt + generated tokens so far (ids < 2**32).
         cfg: proposer sizes.
 
     Returns:
         The draft tokens (maybe empty).
     """
-    hist = list(history[-cfg.max_window:])
+    hist = array("I", history[-cfg.max_window:])
     n_hist = len(hist)
+    raw = hist.tobytes()
+    width = hist.itemsize
     for n in range(min(cfg.max_ngram, n_hist - 1), cfg.min_ngram - 1, -1):
-        tail = hist[n_hist - n:]
-        # most recent earlier match first; the match must leave at least one following token
-        for start in range(n_hist - n - 1, -1, -1):
-            if hist[start:start + n] == tail:
-                follow = hist[start + n:start + n + cfg.num_draft]
-                if follow:
-                    return follow
+        tail = raw[(n_hist - n) * width:]
+        end = (n_hist - 1) * width  # the match must end before the last token
+        while (at := raw.rfind(tail, 0, end)) >= 0:
+            if at % width == 0:
+                start = at // width
+                return hist[start + n:start + n + cfg.num_draft].tolist()
+            end = at + len(tail) - 1  # an unaligned hit: look further left
     return []
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hushcc.errors import ConfigError
-from node.engine.speculative import PromptLookupConfig, accept, propose
+from node.engine.speculative import DraftRecord, PromptLookupConfig, accept, propose
 
 CFG = PromptLookupConfig(num_draft=3, max_ngram=3)
 
@@ -36,8 +36,45 @@ def test_accept_longest_matching_prefix_plus_model_token():
 
 
 def test_bad_config():
-    with pytest.raises(ConfigError):
-        PromptLookupConfig(min_ngram=3, max_ngram=2)
+    for bad in ({"min_ngram": 3, "max_ngram": 2}, {"min_acceptance": 1.5},
+                {"min_acceptance": -0.1}, {"probe_drafts": -1}):
+        with pytest.raises(ConfigError):
+            PromptLookupConfig(**bad)
+
+
+def test_draft_record_pays_while_probing_then_by_its_acceptance_rate():
+    cfg = PromptLookupConfig(probe_drafts=8, min_acceptance=0.5)
+    rec = DraftRecord()
+    assert rec.pays(cfg)
+    rec = rec.record(4, 0).record(3, 0)
+    assert rec == DraftRecord(7, 0)
+    assert rec.pays(cfg)  # still probing
+    assert not rec.record(4, 1).pays(cfg)  # 1 of 11 accepted: stops
+    assert rec.record(4, 6).pays(cfg)  # 6 of 11: keeps drafting
+    assert DraftRecord(10, 5).pays(cfg)  # exactly the threshold pays
+    assert DraftRecord(100, 0).pays(PromptLookupConfig(min_acceptance=0.0))  # rule off
+
+
+def simple_propose(history: list[int], cfg: PromptLookupConfig) -> list[int]:
+    """The plain-Python lookup (the previous implementation): the oracle of `propose`."""
+    hist = list(history[-cfg.max_window:])
+    n_hist = len(hist)
+    for n in range(min(cfg.max_ngram, n_hist - 1), cfg.min_ngram - 1, -1):
+        tail = hist[n_hist - n:]
+        for start in range(n_hist - n - 1, -1, -1):
+            if hist[start:start + n] == tail:
+                return hist[start + n:start + n + cfg.num_draft]
+    return []
+
+
+@settings(max_examples=300)
+@given(hist=st.lists(st.sampled_from([0, 1, 2, 256, 257, 65536, 2**24 + 1, 2**31 - 1]),
+                     max_size=60),
+       window=st.integers(2, 70), ngram=st.integers(1, 4))
+def test_propose_equals_the_plain_python_lookup(hist, window, ngram):
+    # ids whose bytes overlap (256, 65536, ...) make unaligned byte matches the search must skip
+    cfg = PromptLookupConfig(num_draft=3, max_ngram=ngram, max_window=window)
+    assert propose(hist, cfg) == simple_propose(hist, cfg)
 
 
 @settings(max_examples=200)
