@@ -7,9 +7,8 @@ pure scheduler and block manager; the runner computes.
 One step: cancellations -> `schedule(now)` -> `runner.forward(chunks)` (worker thread) ->
 `sampler.pick_step` (every logits row of the step in one batched call, one host transfer) ->
 accept drafts / append tokens -> stop checks (EOS, max_tokens, stop strings) -> text deltas ->
-finish ended sequences -> `flush()` zeroes the blocks freed during the step in one batched
-`runner.zero_blocks` call, before any can be handed out again. An idle loop zeroes the
-runner's per-step buffers (`runner.clear_scratch`) before it waits.
+finish ended sequences -> `flush()` zeroes the step's freed blocks in one `runner.zero_blocks`
+call, before any is reused. An idle loop zeroes the runner's buffers (`clear_scratch`) first.
 
 Invariants (SECURITY.md E1, E2, E5, E8, E9):
 * A request's blocks are zeroed and its token ids, hashes, detokenizer state, stop buffer and
@@ -54,7 +53,7 @@ from node.engine.sampler import RowsWanted, pick_alone, pick_step
 from node.engine.sampling import SamplingParams, find_stop, stop_holdback
 from node.engine.scheduler import Scheduler
 from node.engine.sequence import SeqStatus, Sequence, check_request
-from node.engine.speculative import DraftRecord, accept, propose
+from node.engine.speculative import DraftRecord, accept
 
 __all__ = ["Delta", "Engine", "EngineConfig", "EngineError", "EngineStats", "GenerateRequest",
            "RequestStream"]
@@ -93,6 +92,8 @@ class _Live:
 
 class Engine:
     """Continuous-batching engine over a `ModelRunner` (see the module docstring)."""
+
+    pick_step = staticmethod(pick_step)  # the step's batched sampling (bench/engine.py swaps it)
 
     def __init__(
         self,
@@ -309,16 +310,15 @@ class Engine:
         rows = iter(logits)
         outs = [next(rows) if share.chunk is not None else None for share in plan.scheduled]
         wants = [self._wants(share, out) for share, out in zip(plan.scheduled, outs, strict=True)]
-        picks = pick_step(outs, wants)
+        picks = self.pick_step(outs, wants)
         now = self.clock()
         for share, out, want, ids in zip(plan.scheduled, outs, wants, picks, strict=True):
             live = self._live.get(share.seq.seq_id)
             if live is None or live.cancelled or live.seq.status is not SeqStatus.RUNNING:
                 continue
             try:
-                if ids is None and want is not None and out is not None:
-                    # the batched call failed: this request alone, by the per-row reference
-                    self._advance(live, share, pick_alone(out, want), now)
+                if ids is None and want is not None and out is not None:  # batched call failed
+                    self._advance(live, share, pick_alone(out, want), now)  # this one alone
                 else:
                     self._advance(live, share, ids, now)
             except Exception:  # noqa: BLE001 - confined to this request; the others go on
@@ -328,9 +328,9 @@ class Engine:
 
     def _wants(self, share: ScheduledSeq, out: torch.Tensor | None) -> RowsWanted | None:
         """What the share needs from its logits rows (None: nothing to sample)."""
-        if (live := self._live.get(share.seq.seq_id)) is None or out is None or not share.samples:
-            return None
-        return RowsWanted(live.params, live.seed, live.seq.num_generated, bool(share.num_drafts))
+        live = self._live.get(share.seq.seq_id)
+        return None if live is None or out is None or not share.samples else RowsWanted(
+            live.params, live.seed, live.seq.num_generated, bool(share.num_drafts))
 
     def _advance(self, live: _Live, share: ScheduledSeq, ids: list[int] | None,
                  now: float) -> None:
@@ -342,9 +342,10 @@ class Engine:
             new = accept(seq.draft_tokens[: share.num_drafts], ids)
             self._counts["drafts"] += share.num_drafts
             self._counts["accepted"] += len(new) - 1
-            live.drafts = live.drafts.record(share.num_drafts, len(new) - 1)
         else:
             new = [ids[-1]]
+        if (spec := self.config.speculative) is not None:
+            live.drafts = live.drafts.record(share.num_drafts, new, spec)
         new = new[: seq.max_tokens - seq.num_generated]
         eos = not params.ignore_eos and any(t in self.config.eos_token_ids for t in new)
         if eos:
@@ -359,8 +360,8 @@ class Engine:
             return
         if eos or length:
             self._finish(live, "stop" if eos else "length")
-        elif (spec := self.config.speculative) and params.greedy and live.drafts.pays(spec):
-            seq.draft_tokens = propose(seq.token_ids, spec)
+        elif spec is not None and params.greedy:
+            seq.draft_tokens, live.drafts = live.drafts.plan(seq.token_ids, spec)
 
     def _emit(self, live: _Live, text: str, *, final: bool) -> bool:
         """Stream text through the stop-string check; True when a stop string ended the request.

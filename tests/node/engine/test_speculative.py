@@ -37,22 +37,52 @@ def test_accept_longest_matching_prefix_plus_model_token():
 
 def test_bad_config():
     for bad in ({"min_ngram": 3, "max_ngram": 2}, {"min_acceptance": 1.5},
-                {"min_acceptance": -0.1}, {"probe_drafts": -1}):
+                {"min_acceptance": -0.1}, {"probe_drafts": -1}, {"decay": 1.5}):
         with pytest.raises(ConfigError):
             PromptLookupConfig(**bad)
 
 
-def test_draft_record_pays_while_probing_then_by_its_acceptance_rate():
-    cfg = PromptLookupConfig(probe_drafts=8, min_acceptance=0.5)
+def test_draft_record_probes_then_follows_its_decayed_acceptance_rate():
+    cfg = PromptLookupConfig(probe_drafts=8, min_acceptance=0.5, decay=1.0)
     rec = DraftRecord()
     assert rec.pays(cfg)
-    rec = rec.record(4, 0).record(3, 0)
-    assert rec == DraftRecord(7, 0)
+    rec = rec.record(4, [9], cfg).record(3, [9], cfg)  # two verifications, nothing accepted
+    assert rec == DraftRecord(7.0, 0.0, 7)
     assert rec.pays(cfg)  # still probing
-    assert not rec.record(4, 1).pays(cfg)  # 1 of 11 accepted: stops
-    assert rec.record(4, 6).pays(cfg)  # 6 of 11: keeps drafting
-    assert DraftRecord(10, 5).pays(cfg)  # exactly the threshold pays
-    assert DraftRecord(100, 0).pays(PromptLookupConfig(min_acceptance=0.0))  # rule off
+    assert not rec.record(4, [1, 9], cfg).pays(cfg)  # 1 of 11 accepted: stops
+    good = DraftRecord().record(4, [1, 2, 3, 4, 5], cfg).record(4, [1, 2, 3, 9], cfg)
+    assert good == DraftRecord(8.0, 7.0, 8)
+    assert good.pays(cfg)  # 7 of 8 accepted: keeps drafting after the probe
+    assert DraftRecord(10.0, 5.0, 10).pays(cfg)  # exactly the threshold pays
+    assert DraftRecord(100.0, 0.0, 100).pays(PromptLookupConfig(min_acceptance=0.0))  # rule off
+    decayed = DraftRecord(10.0, 0.0, 10).record(2, [5, 6, 7], PromptLookupConfig(decay=0.5))
+    assert decayed == DraftRecord(7.0, 2.0, 12)  # the past weighs half
+
+
+def test_shadow_drafts_turn_drafting_back_on_when_they_would_hit():
+    cfg = PromptLookupConfig(num_draft=2, max_ngram=2, probe_drafts=4, min_acceptance=0.5)
+    off = DraftRecord(8.0, 0.0, 8)
+    history = [1, 2, 3, 1, 2]
+    drafts, rec = off.plan(history, cfg)
+    assert drafts == []  # not sent: drafting does not pay ...
+    assert rec.shadow == 3  # ... but the lookup's first token is checked against the model's
+    missed = rec.record(0, [4], cfg)
+    assert missed.shadow is None
+    assert missed.accepted == 0.0
+    assert missed.drafted > off.drafted * cfg.decay
+    rec_on = rec
+    for _ in range(20):  # the text turned repetitive: every shadow draft hits
+        rec_on = rec_on.record(0, [3], cfg)
+        _, rec_on = rec_on.plan(history, cfg)
+        if rec_on.pays(cfg):
+            break
+    assert rec_on.pays(cfg)
+    assert rec_on.plan(history, cfg)[0] == [3, 1]  # drafts are sent again
+    rec_off = rec
+    for _ in range(20):  # the twin: every shadow draft misses, drafting stays off
+        rec_off = rec_off.record(0, [4], cfg)
+        _, rec_off = rec_off.plan(history, cfg)
+    assert not rec_off.pays(cfg)
 
 
 def simple_propose(history: list[int], cfg: PromptLookupConfig) -> list[int]:
