@@ -12,14 +12,16 @@ Rows
   hushcc engine, zeroing off     the same with zero_blocks a no-op (to price erasure only)
   hushcc engine + prompt lookup  speculative decoding (random prompts: no repeats to find)
   repetitive: plain / lookup     a workload whose prompts repeat n-grams (where lookup can help)
+  previous: ...                  (unless --no-previous) the engine as before issue 16's sampler
+                                 work, in the same run: every sequence sampled alone (its own
+                                 argmax, one host transfer per sequence) and prompt lookup never
+                                 turned off; "x best HF" of old and new side by side
 
-Roofline: GEMM GFLOP/s measured here with the same threads through torch.matmul (MKL on CPU)
-and oneDNN's prepacked linear, the faster taken as the machine's peak; workload FLOPs = per computed
-token 2 x (non-embedding matmul params) + attention (4 x layers x q_dim x context) and
-2 x vocab x hidden per logits row. Fraction = achieved FLOP/s / measured GEMM FLOP/s.
-Memory-aware bound: the engine's own schedule (steps traced) costed per step as the larger of
-its FLOPs at the GEMM peak and its weight + KV bytes at the measured read bandwidth; it says how
-much of the gap to the compute roofline is the workload's memory-bound decode tail.
+Models: smollm2, tiny (default); large = TinyLlama-1.1B shape and llama8b = Llama-3.1-8B shape
+(random weights, transformers' own init), built only when asked, llama8b never on CPU unless
+--cpu-large (32 GB of fp32 weights).
+Roofline and memory-aware bound: see bench/roofline.py; fraction = achieved FLOP/s / measured
+GEMM FLOP/s; the bound says how much of the gap is the workload's memory-bound decode tail.
 Erasure: zeroing on/off runs interleaved A B B A ... (--erasure-pairs), medians compared.
 """
 
@@ -46,13 +48,20 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import ModuleType
 
-    from node.engine.batch import ForwardChunk
     from node.engine.detokenize import Decoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.roofline import (
+    NoZeroRunner,
+    TimedZeroRunner,
+    matmul_gflops,
+    read_gbps,
+    step_bound,
+    sync,
+    workload_flops,
+)
 from node.engine.engine import Engine, EngineConfig, GenerateRequest
-from node.engine.linear import PackedLinear
 from node.engine.model import LlamaWeights, ModelConfig, random_weights
 from node.engine.runner import PagedRunner
 from node.engine.sampling import SamplingParams
@@ -61,9 +70,18 @@ from node.engine.speculative import PromptLookupConfig
 
 HF_BASELINE = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "hf_baseline.py"
 SALT = b"bench-tenant-salt-0123456789abcdef"
-LARGE: dict[str, Any] = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
-         "num_attention_heads": 32, "num_key_value_heads": 4, "vocab_size": 32000,
-         "max_position_embeddings": 2048}  # TinyLlama-1.1B shape, random weights
+LARGE_MODELS: dict[str, dict[str, Any]] = {  # random weights, built only when asked
+    "large": {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
+              "num_attention_heads": 32, "num_key_value_heads": 4, "vocab_size": 32000,
+              "max_position_embeddings": 2048},  # TinyLlama-1.1B shape
+    "llama8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+                "max_position_embeddings": 131072, "rope_theta": 500000.0,
+                "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+                "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0,
+                                 "original_max_position_embeddings": 8192}},  # Llama-3.1-8B
+}
 
 
 Workload = list[tuple[list[int], int]]
@@ -101,131 +119,6 @@ def repetitive_workload(n: int, vocab: int, seed: int) -> Workload:
     return reqs
 
 
-def matmul_gflops(device: str, dtype: torch.dtype, size: int) -> dict[str, float]:
-    """Best-of-5 GFLOP/s of a square GEMM through each path this build has on `device`.
-
-    `torch.matmul` (MKL on CPU, cuBLAS on CUDA) and, on CPU, oneDNN's prepacked linear (the
-    path the runner uses): the roofline takes the fastest, the machine's real GEMM peak.
-    """
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    paths: dict[str, Callable[[], object]] = {"torch.matmul": lambda: a @ b}
-    if device == "cpu" and PackedLinear.probe(dtype):
-        packed = PackedLinear(b.T.contiguous())
-        paths["oneDNN linear"] = lambda: packed(a)
-    rates: dict[str, float] = {}
-    for name, fn in paths.items():
-        for _ in range(3):
-            fn()
-        best = 0.0
-        for _ in range(5):
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(4):
-                fn()
-            sync(device)
-            best = max(best, 4 * 2 * size**3 / (time.perf_counter() - t0) / 1e9)
-        rates[name] = best
-    return rates
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def workload_flops(cfg: ModelConfig, reqs: Workload) -> float:
-    h, q, kv = cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-    per_tok = 2 * cfg.num_layers * (h * (q + 2 * kv) + q * h + 3 * h * cfg.intermediate_size)
-    head = 2 * cfg.vocab_size * h
-    total = 0.0
-    for ids, out in reqs:
-        n = len(ids) + out - 1  # tokens pushed through the model (the last one is never fed)
-        ctx = n * (n + 1) / 2  # sum of context lengths
-        total += n * per_tok + 4 * cfg.num_layers * q * ctx + out * head
-    return total
-
-
-class NoZeroRunner:
-    """The runner with erasure disabled (bench only: prices zeroing, never used in the node)."""
-
-    def __init__(self, runner: PagedRunner) -> None:
-        self.r = runner
-        self.block_size, self.num_blocks = runner.block_size, runner.num_blocks
-        self.forward, self.kv_pool_is_zero = runner.forward, runner.kv_pool_is_zero
-        self.clear_scratch = runner.clear_scratch
-
-    def zero_blocks(self, block_ids: object) -> None:
-        pass
-
-
-class TimedZeroRunner:
-    """The runner with the time in `zero_blocks` (the erasure itself) and each step's shape kept.
-
-    `steps` holds, per `forward`: (rows computed, logits rows, KV positions read, query-key
-    pairs attended), for the memory-aware bound of `step_bound`.
-    """
-
-    def __init__(self, runner: PagedRunner) -> None:
-        self.r = runner
-        self.block_size, self.num_blocks = runner.block_size, runner.num_blocks
-        self.kv_pool_is_zero = runner.kv_pool_is_zero
-        self.clear_scratch = runner.clear_scratch
-        self.zero_s = 0.0
-        self.zeroed = 0
-        self.steps: list[tuple[int, int, int, int]] = []
-
-    def forward(self, chunks: Sequence[ForwardChunk]) -> list[torch.Tensor]:
-        self.steps.append((sum(len(c.token_ids) for c in chunks),
-                           sum(c.num_logits for c in chunks),
-                           sum(c.start_pos + len(c.token_ids) for c in chunks),
-                           sum(len(c.token_ids) * (2 * c.start_pos + len(c.token_ids) + 1) // 2
-                               for c in chunks)))
-        return self.r.forward(chunks)
-
-    def zero_blocks(self, block_ids: Sequence[int]) -> None:
-        t0 = time.perf_counter()
-        self.r.zero_blocks(block_ids)
-        self.zero_s += time.perf_counter() - t0
-        self.zeroed += len(block_ids)
-
-
-def read_gbps(device: str) -> float:
-    """Best-of-5 memory read bandwidth (GB/s): a sum over a tensor far larger than the caches."""
-    big = torch.ones(64 * 1024 * 1024, device=device)  # 256 MiB of fp32
-    best = 0.0
-    for _ in range(5):
-        sync(device)
-        t0 = time.perf_counter()
-        big.sum()
-        sync(device)
-        best = max(best, big.numel() * 4 / (time.perf_counter() - t0) / 1e9)
-    return best
-
-
-def step_bound(
-    cfg: ModelConfig, steps: Sequence[tuple[int, int, int, int]], peak_gflops: float, gbps: float,
-    elem_bytes: int,
-) -> tuple[float, float, float]:
-    """Seconds the traced schedule needs at best: sum over steps of max(compute, memory).
-
-    Compute: the step's matmul and attention FLOPs at the GEMM peak. Memory: every layer's
-    weights (and the LM head when a step asks for logits) plus the KV positions the step's
-    chunks attend over, each read once at `gbps`. Returns (bound, compute part, memory part).
-    """
-    h, q, kv = cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-    layer_params = h * (q + 2 * kv) + q * h + 3 * h * cfg.intermediate_size
-    bound = compute = memory = 0.0
-    for rows, logit_rows, kv_read, attended in steps:
-        flops = 2 * cfg.num_layers * (rows * layer_params + 2 * q * attended)
-        flops += 2 * logit_rows * cfg.vocab_size * h
-        nbytes = elem_bytes * (cfg.num_layers * (layer_params + 2 * kv * kv_read)
-                               + (cfg.vocab_size * h if logit_rows else 0))
-        c, m = flops / peak_gflops / 1e9, nbytes / gbps / 1e9
-        bound, compute, memory = bound + max(c, m), compute + c, memory + m
-    return bound, compute, memory
-
-
 async def drive(engine: Engine, reqs: Workload) -> int:
     async def one(ids: list[int], out: int) -> int:
         req = GenerateRequest(tuple(ids), SamplingParams(max_tokens=out, ignore_eos=True))
@@ -241,15 +134,35 @@ async def drive(engine: Engine, reqs: Workload) -> int:
     return toks
 
 
-def run_engine(
+def one_by_one(outs: Sequence[torch.Tensor | None], wants: Sequence[object]
+               ) -> list[list[int] | None]:
+    """The previous sampling: no batched call; the engine decides each sequence alone."""
+    del wants
+    return [None] * len(outs)
+
+
+class PreviousEngine(Engine):
+    """The engine as before issue 16's sampler work: every sequence sampled alone (per-row
+    reference, one host transfer per sequence); run with `PREVIOUS_LOOKUP` (never turned off)."""
+
+    pick_step = staticmethod(one_by_one)
+
+
+LOOKUP = PromptLookupConfig(num_draft=4, max_ngram=3)
+PREVIOUS = "previous engine"
+PREVIOUS_LOOKUP = PromptLookupConfig(num_draft=4, max_ngram=3, min_acceptance=0.0)
+
+
+def run_engine(  # noqa: PLR0917 - bench plumbing
     runner: PagedRunner | NoZeroRunner | TimedZeroRunner, tokenizer: Decoder, reqs: Workload,
     args: argparse.Namespace,
     spec: PromptLookupConfig | None = None,
+    engine_cls: type[Engine] = Engine,
 ) -> tuple[int, float]:
     limits = EngineLimits(max_model_len=2048, max_tokens_cap=1024, max_num_seqs=len(reqs),
                           max_num_batched_tokens=args.budget, max_draft_tokens=4)
     cfg = EngineConfig(limits=limits, speculative=spec)
-    engine = Engine(runner, tokenizer, cfg)
+    engine = engine_cls(runner, tokenizer, cfg)
     t0 = time.perf_counter()
     toks = asyncio.run(drive(engine, reqs))
     sync(args.device)
@@ -269,14 +182,18 @@ def timed_runs(fn: Callable[[], tuple[int, float]], runs: int) -> tuple[int, flo
 
 def bench_model(name: str, args: argparse.Namespace, hf: ModuleType | None) -> None:  # noqa: C901, PLR0912, PLR0915
     dtype = getattr(torch, args.dtype)
+    if name == "llama8b" and args.device == "cpu" and not args.cpu_large:
+        print(f"\n=== model {name}: not built on CPU (32 GB of fp32 weights; --cpu-large) ===")
+        return
     print(f"\n=== model {name}  device {args.device}  dtype {args.dtype}  "
           f"threads {torch.get_num_threads()} ===", flush=True)
     t0 = time.perf_counter()
     hf_model = None
-    if name == "large":  # random weights in transformers' own init, shared by both sides
-        hf_model = _large_model(args.device, dtype) if hf is not None else None
+    if name in LARGE_MODELS:  # random weights in transformers' own init, shared by both sides
+        shape = LARGE_MODELS[name]
+        hf_model = _large_model(shape, args.device, dtype) if hf is not None else None
         if hf_model is None:
-            weights = random_weights(ModelConfig.from_hf(_llama_config(LARGE)), 0, std=0.02)
+            weights = random_weights(ModelConfig.from_hf(_llama_config(shape)), 0, std=0.02)
         else:
             weights = LlamaWeights.from_state_dict(ModelConfig.from_hf(hf_model.config),
                                                    hf_model.state_dict())
@@ -343,15 +260,20 @@ def bench_model(name: str, args: argparse.Namespace, hf: ModuleType | None) -> N
     del weights
     timed = TimedZeroRunner(runner)
     variants: list[tuple[str, PagedRunner | NoZeroRunner | TimedZeroRunner,
-                         PromptLookupConfig | None, Workload]]
-    variants = [("hushcc engine", timed, None, reqs),
-                ("hushcc engine, zeroing off", NoZeroRunner(runner), None, reqs)]
+                         PromptLookupConfig | None, Workload, type[Engine]]]
+    variants = [("hushcc engine", timed, None, reqs, Engine),
+                ("hushcc engine, zeroing off", NoZeroRunner(runner), None, reqs, Engine)]
+    if args.previous:
+        variants.append((PREVIOUS, runner, None, reqs, PreviousEngine))
     if args.spec:
-        lookup = PromptLookupConfig(num_draft=4, max_ngram=3)
         rep = repetitive_workload(args.n, mc.vocab_size, args.seed)
-        variants += [("hushcc engine + prompt lookup", runner, lookup, reqs),
-                     ("repetitive prompts: engine", runner, None, rep),
-                     ("repetitive prompts: + prompt lookup", runner, lookup, rep)]
+        variants += [("hushcc engine + prompt lookup", runner, LOOKUP, reqs, Engine),
+                     ("repetitive prompts: engine", runner, None, rep, Engine),
+                     ("repetitive prompts: + prompt lookup", runner, LOOKUP, rep, Engine)]
+        if args.previous:
+            variants += [(PREVIOUS + " + lookup", runner, PREVIOUS_LOOKUP, reqs, PreviousEngine),
+                         ("repetitive: " + PREVIOUS + " + lookup", runner, PREVIOUS_LOOKUP, rep,
+                          PreviousEngine)]
     run_engine(runner, tokenizer, warm, args)
     run_engine(runner, tokenizer, reqs, args)  # one untimed full run: allocator and caches warm
     # zeroing on/off interleaved A B B A ..., so drift and order effects fall on both alike
@@ -368,9 +290,9 @@ def bench_model(name: str, args: argparse.Namespace, hf: ModuleType | None) -> N
           + " / ".join(" ".join(f"{t:.2f}" for t in times[i]) for i in (0, 1)))
     add(variants[0][0], toks_main, statistics.median(times[0]), flops)
     add(variants[1][0], toks_main, statistics.median(times[1]), flops)
-    for label, r, spec, wl in variants[2:]:
-        toks, dt = run_engine(r, tokenizer, wl, args, spec)
-        add(label, toks, dt)
+    for label, r, spec, wl, cls in variants[2:]:
+        add(label, *timed_runs(lambda: run_engine(r, tokenizer, wl, args, spec, cls),  # noqa: B023 - run at once
+                               args.runs))
     peak_after = max(matmul_gflops(args.device, dtype, gemm_size).values())
     print(f"best GEMM GFLOP/s measured before / after the engine runs: {peak:.0f} / "
           f"{peak_after:.0f}; the roofline uses the higher")
@@ -391,11 +313,11 @@ def _cb_args() -> argparse.Namespace:
                               cb_max_requests=32)
 
 
-def _large_model(device: str, dtype: torch.dtype) -> Any:  # noqa: ANN401 - HF model
+def _large_model(shape: dict[str, Any], device: str, dtype: torch.dtype) -> Any:  # noqa: ANN401 - HF model
     import transformers  # noqa: PLC0415
 
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(_llama_config(LARGE))
+    model = transformers.LlamaForCausalLM(_llama_config(shape))
     model = model.to(device=device, dtype=dtype).eval()  # type: ignore[call-arg]  # HF stubs
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
@@ -425,12 +347,28 @@ def print_table(rows: list[tuple[str, int, float, float | None]], peak: float) -
     off = next((t / d for label, t, d, _ in rows if label.endswith("zeroing off")), None)
     if on and off:
         print(f"erasure overhead (zeroing on vs off): {100 * (off - on) / off:+.1f} % throughput")
+    rates = {label: t / d for label, t, d, _ in rows}
+    for what, plain, lookup in (
+            ("random prompts", "hushcc engine", "hushcc engine + prompt lookup"),
+            ("repetitive prompts", "repetitive prompts: engine",
+             "repetitive prompts: + prompt lookup"),
+            ("repetitive, previous lookup", "repetitive prompts: engine",
+             "repetitive: " + PREVIOUS + " + lookup")):
+        if plain in rates and lookup in rates:
+            print(f"prompt lookup vs plain, {what}: {rates[lookup] / rates[plain]:.2f}x")
+    if best and on and PREVIOUS in rates:
+        print(f"x best HF, new vs previous engine (same run): {on / best:.2f} vs "
+              f"{rates[PREVIOUS] / best:.2f}")
     print(f"load average now: {os.getloadavg()[0]:.2f} (other processes share these cores)")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="smollm2,tiny", help="smollm2, tiny, large (random)")
+    ap.add_argument("--models", default="smollm2,tiny",
+                    help="smollm2, tiny, large (TinyLlama shape), llama8b (Llama-3.1-8B shape)")
+    ap.add_argument("--cpu-large", action="store_true", help="build llama8b on CPU too")
+    ap.add_argument("--no-previous", dest="previous", action="store_false",
+                    help="skip the previous engine's rows")
     ap.add_argument("--quick", action="store_true", help="skip hf:seq (slow)")
     ap.add_argument("--hf-modes", default=None, help="default seq,static32,cb")
     ap.add_argument("--runs", type=int, default=1)
