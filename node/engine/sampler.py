@@ -115,10 +115,28 @@ def pick_step(outs: Sequence[torch.Tensor | None], wants: Sequence[RowsWanted | 
     if not parts:
         return [None] * len(spans)
     try:
-        ids = choose_tokens(parts[0] if len(parts) == 1 else torch.cat(parts), sampled)
+        ids = choose_tokens(join_rows(parts), sampled)
     except Exception:  # noqa: BLE001 - the caller decides each share alone, in its own boundary
         return [None] * len(spans)
     return [None if span is None else ids[span[0]:span[1]] for span in spans]
+
+
+def join_rows(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack `[n_i, vocab]` blocks into one `[sum n_i, vocab]`.
+
+    Without a copy when they lie one after the other in one storage (the runner's split of its
+    logits), else by `cat`.
+    """
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    vocab, at, ptr = first.shape[-1], first.storage_offset(), first.untyped_storage().data_ptr()
+    for p in parts:
+        if (not p.is_contiguous() or p.storage_offset() != at
+                or p.untyped_storage().data_ptr() != ptr):
+            return torch.cat(parts)
+        at += p.numel()
+    return first.as_strided((sum(p.shape[0] for p in parts), vocab), (vocab, 1))
 
 
 def pick_alone(out: torch.Tensor, want: RowsWanted) -> list[int]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hushcc.errors import ConfigError
 from node.engine.batch import ForwardChunk
 from node.engine.runner import tiny_runner
-from node.engine.sampler import SampledRow, choose, choose_tokens
+from node.engine.sampler import SampledRow, choose, choose_tokens, join_rows
 from node.engine.sampling import SamplingParams, sample, seeded_uniform
 from tests.node.engine.engine_helpers import (
     SALT_A,
@@ -103,6 +103,19 @@ def test_bad_row_lists_are_refused():
     with pytest.raises(ConfigError):
         choose(torch.zeros(VOCAB), [])
     assert choose_tokens(logits, [SampledRow(1, 1.0, 0, 1.0, 0.51)]) == [0, 20, 0]
+
+
+def test_join_rows_reuses_the_runners_logits_without_a_copy():
+    base = torch.randn(6, VOCAB)
+    parts = list(torch.split(base, [1, 3, 2]))  # what the runner returns: views of one tensor
+    joined = join_rows(parts)
+    assert joined.data_ptr() == base.data_ptr()
+    assert torch.equal(joined, base)
+    gap = join_rows([parts[0], parts[2]])  # not adjacent (a share left out): copied
+    assert gap.data_ptr() != base.data_ptr()
+    assert torch.equal(gap, base[[0, 4, 5]])
+    apart = join_rows([torch.ones(1, VOCAB), torch.zeros(2, VOCAB)])  # separate tensors
+    assert torch.equal(apart, torch.cat([torch.ones(1, VOCAB), torch.zeros(2, VOCAB)]))
 
 
 SYNC_METHODS = ("item", "tolist", "__int__", "__float__", "__bool__", "__index__", "cpu",
