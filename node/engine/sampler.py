@@ -134,7 +134,7 @@ def join_rows(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     for p in parts:
         if (not p.is_contiguous() or p.storage_offset() != at
                 or p.untyped_storage().data_ptr() != ptr):
-            return torch.cat(parts)
+            return torch.cat(list(parts))
         at += p.numel()
     return first.as_strided((sum(p.shape[0] for p in parts), vocab), (vocab, 1))
 
