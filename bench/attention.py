@@ -23,7 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.engine import build_workload, run_engine, sync
+from bench.engine import build_workload, run_engine
+from bench.roofline import sync
 from node.engine.model import (
     LlamaWeights,
     ModelConfig,
