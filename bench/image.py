@@ -1,22 +1,27 @@
 """Benchmark `hushcc image build`: build time per step and image size, cold vs warm.
 
     PYTHONPATH=. python bench/image.py [--model PATH] [--wheels DIR] [--deps full|none] [--runs N]
+        [--cache DIR]
 
 * The dependency set is the project's runtime closure (hushcc's requirements, walked through the
   installed distributions with their markers), pinned to the versions installed in this venv.
   Their wheels are gathered into `--wheels` (default ~/.cache/hushcc-bench/wheels) with
   `pip download --no-deps --only-binary :all:` (pip's own index and cache; torch's CPU wheel
   from the configured find-links); `--deps none` builds without a dependency set.
-* Run 1 is "cold": the wheel directory is filled first (timed separately) and the GGUF model is
-  converted to safetensors. Later runs are "warm": the wheels are already local. Every run
-  builds the whole image (nothing of the image itself is cached between runs).
+* Run 1 is "cold": the wheel directory is filled first (timed separately) and the build cache
+  (`--cache`, default a fresh temporary directory) is empty, so the GGUF model is converted to
+  safetensors. Later runs are "warm": the wheels are local and the model's conversion comes from
+  the cache (checked by hashing). Every run builds the whole image, and every run's image,
+  hash tree and manifest must be byte-identical to the cold one (B1, warm vs cold).
 * Goal (issue 14): a full build under 3 minutes on the 2-core box, a warm rebuild under 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata as md
+import os
 import re
 import subprocess
 import sys
@@ -33,6 +38,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from attestation.measure import source_root  # noqa: E402
 from image.build import BuildInputs, build  # noqa: E402
+from image.cache import Cache  # noqa: E402
 from image.deps import lock_from_wheels  # noqa: E402
 from image.model import default_model  # noqa: E402
 
@@ -95,15 +101,18 @@ def fetch_wheels(pins: dict[str, str], wheels: Path) -> float:
     return time.perf_counter() - start
 
 
-def one_build(inputs: BuildInputs) -> tuple[dict[str, float], float, int, int]:
+def one_build(inputs: BuildInputs, cache: Cache) -> tuple[dict[str, float], float, int, int, str]:
     timer = Timer()
     with tempfile.TemporaryDirectory(prefix="hushcc-bench-") as tmp:
         start = time.perf_counter()
-        doc = build(inputs, Path(tmp) / "out", timer)
+        doc = build(inputs, Path(tmp) / "out", timer, cache)
         total = time.perf_counter() - start
         steps = timer.durations(time.perf_counter())
-        tree = (Path(tmp) / "out" / "rootfs.verity").stat().st_size
-    return steps, total, int(doc["image"]["size"]) + tree, len(doc["files"])
+        out = Path(tmp) / "out"
+        tree = (out / "rootfs.verity").stat().st_size
+        digest = hashlib.sha256(b"".join((out / name).read_bytes() for name in
+                                         ("manifest.json", "rootfs.verity"))).hexdigest()
+    return steps, total, int(doc["image"]["size"]) + tree, len(doc["files"]), digest
 
 
 def main() -> None:
@@ -113,6 +122,7 @@ def main() -> None:
                         default=Path.home() / ".cache" / "hushcc-bench" / "wheels")
     parser.add_argument("--deps", choices=("full", "none"), default="full")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--cache", type=Path, help="build cache (default: a fresh temporary one)")
     args = parser.parse_args()
     model = args.model or default_model()
     lock = wheels = None
@@ -128,10 +138,11 @@ def main() -> None:
         print(f"dependency set: {len(pins)} wheels pinned; "
               f"fetching missing ones took {fetch:.1f} s")
     inputs = BuildInputs(source_root(), model, EPOCH, lock, wheels)
+    cache = Cache(args.cache or Path(tempfile.mkdtemp(prefix="hushcc-bench-cache-")))
     rows = []
     for run in range(args.runs):
-        steps, total, size, files = one_build(inputs)
-        rows.append(("cold" if run == 0 else "warm", steps, total, size, files))
+        steps, total, size, files, digest = one_build(inputs, cache)
+        rows.append(("cold" if run == 0 else "warm", steps, total, size, files, digest))
     names = list(rows[0][1])
     print(f"\nimage build, model {model.name}, deps {args.deps} (seconds per step)")
     header = f"{'step':<38}" + "".join(f"{label + ' ' + str(i + 1):>12}"
@@ -143,7 +154,12 @@ def main() -> None:
     print(f"{'total build':<38}" + "".join(f"{r[2]:>12.1f}" for r in rows))
     print(f"{'image + hash tree (MiB)':<38}" + "".join(f"{r[3] / 2**20:>12.1f}" for r in rows))
     print(f"{'files':<38}" + "".join(f"{r[4]:>12}" for r in rows))
+    print(f"{'identical to run 1 (manifest, tree)':<38}"
+          + "".join(f"{'yes' if r[5] == rows[0][5] else 'NO':>12}" for r in rows))
+    print(f"load average (1/5/15 min) at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("goal: full build < 180 s, warm rebuild < 60 s (issue 14)")
+    if any(r[5] != rows[0][5] for r in rows):
+        raise SystemExit("a warm build differs from the cold one (B1)")
 
 
 if __name__ == "__main__":

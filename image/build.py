@@ -35,6 +35,7 @@ from image.model import check_model, stage_model
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from image.cache import Cache
     from image.progress import Progress
 
 INPUTS_FILE = "inputs.json"
@@ -112,8 +113,10 @@ def _blocks(path: Path, progress: Progress) -> Iterator[bytes]:
             yield block
 
 
-def stage(inputs: BuildInputs, root: Path, progress: Progress) -> str:
+def stage(inputs: BuildInputs, root: Path, progress: Progress, cache: Cache | None = None) -> str:
     """Assemble and normalise the root filesystem in `root`; return the lock text.
+
+    `cache` (optional) holds the model's GGUF -> safetensors conversion (`image.cache`).
 
     Raises:
         ConfigError: a missing input, a failed install, or content that breaks an invariant.
@@ -132,11 +135,12 @@ def stage(inputs: BuildInputs, root: Path, progress: Progress) -> str:
     (app / content.DEPS_DIR).mkdir(parents=True, exist_ok=True)
     content.write_text(root, content.LOCK_FILE, lock_text)
     progress.step("model (safetensors)", None)
-    stage_model(inputs.model, app / content.MODEL_DIR)
+    stage_model(inputs.model, app / content.MODEL_DIR, cache)
     config = (read_text(inputs.config, "--config file") if inputs.config
               else content.DEFAULT_CONFIG)
     content.write_text(root, content.CONFIG_FILE, config)
     content.write_text(root, content.ENTRYPOINT, content.ENTRYPOINT_TEXT)
+    progress.step("normalise + host-path check", None)
     content.normalise(root, inputs.source_date_epoch)
     hosts = [str(root.resolve()), str(inputs.source.resolve()), sys.prefix,
              str(inputs.model.resolve().parent), tempfile.gettempdir()]
@@ -189,8 +193,11 @@ def _check_files(inputs: BuildInputs) -> None:
             raise ConfigError(f"--{name} not found (or not a file): {value}")
 
 
-def build(inputs: BuildInputs, out: Path, progress: Progress) -> dict[str, Any]:
+def build(inputs: BuildInputs, out: Path, progress: Progress,
+          cache: Cache | None = None) -> dict[str, Any]:
     """Build the image into `out` (created; must be empty or absent) and return the manifest.
+
+    The output is the same with or without `cache`, warm or cold (B1).
 
     Raises:
         ConfigError: an input is missing or invalid, or a tool is missing or fails.
@@ -200,12 +207,14 @@ def build(inputs: BuildInputs, out: Path, progress: Progress) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hushcc-image-") as tmp:
         root = Path(tmp) / "root"
         root.mkdir()
-        lock_text = stage(inputs, root, progress)
+        lock_text = stage(inputs, root, progress, cache)
+        progress.step("file list (sha256 of every file)", None)
         files = describe(root)
         forbidden = manifest.scan_forbidden([f.path for f in files])
         if forbidden:
             path, kind = forbidden[0]
             raise ConfigError(f"the image would hold a {kind}: {path} (SECURITY.md B3)")
+        progress.step("measurements", None)
         app = content.app_root(root)
         code_list = all_files(app / content.CODE_DIR)
         model_list = all_files(app / content.MODEL_DIR)
@@ -213,7 +222,7 @@ def build(inputs: BuildInputs, out: Path, progress: Progress) -> dict[str, Any]:
         model = measure_sources(app / content.MODEL_DIR, model_list)[0]
         sim = node_measurement(app)
         image = out / manifest.IMAGE_FILE
-        progress.step("squashfs", None)
+        progress.step("squashfs (mksquashfs, zstd)", None)
         tools.mksquashfs(root, image, inputs.source_date_epoch)
     with image.open("ab") as f:  # whole verity blocks (mksquashfs pads to 4 KiB already)
         f.write(bytes(-image.stat().st_size % verity.BLOCK_SIZE))
@@ -227,6 +236,7 @@ def build(inputs: BuildInputs, out: Path, progress: Progress) -> dict[str, Any]:
     tree = verity.compute_tree(_blocks(image, progress), salt, uuid)
     if tree.root_hash != root_hash or tree.hash_device != hash_file.read_bytes():
         raise ConfigError("veritysetup and the pure dm-verity calculator disagree")
+    progress.step("manifest", None)
     measurements = {"sim": sim.hex}
     if inputs.snp:
         from image.snp import launch_digest  # noqa: PLC0415 - optional dependency

@@ -1,12 +1,14 @@
 """`hushcc image ...`: build, publish and verify the reproducible node image.
 
 * `build --out DIR [--model PATH] [--source DIR] [--lock FILE --wheels DIR] [--config FILE]
-  [--source-date-epoch N] [--ovmf F --kernel F --initrd F [--vcpus N --vcpu-type T]]` writes
-  `rootfs.squashfs`, `rootfs.verity`, `manifest.json` and `inputs.json` into DIR.
+  [--source-date-epoch N] [--cache DIR | --no-cache] [--ovmf F --kernel F --initrd F [--vcpus N
+  --vcpu-type T]]` writes `rootfs.squashfs`, `rootfs.verity`, `manifest.json` and `inputs.json`
+  into DIR. The model's GGUF conversion is cached (checked on reuse) in `--cache`.
 * `publish DIR --log URL --key RELEASE_KEY [--log-key KEY]` logs the release entry and
   stores `release.json` (inclusion proof + checkpoint) beside the image.
 * `verify DIR --log URL --log-key KEY [input overrides]` rebuilds from the same inputs in a
-  fresh temporary directory, compares every digest, checks inclusion and consistency, prints
+  fresh temporary directory (never from a cache: the auditor's rebuild is cold), compares
+  every digest, checks inclusion and consistency, prints
   the report, and exits 1 on any difference (naming the first differing file).
 """
 
@@ -48,6 +50,11 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
     _input_flags(b, rebuild=False)
     b.add_argument("--source-date-epoch", type=bounded_int(0, 2**32 - 1),
                    help="timestamp of every file (default: $SOURCE_DATE_EPOCH, else 2026-01-01)")
+    cache = b.add_mutually_exclusive_group()
+    cache.add_argument("--cache", type=Path,
+                       help="cache of the model's GGUF conversion, checked on every reuse "
+                            "(default: $XDG_CACHE_HOME/hushcc/image or ~/.cache/hushcc/image)")
+    cache.add_argument("--no-cache", action="store_true", help="convert the model afresh")
     for name in ("ovmf", "kernel", "initrd"):
         b.add_argument(f"--{name}", type=Path, help=f"{name} for the SEV-SNP launch digest")
     b.add_argument("--vcpus", type=bounded_int(1, 512), default=1,
@@ -97,12 +104,14 @@ def _build_inputs(args: argparse.Namespace) -> BuildInputs:
 
 def _build(args: argparse.Namespace) -> int:
     from image.build import build, check_inputs  # noqa: PLC0415
+    from image.cache import Cache, default_root  # noqa: PLC0415
     from image.progress import RichProgress  # noqa: PLC0415
 
     inputs = _build_inputs(args)
     check_inputs(inputs, args.out)  # before the progress display: a bad input is one line
+    cache = None if args.no_cache else Cache(args.cache or default_root())
     with RichProgress() as progress:
-        doc = build(inputs, args.out, progress)
+        doc = build(inputs, args.out, progress, cache)
     print(f"wrote {args.out}: {doc['image']['file']} ({doc['image']['size']} bytes), "
           f"{doc['verity']['hash_file']}, manifest.json")
     print(f"image digest      sha256:{doc['image']['digest']}")

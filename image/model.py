@@ -7,7 +7,8 @@
   own storage, metadata `{"format": "pt"}`), the model's `config.json` and the tokenizer's
   files, so a node never dequantises at boot. The output depends only on the GGUF's bytes and
   the pinned torch/transformers/safetensors versions (no timestamps, tensor order fixed by the
-  safetensors format).
+  safetensors format). With a cache (`image.cache`) the conversion is done once per GGUF digest
+  and converter versions, and checked file by file on every reuse.
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ import shutil
 from typing import TYPE_CHECKING
 
 from hushcc.errors import ConfigError
+from image.cache import cache_key, sha256_file
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from image.cache import Cache
+
+MODEL_KIND = "model-safetensors"
+CONVERTER = "hushcc/image/gguf-to-safetensors/v1"
+# What the conversion's output depends on besides the GGUF's bytes (the cache key holds them).
+CONVERTER_PACKAGES = ("torch", "transformers", "safetensors", "gguf", "tokenizers", "numpy")
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model",
                "chat_template.jinja")
@@ -53,24 +61,51 @@ def check_model(source: Path) -> None:
                           f"*.safetensors: {str(source)[:200]}")
 
 
-def stage_model(source: Path, dest: Path) -> None:
+def is_gguf(source: Path) -> bool:
+    """Whether `source` is a GGUF file (converted at build) rather than a model directory."""
+    return source.is_file() and source.suffix == ".gguf"
+
+
+def conversion_key(gguf: Path) -> str:
+    """The cache key of a GGUF file's conversion: its SHA-256 and the converter's versions."""
+    from importlib.metadata import version  # noqa: PLC0415
+
+    identity = {name: version(name) for name in CONVERTER_PACKAGES}
+    return cache_key(CONVERTER, sha256_file(gguf), identity)
+
+
+def stage_model(source: Path, dest: Path, cache: Cache | None = None) -> str:
     """Write the model's files into `dest` (created), converting a GGUF file to safetensors.
+
+    With a `cache`, a GGUF's conversion is taken from (or stored in) it under
+    `conversion_key`, checked file by file (`image.cache`). Returns how the files came:
+    "copied", "converted" or "cached".
 
     Raises:
         ConfigError: the path is neither a GGUF file nor a directory with config.json and
             safetensors, or the conversion fails.
     """
     check_model(source)
+    if is_gguf(source):
+        if cache is not None:
+            hit = cache.materialise(MODEL_KIND, conversion_key(source),
+                                    lambda folder: _convert_into(source, folder), dest)
+            return "cached" if hit else "converted"
+        _convert_into(source, dest)
+        return "converted"
     dest.mkdir(parents=True)
-    if source.is_file() and source.suffix == ".gguf":
-        _convert_gguf(source, dest)
-        return
     shards = sorted(source.glob("*.safetensors"))
     for name in MODEL_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, dest / name)
     for shard in shards:
         shutil.copyfile(shard, dest / shard.name)
+    return "copied"
+
+
+def _convert_into(gguf: Path, dest: Path) -> None:
+    dest.mkdir(parents=True)
+    _convert_gguf(gguf, dest)
 
 
 def _convert_gguf(gguf: Path, dest: Path) -> None:

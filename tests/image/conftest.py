@@ -12,7 +12,7 @@ import pytest
 from attestation.measure import source_root
 from image.build import BuildInputs
 from image.deps import lock_from_wheels
-from tests.image.image_helpers import make_tiny_model, make_wheel
+from tests.image.image_helpers import make_tiny_gguf, make_tiny_model, make_wheel
 
 EPOCH = 1767225600
 REPO = Path(__file__).resolve().parents[2]
@@ -24,6 +24,7 @@ class Inputs:
     model: Path
     wheels: Path
     lock: Path
+    gguf: Path
 
     def build_inputs(self, source: Path | None = None) -> BuildInputs:
         return BuildInputs(source or source_root(), self.model, EPOCH, self.lock, self.wheels)
@@ -42,7 +43,7 @@ def image_inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     make_wheel(wheels)
     lock = base / "requirements.lock"
     lock.write_text(lock_from_wheels(wheels))
-    return Inputs(model, wheels, lock)
+    return Inputs(model, wheels, lock, make_tiny_gguf(base / "tiny.gguf"))
 
 
 def hushcc_env(**extra: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Inputs for image tests, made in code: a tiny model directory and a tiny pure-Python wheel."""
+"""Inputs for image tests, made in code: a tiny model (directory or GGUF) and a tiny wheel."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import gguf
 import numpy as np
 from safetensors.numpy import save_file
 
@@ -39,6 +40,49 @@ def make_tiny_model(folder: Path) -> Path:
     tensors = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     return folder
+
+
+def make_tiny_gguf(path: Path) -> Path:
+    """A one-layer Llama GGUF (float32, a 32-token byte-level BPE vocabulary), fixed weights.
+
+    The build converts it to safetensors with transformers, as it does the default model.
+    """
+    h, i, heads = 16, 32, 2
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>",
+              *(chr(c) for c in range(ord("a"), ord("z") + 1)), "\u0120", "ab", "\u0120a"]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(64)
+    writer.add_embedding_length(h)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(i)
+    writer.add_rope_dimension_count(h // heads)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(1)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_vocab_size(len(tokens))
+    writer.add_file_type(0)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
+    writer.add_token_merges(["a b", "\u0120 a"])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(2)
+    rng = np.random.default_rng(7)
+    shapes = {"token_embd.weight": (len(tokens), h), "output_norm.weight": (h,),
+              "blk.0.attn_norm.weight": (h,), "blk.0.ffn_norm.weight": (h,),
+              "blk.0.attn_q.weight": (h, h), "blk.0.attn_k.weight": (h // heads, h),
+              "blk.0.attn_v.weight": (h // heads, h), "blk.0.attn_output.weight": (h, h),
+              "blk.0.ffn_gate.weight": (i, h), "blk.0.ffn_up.weight": (i, h),
+              "blk.0.ffn_down.weight": (h, i)}
+    for name, shape in shapes.items():
+        writer.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
 
 
 def _record_hash(data: bytes) -> str:

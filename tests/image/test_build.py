@@ -18,8 +18,9 @@ from image import content, manifest, tools
 from image.build import build
 from image.content import PACKAGES
 from image.deps import lock_from_wheels, parse_lock
+from image.model import MODEL_KIND
 from image.progress import StepLog
-from tests.image.conftest import HUSHCC, hushcc_env
+from tests.image.conftest import EPOCH, HUSHCC, hushcc_env
 from tests.image.image_helpers import make_wheel
 
 ARTEFACTS = (manifest.IMAGE_FILE, manifest.HASH_FILE, manifest.MANIFEST_FILE)
@@ -49,33 +50,44 @@ def _build_cli(out: Path, flags: list[str], *, env: dict[str, str], umask: int,
 
 
 def test_b1_two_builds_in_different_environments_are_byte_identical(tmp_path, image_inputs):
-    """SECURITY.md B1: other dir, umask, TMPDIR, locale, hostname, CPU count, input mtimes."""
+    """SECURITY.md B1: other dir, umask, TMPDIR, locale, hostname, CPU count, input mtimes.
+
+    The model is a GGUF file, so build (a) converts it into an empty cache (cold) and build (b)
+    takes the checked conversion from that cache (warm): warm and cold give the same bytes.
+    """
     other_source = _copy_with_other_mtimes(source_root(), tmp_path / "checkout")
-    other_model = tmp_path / "model-copy"
-    shutil.copytree(image_inputs.model, other_model)
-    for path in other_model.iterdir():
-        os.utime(path, (123456789, 123456789))
+    other_model = tmp_path / "model-copy" / "tiny.gguf"
+    other_model.parent.mkdir()
+    shutil.copyfile(image_inputs.gguf, other_model)
+    os.utime(other_model, (123456789, 123456789))
+    cache = tmp_path / "cache"
+    entries: list[set[tuple[str, int]]] = []
     runs = []
     for name, source, model, umask, locale, host in [
-        ("a", source_root(), image_inputs.model, 0o022, "C", None),
+        ("a", source_root(), image_inputs.gguf, 0o022, "C", None),
         ("b", other_source, other_model, 0o077, "C.UTF-8", "other-builder"),
     ]:
         tmpdir = tmp_path / f"tmp-{name}"
         tmpdir.mkdir()
-        flags = [f if f not in {str(source_root()), str(image_inputs.model)} else
-                 str(source if f == str(source_root()) else model)
-                 for f in image_inputs.flags()]
+        flags = ["--model", str(model), "--lock", str(image_inputs.lock), "--wheels",
+                 str(image_inputs.wheels), "--source", str(source), "--source-date-epoch",
+                 str(EPOCH), "--cache", str(cache)]
         env = hushcc_env(TMPDIR=str(tmpdir), LC_ALL=locale, LANG=locale, TZ=f"Etc/GMT-{len(name)}")
         done = _build_cli(tmp_path / f"out-{name}" / "deep" / name, flags, env=env, umask=umask,
                           hostname=host)
         assert done.returncode == 0, done.stderr
         runs.append(tmp_path / f"out-{name}" / "deep" / name)
+        entries.append({(p.name, p.stat().st_ino) for p in (cache / MODEL_KIND).iterdir()})
+    # (a) made one cache entry; (b) used that very entry (same directory, not remade).
+    assert len(entries[0]) == 1
+    assert entries[1] == entries[0]
     a, b = runs
     for artefact in ARTEFACTS:
         assert (a / artefact).read_bytes() == (b / artefact).read_bytes(), artefact
     doc = manifest.loads((a / manifest.MANIFEST_FILE).read_bytes())
     assert doc["dependencies"]["packages"] == 1
-    assert doc["model"]["files"] == 2
+    assert {"opt/hushcc/model/model.safetensors", "opt/hushcc/model/config.json",
+            "opt/hushcc/model/tokenizer.json"} <= {row[0] for row in doc["files"]}
     assert doc["code"]["files"] > 50
     # No host path of either build leaked into the manifest.
     text = (a / manifest.MANIFEST_FILE).read_text()
