@@ -13,7 +13,10 @@ TORCH_VERSION ?= 2.13.0
 # redis-server (shared spent-token and replay stores, started by the tests on loopback);
 # squashfs-tools and cryptsetup-bin (the reproducible node image and its dm-verity tree);
 # libseccomp2 (the node's seccomp filter, through pyseccomp).
+# diffoscope-minimal: `hushcc image verify` shows its report when a rebuild differs (about 0.8 MB
+# with its two Python dependencies; its Recommends would pull in hundreds of MB, so not those).
 APT_PACKAGES ?= golang-go golang-golang-x-mod-dev redis-server squashfs-tools cryptsetup-bin libseccomp2
+APT_PACKAGES_NO_RECOMMENDS ?= diffoscope-minimal
 # When another apt-get or unattended-upgrades holds the dpkg lock, wait for it (up to 10 min)
 # instead of failing at once.
 APT_WAIT ?= -o DPkg::Lock::Timeout=600
@@ -27,6 +30,8 @@ $(STAMP): pyproject.toml Makefile
 	@if [ -n "$(strip $(APT_PACKAGES))" ] && [ "$$(id -u)" = 0 ]; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then apt-get $(APT_WAIT) update -qq && DEBIAN_FRONTEND=noninteractive apt-get $(APT_WAIT) install -y -qq $$missing; fi; \
+	  missing=$$(for p in $(APT_PACKAGES_NO_RECOMMENDS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get $(APT_WAIT) update -qq && DEBIAN_FRONTEND=noninteractive apt-get $(APT_WAIT) install -y -qq --no-install-recommends $$missing; fi; \
 	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip

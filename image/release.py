@@ -149,14 +149,21 @@ def rebuild(folder: Path, inputs: BuildInputs, doc: dict[str, Any], report: Repo
     return again
 
 
-def diffoscope(a: Path, b: Path, limit: int = 4000) -> str | None:
-    """Diffoscope's text report on two images, when diffoscope is installed (else None)."""
+def diffoscope(a: Path, b: Path, limit: int = 8000) -> str | None:
+    """Diffoscope's text report on two images, when diffoscope is on PATH (else None).
+
+    It unpacks both squashfs images and diffs them file by file (superblock, listing, then
+    each differing file's contents); the report is cut at `limit` characters.
+    """
     tool = shutil.which("diffoscope")
     if tool is None:
         return None
-    done = subprocess.run([tool, "--text", "-", str(a), str(b)],  # noqa: S603
-                          capture_output=True, check=False, timeout=300)
-    return done.stdout.decode(errors="replace")[:limit]
+    argv = [tool, "--text", "-", "--exclude-directory-metadata", "yes", str(a), str(b)]
+    try:
+        done = subprocess.run(argv, capture_output=True, check=False, timeout=300)  # noqa: S603
+    except subprocess.TimeoutExpired:
+        return "(diffoscope ran past 300 s)"
+    return done.stdout.decode(errors="replace")[:limit] or "(diffoscope printed nothing)"
 
 
 @dataclass(frozen=True, slots=True)

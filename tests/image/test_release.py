@@ -122,23 +122,56 @@ def _flipped_checkout(dest: Path) -> Path:
     return dest
 
 
-def test_one_flipped_byte_changes_the_manifest_and_verify_names_the_file(
-        published, image_inputs, log, tmp_path):
-    bad = tmp_path / "bad"
-    doc = build(image_inputs.build_inputs(_flipped_checkout(tmp_path / "checkout")), bad,
-                StepLog())
+@pytest.fixture(scope="module")
+def flipped(tmp_path_factory: pytest.TempPathFactory, published: Path, image_inputs: Inputs,
+            log: Log) -> Path:
+    """An image built from a checkout with one flipped byte, and even logged."""
+    base = tmp_path_factory.mktemp("flipped")
+    bad = base / "bad"
+    doc = build(image_inputs.build_inputs(_flipped_checkout(base / "checkout")), bad, StepLog())
     good = manifest.loads((published / manifest.MANIFEST_FILE).read_bytes())
     assert doc["image"]["digest"] != good["image"]["digest"]
     assert doc["measurements"]["sim"] != good["measurements"]["sim"]
     assert manifest.first_difference(good, doc) == f"file opt/hushcc/code/{FLIPPED} differs"
-    # The modified release is even logged; an auditor rebuilding from the real checkout
-    # still refuses it and names the file.
     assert _cli("image", "publish", str(bad), "--log", log.url, "--key",
                 str(log.release_key)).returncode == 0
-    done = _verify(bad, log, "--source", str(source_root()))
+    return bad
+
+
+def test_one_flipped_byte_fails_verify_with_diffoscope_output(flipped, log):
+    """An auditor rebuilding from the real checkout refuses it, names the file, shows diffoscope."""
+    assert shutil.which("diffoscope"), "diffoscope is missing: make setup installs it as root"
+    done = _verify(flipped, log, "--source", str(source_root()))
     assert done.returncode == 1
     assert f"FAIL  rebuild from the same inputs: file opt/hushcc/code/{FLIPPED} differs" \
         in done.stdout
+    report = done.stdout.split("FAIL  diffoscope:", 1)[1]
+    # diffoscope's own report on the two squashfs images, down to the changed file.
+    assert report.lstrip().startswith("--- ")
+    assert manifest.IMAGE_FILE in report
+    section = report.split(f"opt/hushcc/code/{FLIPPED}", 1)[1]
+    assert "\n│ -" in section  # the published file's line ...
+    assert "\n│ +" in section  # ... and the rebuilt one's
+    assert done.stdout.rstrip().endswith("image verification FAILED")
+
+
+def test_one_flipped_byte_fails_verify_naming_the_file_without_diffoscope(flipped, log,
+                                                                          tmp_path):
+    """The twin: with no diffoscope on PATH the first differing file is still named."""
+    tools_only = tmp_path / "bin"
+    tools_only.mkdir()
+    for tool in ("mksquashfs", "unsquashfs"):
+        found = shutil.which(tool)
+        assert found is not None
+        (tools_only / tool).symlink_to(found)
+    done = subprocess.run(
+        [*HUSHCC, "image", "verify", str(flipped), "--log", log.url, "--log-key",
+         str(log.log_pub), "--source", str(source_root())], capture_output=True, text=True,
+        env=hushcc_env(PATH=str(tools_only)), check=False, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert f"FAIL  rebuild from the same inputs: file opt/hushcc/code/{FLIPPED} differs" \
+        in done.stdout
+    assert "diffoscope" not in done.stdout
     assert done.stdout.rstrip().endswith("image verification FAILED")
 
 
