@@ -117,7 +117,8 @@ def publish(demo: Demo, log: str, name: str, measurement: str) -> Path:
 
 def stage_log(demo: Demo) -> None:
     """(1) The log, and this checkout's release in it."""
-    from attestation.measure import measure_sources, source_root  # noqa: PLC0415
+    from attestation.measure import measure_node, source_root  # noqa: PLC0415
+    from node.service import NodeOptions, served_model_path  # noqa: PLC0415
 
     hushcc("log", "keygen", "--out", str(demo.path("log.key")), "--name", "log.demo.hushcc")
     hushcc("log", "keygen", "--out", str(demo.path("release.key")), "--name", "release.demo")
@@ -125,9 +126,11 @@ def stage_log(demo: Demo) -> None:
     demo.start("log", "log", "serve", "--host", "127.0.0.1", "--port", "0", "--state-dir",
                str(demo.path("log")), "--log-key", str(demo.path("log.key")),
                "--release-key", str(demo.path("release.key.pub")))
-    measured, files = measure_sources(source_root())
+    # What the genuine nodes (default model, flags only) measure at start: code + model file.
+    measured, files = measure_node(source_root(), served_model_path(NodeOptions()))
     _say(f"log {demo.urls['log']}, key {demo.log_key.split('+')[0]}")
-    _say(f"node self-measurement over {len(files)} files: {measured.digest.hex()[:32]}...")
+    _say(f"node self-measurement over {len(files)} files (code and model): "
+         f"{measured.digest.hex()[:32]}...")
     publish(demo, "log", "genuine", measured.digest.hex())
     publish(demo, "log", "earlier", "11" * 48)  # another release: the log grows to size 2
     release = publish(demo, "log", "genuine", measured.digest.hex())  # deduplicated: index 0
@@ -178,6 +181,8 @@ def stage_nodes(demo: Demo) -> None:
     from attestation.measure import measure_sources, source_root  # noqa: PLC0415
 
     genuine = str(demo.path("genuine.release.json"))
+    # The forked node runs the tiny in-memory model: it measures the code alone, which its
+    # release lists, so it is refused at the log step (7) and nowhere before.
     forked = str(_forked_release(demo, measure_sources(source_root())[0].digest.hex()))
     tampered = _tampered_copy(demo)
     base = ["node", "serve", "--host", "127.0.0.1", "--port", "0", "--tee", "simulated"]

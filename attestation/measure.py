@@ -1,5 +1,11 @@
 r"""Self-measurement: one digest over the exact code, model and configuration files a node runs.
 
+`measure_node` is the node's own measurement at start (and the image build's `sim`): the code
+under its source root (paths as there: `app/cli.py`, ...), every file of the model it serves as
+`model/<path>` (a GGUF file as `model/<file name>`), and the configuration file it was started
+with as `node.toml`. With neither a model file nor a configuration file (the in-memory tiny
+test model, flags only) it equals `measure_sources` over the code.
+
 The image build and the node at boot call the same `measure_paths`, so a modified node file
 gives a measurement that is not in the transparency log (DESIGN.md "Measurements").
 
@@ -162,3 +168,46 @@ def measure_sources(root: Path, files: Iterable[str] = ()) -> tuple[Measurement,
     chosen = list(files) or list_files(root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()])
     return measure_paths(root, chosen), chosen
 
+
+
+MODEL_PREFIX = "model/"
+CONFIG_NAME = "node.toml"
+
+
+def _model_files(model: Path) -> list[tuple[str, Path]]:
+    if model.is_file():
+        return [(MODEL_PREFIX + model.name, model)]
+    if not model.is_dir():
+        raise ConfigError(f"model to measure not found: {model.name!r}")
+    # Links are followed (a Hugging Face snapshot links its files into a blob store): what is
+    # hashed is what the loader will open, named by the path it opens.
+    found = [(MODEL_PREFIX + p.relative_to(model).as_posix(), p.resolve())
+             for p in sorted(model.rglob("*")) if p.is_file()]
+    if not found:
+        raise ConfigError(f"no model files to measure in {model.name!r}")
+    return found
+
+
+def measure_node(root: Path, model: Path | None = None,
+                 config: Path | None = None) -> tuple[Measurement, list[str]]:
+    """The node's self-measurement over its code, model files and configuration file.
+
+    Args:
+        root: the folder holding the project's packages (`source_root()` at node start).
+        model: the model directory or GGUF file the node serves (None: the in-memory tiny
+            model, nothing on disk).
+        config: the TOML configuration file it was started with (None: flags only).
+
+    Returns:
+        The measurement and the measured names (module docstring).
+
+    Raises:
+        ConfigError: a file cannot be opened or is not a regular file.
+    """
+    code = list_files(root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()])
+    entries = [(rel, _file_digest(root / rel)) for rel in code]
+    if model is not None:
+        entries += [(name, _file_digest(path)) for name, path in _model_files(model)]
+    if config is not None:
+        entries.append((CONFIG_NAME, _file_digest(config)))
+    return manifest_digest(entries), [name for name, _ in entries]

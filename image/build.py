@@ -8,12 +8,14 @@ and UUID derived from the image digest, cross-checked against the pure `image.ve
 `image verify`; never part of the image or the manifest).
 
 Invariants: the output depends only on the inputs and SOURCE_DATE_EPOCH — not on the build
-directory, TMPDIR, umask, locale, hostname or the inputs' mtimes (SECURITY.md B1). The
-self-measurement is what a node started from the image computes at start (`node.service`:
-`measure_sources(source_root())`, i.e. the source packages under `opt/hushcc/code`), so a
-simulated-TEE node from this content attests exactly the logged `sim` value (`node_measurement`).
-The model, configuration and dependencies are pinned by the image digest, the verity root and
-their own digests in the manifest and the release entry, but not (yet) by `sim`.
+directory, TMPDIR, umask, locale, hostname or the inputs' mtimes (SECURITY.md B1), nor on
+whether the model's conversion came from the cache. The self-measurement is what a node started
+from the image computes at start (`node.service`: `measure_node` over its code under
+`opt/hushcc/code`, the model under `opt/hushcc/model` and the configuration
+`opt/hushcc/node.toml` the entrypoint passes), so a simulated-TEE node from this content attests
+exactly the logged `sim` value (`node_measurement`), and one changed byte in any code, model or
+configuration file changes it. The dependencies are pinned by the image digest, the verity root
+and the lock's digest in the manifest, not by `sim` (the node does not hash its site-packages).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attestation.measure import Measurement, measure_sources
+from attestation.measure import Measurement, measure_node, measure_sources
 from hushcc.errors import ConfigError
 from hushcc.files import read_text
 from image import content, deps, manifest, tools, verity
@@ -91,10 +93,12 @@ def all_files(root: Path) -> list[str]:
 def node_measurement(app_root: Path) -> Measurement:
     """The self-measurement of a node running from `app_root`.
 
-    The same call as at node start: `measure_sources(source_root())`, where `source_root()`
-    is the folder holding the project's packages, `app_root/code` in the image.
+    The same call as at node start: `measure_node(source_root(), model, config)`, where
+    `source_root()` is the folder holding the project's packages (`app_root/code` in the
+    image) and the entrypoint passes `--model app_root/model --config app_root/node.toml`.
     """
-    measured, _ = measure_sources(app_root / content.CODE_DIR)
+    measured, _ = measure_node(app_root / content.CODE_DIR, app_root / content.MODEL_DIR,
+                               app_root / content.CONFIG_FILE)
     return measured
 
 

@@ -104,6 +104,7 @@ def options_from(args: argparse.Namespace) -> NodeOptions:
     values = {k: v for k, v in doc.items() if k in top - {"require_date", "pace_ms"}}
     _check_values(values)
     values.update({k: getattr(args, k) for k in FLAGS if getattr(args, k, None) is not None})
+    values["config"] = args.config  # measured at start with the code and the model
     for key in ("model", "release"):
         if isinstance(values.get(key), str):
             values[key] = Path(values[key])

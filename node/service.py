@@ -49,6 +49,7 @@ class NodeOptions:
     tee: str = "simulated"
     release: Path | None = None
     log_url: str | None = None
+    config: Path | None = None  # the TOML file the settings came from (measured with the code)
     redis_url: str | None = None
     key_interval: float = 3600.0
     key_grace: float = 300.0
@@ -88,6 +89,18 @@ def check_inputs(options: NodeOptions) -> Release | None:
     return parse_release(read_bytes(options.release, "release file"))
 
 
+def served_model_path(options: NodeOptions) -> Path | None:
+    """The model file or directory the node serves (None: the in-memory tiny model)."""
+    from node.engine.model import SMOLLM2_GGUF, smollm2_dir  # noqa: PLC0415
+
+    if options.tiny_model:
+        return None
+    if options.model is not None:
+        return options.model
+    folder = smollm2_dir()
+    return folder / SMOLLM2_GGUF if folder is not None else None
+
+
 def _refreshed(options: NodeOptions, release: Release | None, audit: AuditLog) -> Release | None:
     from node.attest import refresh_release  # noqa: PLC0415
 
@@ -120,7 +133,7 @@ def build(options: NodeOptions, audit: AuditLog,
 
     `release` is what `check_inputs` read; it is refreshed from `--log-url` here.
     """
-    from attestation.measure import measure_sources, source_root  # noqa: PLC0415
+    from attestation.measure import measure_node, source_root  # noqa: PLC0415
     from node.attest import Attester  # noqa: PLC0415
     from node.gateway import Gateway, ServedModel  # noqa: PLC0415
     from node.keys import KeyRing, NodeIdentity, RotationPolicy  # noqa: PLC0415
@@ -137,7 +150,7 @@ def build(options: NodeOptions, audit: AuditLog,
                             timedelta(seconds=options.key_grace))
     keys = KeyRing(policy, now=now, rng=os.urandom)
     identity = NodeIdentity.generate(os.urandom)
-    measurement, _ = measure_sources(source_root())
+    measurement, _ = measure_node(source_root(), served_model_path(options), options.config)
     attester = Attester(tee=options.tee, node_id=bytes.fromhex(identity.node_id),
                         measurement=measurement.digest, release=release, now=now)
     attester.bundle(keys.current)

@@ -1,45 +1,14 @@
-"""Inputs for image tests, made in code: a tiny model (directory or GGUF) and a tiny wheel."""
+"""Inputs for image tests, made in code: a tiny GGUF model and a tiny pure-Python wheel."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import zipfile
 from pathlib import Path
 
 import gguf
 import numpy as np
-from safetensors.numpy import save_file
-
-TINY_CONFIG = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 64,
-    "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-    "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 64,
-    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True,
-    "torch_dtype": "float32",
-}
-
-
-def make_tiny_model(folder: Path) -> Path:
-    """A one-layer Llama-shaped model (config.json + model.safetensors), fixed weights."""
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(TINY_CONFIG, indent=2, sort_keys=True))
-    rng = np.random.default_rng(7)
-    h, i, v = 16, 32, 64
-    shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,),
-              "model.layers.0.input_layernorm.weight": (h,),
-              "model.layers.0.post_attention_layernorm.weight": (h,),
-              "model.layers.0.self_attn.q_proj.weight": (h, h),
-              "model.layers.0.self_attn.k_proj.weight": (h // 2, h),
-              "model.layers.0.self_attn.v_proj.weight": (h // 2, h),
-              "model.layers.0.self_attn.o_proj.weight": (h, h),
-              "model.layers.0.mlp.gate_proj.weight": (i, h),
-              "model.layers.0.mlp.up_proj.weight": (i, h),
-              "model.layers.0.mlp.down_proj.weight": (h, i)}
-    tensors = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    return folder
 
 
 def make_tiny_gguf(path: Path) -> Path:

@@ -17,16 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from attestation.bundle import Bundle
 from attestation.measure import source_root
 from image import content, manifest, tools
 from image.build import build, node_measurement
 from image.content import PACKAGES
 from image.progress import StepLog
 from image.release import RELEASE_FILE
-from ohttp.keyconfig import serialize_key_configs
 from tests.image.conftest import HUSHCC, Inputs, hushcc_env
-from tests.ohttp.ohttp_helpers import make_key
+from tests.node.node_process import start_node
 
 FLIPPED = "ohttp/__init__.py"
 
@@ -175,47 +173,55 @@ def test_one_flipped_byte_fails_verify_naming_the_file_without_diffoscope(flippe
     assert done.stdout.rstrip().endswith("image verification FAILED")
 
 
-def _simulate_from(code: Path, published: Path, tmp_path: Path, name: str) -> Path:
-    """`hushcc attest simulate` run from the image's own code, as a node started from it."""
-    key_config = tmp_path / "key_config"
-    key_config.write_bytes(serialize_key_configs([make_key().config]))  # a real public config
-    out = tmp_path / f"{name}.json"
-    done = subprocess.run(
-        [*HUSHCC, "attest", "simulate", "--key-config", str(key_config), "--out", str(out),
-         "--gpus", "0", "--release", str(published / RELEASE_FILE)],
-        capture_output=True, text=True, env=hushcc_env(PYTHONPATH=str(code)), check=False,
-        timeout=120, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    return out
+POLICY = """allow_simulated = true
+require_gpu = false
+log_key = "{log_key}"
+revocation = "best-effort"
+"""
 
 
-def test_b2_recomputed_equals_logged_equals_attested(published, log, tmp_path):
-    """SECURITY.md B2, and a node started from one modified file is refused (its twin)."""
+def _flip(path: Path, index: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[index] ^= 0x01
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("victim", [
+    pytest.param(None, id="unmodified"),
+    pytest.param("model/model.safetensors", id="model-byte"),
+    pytest.param("node.toml", id="config-byte"),
+])
+def test_b2_a_node_started_from_the_image_attests_the_logged_measurement(
+        published, log, tmp_path, victim):
+    """SECURITY.md B2 and issue 14 step 4: recomputed = logged = attested by a node started
+    from the image; one byte changed in the model or the configuration and it is refused."""
     doc = manifest.loads((published / manifest.MANIFEST_FILE).read_bytes())
     stapled = json.loads((published / RELEASE_FILE).read_text())
     entry = json.loads(base64.b64decode(stapled["entry"]))
-    # Recomputed from the published squashfs itself, with the node's own start-up call.
     extracted = tmp_path / "root"
     tools.unsquashfs(published / manifest.IMAGE_FILE, extracted)
     app = content.app_root(extracted)
-    recomputed = node_measurement(app).hex
-    assert recomputed == doc["measurements"]["sim"] == entry["measurements"]["sim"]
+    assert node_measurement(app).hex == doc["measurements"]["sim"] == entry["measurements"]["sim"]
+    if victim == "model/model.safetensors":
+        _flip(app / victim, -1)  # the last weight's last byte: the model still loads
+    elif victim == "node.toml":
+        _flip(app / victim, 2)  # in the comment: the same settings, another file
+    # Started as the image's entrypoint starts it: its code, --config and --model from the image.
+    node = start_node(tmp_path / "node", "--config", str(app / content.CONFIG_FILE), "--model",
+                      str(app / content.MODEL_DIR), "--release", str(published / RELEASE_FILE),
+                      env={"PYTHONPATH": str(app / content.CODE_DIR)})
+    try:
+        bundle = tmp_path / "bundle.json"
+        bundle.write_bytes(node.get("/attestation"))
+    finally:
+        assert node.stop() == 0
     policy = tmp_path / "policy.toml"
-    log_key = log.log_pub.read_text().strip()
-    policy.write_text(f'allow_simulated = true\nrequire_gpu = false\nlog_key = "{log_key}"\n'
-                      'revocation = "best-effort"\n')
-    good = _simulate_from(app / content.CODE_DIR, published, tmp_path, "good")
-    assert Bundle.from_json(good.read_bytes()).cpu.evidence  # a real simulated report
-    done = _cli("attest", "verify", str(good), "--policy", str(policy))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "[PASS] (4)" in done.stdout
-    # The twin: the same image with one byte of one code file changed, same stapled release.
-    target = app / content.CODE_DIR / FLIPPED
-    target.chmod(0o644)
-    data = bytearray(target.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    target.write_bytes(bytes(data))
-    bad = _simulate_from(app / content.CODE_DIR, published, tmp_path, "bad")
-    done = _cli("attest", "verify", str(bad), "--policy", str(policy))
-    assert done.returncode == 1
-    assert "[FAIL] (4) measurement" in done.stdout
+    policy.write_text(POLICY.format(log_key=log.log_pub.read_text().strip()))
+    done = _cli("attest", "verify", str(bundle), "--policy", str(policy))
+    if victim is None:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "[PASS] (4)" in done.stdout
+    else:
+        assert done.returncode == 1, done.stdout
+        assert "[FAIL] (4) measurement" in done.stdout

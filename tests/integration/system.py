@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from app.cli import main as hushcc
-from attestation.measure import measure_sources, source_root
+from attestation.measure import measure_node, source_root
 from attestation.policy import load_policy
 from client.attest import PolicyVerifier
 from client.session import AsyncClient, TokenSettings
@@ -80,6 +80,11 @@ def _node_id(node: NodeProcess) -> str:
     return node_id
 
 
+def node_measurement(workdir: Path) -> bytes:
+    """What the system's nodes measure at start: this checkout's code and the tiny model."""
+    return measure_node(source_root(), workdir / "model")[0].digest
+
+
 def log_release(workdir: Path, log_url: str, measurement: bytes, name: str = "release") -> Path:
     """Log a release entry for `measurement`; return the stapled release JSON file."""
     entry, release = workdir / f"{name}.entry.json", workdir / f"{name}.json"
@@ -103,8 +108,8 @@ def running_system(workdir: Path, *, nodes: int = 2) -> Iterator[System]:
                      str(workdir / "log"), "--log-key", str(workdir / "log.key"),
                      "--release-key", str(workdir / "release.key.pub")], workdir, "log")
         services.append(log)
-        measurement, _ = measure_sources(source_root())
-        release = log_release(workdir, log.url, measurement.digest)
+        model = write_tiny_model(workdir / "model")
+        release = log_release(workdir, log.url, node_measurement(workdir))
         _cli("issuer", "keygen", "--out", str(workdir / "issuer.key"))
         api_keys = workdir / "api.keys"
         api_keys.write_text(API_KEY + "\n")
@@ -113,7 +118,6 @@ def running_system(workdir: Path, *, nodes: int = 2) -> Iterator[System]:
                         str(workdir / "issuer.key"), "--api-keys", str(api_keys)],
                        workdir, "issuer")
         services.append(issuer)
-        model = write_tiny_model(workdir / "model")
         started.extend(start_node(workdir / f"node{i}", "--model", str(model),
                                   "--release", str(release)) for i in range(nodes))
         node_ids = [_node_id(node) for node in started]

@@ -16,12 +16,18 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from app.cli import main as hushcc
-from attestation.measure import measure_sources, source_root
 from client.session import RefusedToSendError
 from client.transport import AiohttpTransport, Reply, StreamHead, Transport, TransportError
 from client.types import ChatCompletion, ChatCompletionChunk
 from hushcc.errors import DecryptError
-from tests.integration.system import ISSUER_NAME, ORIGIN_NAME, System, log_release, running_system
+from tests.integration.system import (
+    ISSUER_NAME,
+    ORIGIN_NAME,
+    System,
+    log_release,
+    node_measurement,
+    running_system,
+)
 from tests.relay.relay_helpers import start
 
 if TYPE_CHECKING:
@@ -268,8 +274,8 @@ def test_a_forked_log_is_refused_with_both_checkpoints_l3(system: System,
                   "--release-key", str(workdir / "release.key.pub")], tmp_path, "fork")
     try:
         log_release(workdir, fork.url, bytes(48), name="other")  # the fork's history differs
-        forked = json.loads(log_release(workdir, fork.url, measure_sources(source_root())[0]
-                                        .digest, name="forked").read_text())
+        forked = json.loads(log_release(workdir, fork.url, node_measurement(workdir),
+                                        name="forked").read_text())
 
         def staple_forked(url: str, body: bytes) -> bytes:
             if not url.endswith("/v1/nodes"):

@@ -17,7 +17,7 @@ import pytest
 from attestation.bundle import Bundle
 from attestation.gpu import GpuPolicy
 from attestation.gpu.simulated import SimulatedGpu
-from attestation.measure import measure_sources, source_root
+from attestation.measure import measure_node, source_root
 from attestation.policy import Policy
 from attestation.report import AttestationError
 from attestation.simulated import WITH_SIMULATED
@@ -81,13 +81,13 @@ def test_bundle_from_log_stapled_release_verifies_and_refreshes(tmp_path: Path) 
     log, log_url, log_key, release_signer = start_log(tmp_path)
     node = None
     try:
-        measurement = measure_sources(source_root())[0].digest
+        config = tmp_path / "node.toml"
+        config.write_text("release_refresh = 0.5\n")
+        measurement = measure_node(source_root(), config=config)[0].digest  # code + config
         entry, index = add_entry(log_url, measurement, release_signer)
         release = tmp_path / "release.json"  # only entry + index: the node fetches the proof
         release.write_text(json.dumps({"entry": base64.b64encode(entry.to_bytes()).decode(),
                                        "index": index}))
-        config = tmp_path / "node.toml"
-        config.write_text("release_refresh = 0.5\n")
         node = start_node(tmp_path / "node", "--tiny-model", "--release", str(release),
                           "--log-url", log_url, "--config", str(config))
         bundle = node.get("/attestation")
