@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from attestation.measure import HEADER, list_files, manifest_digest, measure_paths
+from attestation.measure import (
+    HEADER,
+    list_files,
+    manifest_digest,
+    measure_node,
+    measure_paths,
+    measure_sources,
+)
 from hushcc.errors import ConfigError
 
 
@@ -86,3 +93,61 @@ def test_list_files(tree: Path) -> None:
     (tree / "pkg" / "__pycache__").mkdir()
     (tree / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"x")
     assert list_files(tree, ["pkg"]) == ["pkg/a.py", "pkg/b.py"]
+
+
+def _node_tree(tmp_path: Path) -> tuple[Path, Path, Path]:
+    code = tmp_path / "code"
+    (code / "node").mkdir(parents=True)
+    (code / "node" / "service.py").write_bytes(b"SERVE = 1\n")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\x08weights")
+    config = tmp_path / "node.toml"
+    config.write_text("port = 0\n")
+    return code, model, config
+
+
+def test_node_measurement_is_the_code_alone_without_model_or_config(tmp_path: Path) -> None:
+    code, _, _ = _node_tree(tmp_path)
+    assert measure_node(code)[0] == measure_sources(code)[0]
+
+
+def test_node_measurement_names_model_and_config_files(tmp_path: Path) -> None:
+    code, model, config = _node_tree(tmp_path)
+    measured, names = measure_node(code, model, config)
+    assert names == ["node/service.py", "model/config.json", "model/model.safetensors",
+                     "node.toml"]
+    # The definition: the same as measuring one tree laid out like the image's app root.
+    app = tmp_path / "app"
+    (app / "node").mkdir(parents=True)
+    (app / "model").mkdir()
+    for name in names:
+        src = {"node.toml": config}.get(name) or (
+            model / name.removeprefix("model/") if name.startswith("model/") else code / name)
+        (app / name).write_bytes(src.read_bytes())
+    assert measured == measure_paths(app, names)
+    gguf = tmp_path / "weights.gguf"
+    gguf.write_bytes(b"GGUF\x03")
+    assert measure_node(code, gguf)[1][-1] == "model/weights.gguf"
+
+
+@pytest.mark.parametrize("victim", ["model/model.safetensors", "model/config.json", "node.toml"])
+def test_one_byte_in_the_model_or_config_changes_the_node_measurement(tmp_path: Path,
+                                                                      victim: str) -> None:
+    code, model, config = _node_tree(tmp_path)
+    before = measure_node(code, model, config)[0]
+    target = config if victim == "node.toml" else model / victim.removeprefix("model/")
+    data = bytearray(target.read_bytes())
+    data[0] ^= 1
+    target.write_bytes(bytes(data))
+    assert measure_node(code, model, config)[0].digest != before.digest
+
+
+def test_a_linked_model_file_is_measured_by_its_contents(tmp_path: Path) -> None:
+    code, model, _ = _node_tree(tmp_path)
+    before = measure_node(code, model)[0]
+    blob = tmp_path / "blob"
+    (model / "model.safetensors").rename(blob)
+    (model / "model.safetensors").symlink_to(blob)  # a Hugging Face snapshot's layout
+    assert measure_node(code, model)[0] == before
