@@ -242,10 +242,12 @@ def build(inputs: BuildInputs, out: Path, progress: Progress,
         raise ConfigError("veritysetup and the pure dm-verity calculator disagree")
     progress.step("manifest", None)
     measurements = {"sim": sim.hex}
+    launch = None
     if inputs.snp:
-        from image.snp import launch_digest  # noqa: PLC0415 - optional dependency
+        from image.snp import launch_description, launch_digest  # noqa: PLC0415
 
         measurements["sev-snp"] = launch_digest(inputs.snp, tree.cmdline())
+        launch = launch_description(inputs.snp, tree.cmdline())
     doc: dict[str, Any] = {
         "schema": manifest.SCHEMA,
         "source_date_epoch": inputs.source_date_epoch,
@@ -259,6 +261,7 @@ def build(inputs: BuildInputs, out: Path, progress: Progress,
         "dependencies": {"lock_digest": hashlib.sha256(lock_text.encode()).hexdigest(),
                          "packages": len(deps.parse_lock(lock_text))},
         "measurements": measurements,
+        **({"sev_snp_launch": launch} if launch else {}),
         "files": [f.to_list() for f in files],
     }
     (out / manifest.MANIFEST_FILE).write_bytes(manifest.dumps(doc))

@@ -60,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
     b.add_argument("--vcpus", type=bounded_int(1, 512), default=1,
                    help="vCPUs of the SEV-SNP guest (default 1)")
     b.add_argument("--vcpu-type", default="EPYC-v4", help="vCPU type (default EPYC-v4)")
+    b.add_argument("--guest-features", default="0x1", type=_hex_int,
+                   help="SEV-SNP guest features, hex (default 0x1)")
+    b.add_argument("--append", default="",
+                   help="kernel command line before the dm-verity fragment (SEV-SNP digest)")
     b.set_defaults(handler=_build)
     p = group.add_parser("publish", help="log the image's release entry and staple the proof")
     p.add_argument("dir", type=Path)
@@ -73,6 +77,16 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
     v.add_argument("--log-key", required=True, help="pinned log verifier key (string or file)")
     _input_flags(v, rebuild=True)
     v.set_defaults(handler=_verify)
+
+
+def _hex_int(text: str) -> str:
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise ConfigError(f"--guest-features must be hexadecimal: {text[:40]!r}") from None
+    if not 0 <= value < 2**64:
+        raise ConfigError("--guest-features must fit 64 bits")
+    return hex(value)
 
 
 def _epoch(flag: int | None) -> int:
@@ -96,7 +110,8 @@ def _build_inputs(args: argparse.Namespace) -> BuildInputs:
     if args.ovmf or args.kernel or args.initrd:
         snp = {"ovmf": str(args.ovmf or ""), "kernel": str(args.kernel or ""),
                "initrd": str(args.initrd or ""), "vcpus": str(args.vcpus),
-               "vcpu_type": args.vcpu_type}
+               "vcpu_type": args.vcpu_type, "guest_features": args.guest_features,
+               "append": args.append}
     return BuildInputs(source=args.source or source_root(), model=args.model or default_model(),
                        source_date_epoch=_epoch(args.source_date_epoch), lock=args.lock,
                        wheels=args.wheels, config=args.config, snp=snp)

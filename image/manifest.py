@@ -8,6 +8,8 @@ manifests are equal bytes. It names no host path. Fields:
     code, model: {digest (hushcc-measure/v1 SHA-384 over those files), files},
     dependencies: {lock_digest (sha256 of the lock), packages},
     measurements: {"sim": the node's self-measurement, optionally "sev-snp": launch digest},
+    sev_snp_launch (with "sev-snp" only): {vcpus, vcpu_type, guest_features, ovmf_sha256,
+        kernel_sha256, initrd_sha256, cmdline}: what that launch digest covers,
     files: [[path, mode (octal), size, sha256 hex], ...] every regular file, sorted by path.
 
 `release_entry` maps a manifest to the `hushcc.release/v1` entry the log holds; `first_difference`
