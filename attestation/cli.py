@@ -5,8 +5,10 @@
   step; a failure exits 1 and names the failing step (fail closed: a missing log key or GPU
   reference fails too, and so does a missing AMD CRL / NVIDIA OCSP answer unless the policy says
   `revocation = "best-effort"`; the cache layout is in `attestation.revocation`).
-* `simulate --key-config FILE --out BUNDLE` writes a development bundle from the simulated TEE
-  (and simulated GPUs), measuring this installation's code with `measure_paths`.
+* `simulate --key-config FILE --out BUNDLE [--model PATH] [--config FILE]` writes a development
+  bundle from the simulated TEE (and simulated GPUs), measuring what `hushcc node serve` with the
+  same `--model`/`--config` measures at start (`measure_node`: this installation's code, the
+  model's files, the configuration file; without --model: a `--tiny-model` node).
 * `measure --root DIR FILE...` prints the self-measurement the image build logs.
 """
 
@@ -61,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
     sim = group.add_parser(
         "simulate", help="write a development bundle (simulated TEE)",
         description="Write a development bundle from the simulated TEE and simulated GPUs, "
-        "binding the public key config to this installation's self-measurement.")
+        "binding the public key config to the self-measurement a node started with the same "
+        "--model and --config computes (this installation's code, the model, the config).")
     sim.add_argument("--key-config", type=Path, required=True,
                      help="public key config: the FILE.pub of `hushcc ohttp keygen`")
     sim.add_argument("--out", type=Path, required=True, help="bundle file to create")
@@ -72,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
     sim.add_argument("--release", type=Path,
                      help="stapled release JSON {entry, index, checkpoint, inclusion_proof}, "
                      "as `hushcc log add` prints it")
+    sim.add_argument("--model", type=Path,
+                     help="the model the node serves (directory or .gguf), measured with the "
+                          "code (default: none, as a --tiny-model node)")
+    sim.add_argument("--config", type=Path, help="the node's --config TOML file, measured too")
     sim.add_argument("--entry-out", type=Path, metavar="FILE",
                      help="also write the bundle's release entry (what `hushcc log add` takes)")
     sim.set_defaults(handler=_simulate)
@@ -238,7 +245,7 @@ def _check_output(path: Path) -> None:
 
 def _simulate(args: argparse.Namespace) -> int:
     from attestation.gpu.simulated import SimulatedGpu  # noqa: PLC0415
-    from attestation.measure import measure_sources, source_root  # noqa: PLC0415
+    from attestation.measure import measure_node, source_root  # noqa: PLC0415
     from attestation.simulated_node import simulated_bundle  # noqa: PLC0415
 
     key_config = _public_key_config(args.key_config)  # every input checked before any work
@@ -246,7 +253,11 @@ def _simulate(args: argparse.Namespace) -> int:
     for path in (args.out, args.entry_out):
         if path is not None:
             _check_output(path)
-    measured, files = measure_sources(source_root())
+    if args.model is not None and not (args.model.is_dir() or args.model.is_file()):
+        raise ConfigError(f"--model not found: {args.model}")
+    if args.config is not None:
+        read_text(args.config, "--config file")
+    measured, files = measure_node(source_root(), args.model, args.config)
     measurement = measured.digest
     bundle = simulated_bundle(
         key_config=key_config, measurement=measurement, now=datetime.now(UTC),

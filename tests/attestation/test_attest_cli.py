@@ -158,3 +158,26 @@ def test_verify_with_witness_policy(
     assert main(["attest", "verify", str(bundles["cosigned"]), "--policy", str(policy)]) == 0
     assert main(["attest", "verify", str(bundles["plain"]), "--policy", str(policy)]) == 1
     assert "rejected at step (5) log inclusion" in capsys.readouterr().err
+
+
+def test_simulate_measures_the_model_and_config_a_node_would_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from attestation.measure import measure_node, source_root  # noqa: PLC0415
+
+    key_config = tmp_path / "kc.bin"
+    key_config.write_bytes(serialize_key_configs([make_key().config]))
+    model = tmp_path / "weights.gguf"
+    model.write_bytes(b"GGUF\x03weights")
+    config = tmp_path / "node.toml"
+    config.write_text("max_num_seqs = 4\n")
+    entries = {}
+    for name, extra in (("code", []), ("served", ["--model", str(model), "--config", str(config)])):
+        out, entry = tmp_path / f"{name}.json", tmp_path / f"{name}.entry.json"
+        assert main(["attest", "simulate", "--key-config", str(key_config), "--out", str(out),
+                     "--entry-out", str(entry), *extra]) == 0
+        entries[name] = json.loads(entry.read_bytes())["measurements"]["sim"]
+    capsys.readouterr()
+    assert entries["served"] == measure_node(source_root(), model, config)[0].hex
+    assert entries["code"] == measure_node(source_root())[0].hex  # a --tiny-model node's
+    assert entries["served"] != entries["code"]
