@@ -197,6 +197,22 @@ class PaddedBatch:
         self.mask = mask.unsqueeze(1)
 
 
+    @classmethod
+    def for_decode(cls, batch: int, nblk: int, device: torch.device) -> PaddedBatch:
+        """Static buffers of a decode batch (one query row per chunk; `graphs.py` fills them).
+
+        `blocks` holds `nblk` block ids per row and `mask` is set by the caller.
+        """
+        pb = cls.__new__(cls)
+        pb.batch, pb.width = batch, 1
+        pb.blocks = torch.zeros(batch * nblk, dtype=torch.long, device=device)
+        pb.q_rows = torch.arange(batch, device=device)
+        pb.out_rows = pb.q_rows
+        pb.valid, pb.in_order = None, True
+        pb.mask = torch.ones(batch, 1, 1, nblk, dtype=torch.bool, device=device)
+        return pb
+
+
 def padded_attention(q: torch.Tensor, pool: torch.Tensor, pb: PaddedBatch, scale: float
                      ) -> torch.Tensor:
     """One padded SDPA for a batch of chunks; returns the valid rows `[R, heads, d]`.

@@ -132,10 +132,11 @@ class ForwardPlan:
         self.total = len(tokens)
         self.tokens, self.positions, self.slots, self.logit_rows = scratch.load(
             tokens, positions, slots, logit_rows)
+        self.spans = spans
         self.flex: FlexLayout | None = None
         self.batches: list[PaddedBatch] = []
         self.long_chunks: list[LongChunk] = []
-        if not spans:
+        if not spans or backend == "none":  # "none": the caller attends (decode graphs)
             return
         if backend == "flex":
             self.flex = FlexLayout(spans, self.total, block_size, num_blocks, device)

@@ -14,15 +14,21 @@ pool through the block tables), `padded` (one padded SDPA per layer, blocks gath
 each). `forward_plan.py` lays the step out. Logits are computed only for the positions the
 chunks ask for.
 
+On CUDA, decode steps replay CUDA graphs captured at start-up (`graphs.py`); bf16 is the
+default dtype there (fp32 elsewhere).
+
 Invariants:
-* The pool is ONE tensor `[layers, 2, num_blocks, block_size, kv_heads, head_dim]` allocated
-  with `torch.zeros`; it is never reallocated, copied to the host, or written anywhere else.
+* The pool is ONE tensor `[layers, 2, num_blocks + 1, block_size, kv_heads, head_dim]`
+  allocated with `torch.zeros`; `kv_pool` is its view without the last block, the trash block
+  that only graph padding rows write. It is never reallocated, copied to the host, or written
+  anywhere else.
 * `zero_blocks` zeroes whole blocks, in every layer, K and V, in one `index_fill_`.
-* Nothing about a request survives a `forward` call except what it wrote into its own blocks
-  and the last step's per-step buffers (`forward_plan.Scratch`: index rows and residual
-  stream, allocated once and reused), which `clear_scratch` zeroes when the engine goes idle.
-  Every other tensor of a step is a temporary freed at its end; under the node's memory
-  hygiene (`node/hygiene.py`) freed memory is overwritten, so those leave nothing behind.
+* Nothing about a request survives a `forward` call except what it wrote into its own blocks,
+  the last step's per-step buffers (`forward_plan.Scratch`: index rows and residual stream,
+  allocated once and reused; the decode graphs' static buffers and memory pool; the trash
+  block) and, on CUDA, the memory the caching allocator holds free: `clear_scratch` zeroes all
+  of them when the engine goes idle. On CPU every other tensor of a step is a temporary freed
+  at its end; under the node's memory hygiene (`node/hygiene.py`) freed memory is overwritten.
 """
 
 from __future__ import annotations
@@ -34,13 +40,16 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 
 from hushcc.errors import ConfigError
 from node.engine.attention import flex_attention, padded_attention, resolve_backend
+from node.engine.device_memory import scrub_free_memory
 from node.engine.forward_plan import ForwardPlan, Scratch
+from node.engine.graphs import DecodeGraphs, StepRows
 from node.engine.linear import PackedLinear, make_linears
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from node.engine.batch import ForwardChunk
+    from node.engine.graphs import Attend
     from node.engine.model import LlamaWeights
 
 
@@ -54,10 +63,12 @@ class PagedRunner:
         num_blocks: int,
         block_size: int = 16,
         device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         max_model_len: int | None = None,
         prepack: bool | None = None,
         attention: str | None = None,
+        cuda_graphs: bool | None = None,
+        max_graph_batch: int = 256,
     ) -> None:
         """Move the weights to `device` and allocate the zeroed KV pool.
 
@@ -66,12 +77,16 @@ class PagedRunner:
             num_blocks: blocks in the pool.
             block_size: tokens per block.
             device: torch device ("cpu", "cuda", ...).
-            dtype: compute and KV dtype.
+            dtype: compute and KV dtype (default: bfloat16 on CUDA, float32 elsewhere).
             max_model_len: longest sequence served (default: the config's maximum).
             prepack: use oneDNN prepacked linears (default: on CPU when they work; see
                 `linear.py`).
             attention: attention backend, "flex", "padded" or "grouped" (default: the
                 device's, see `attention.resolve_backend`).
+            cuda_graphs: replay decode steps from graphs captured here, for batches up to
+                `max_graph_batch` (default: on CUDA; on another device the same static path
+                runs without capture, for tests; see `graphs.py`).
+            max_graph_batch: largest decode batch replayed from a graph.
 
         Raises:
             ConfigError: on non-positive sizes, an unknown backend, or `prepack=True` where it
@@ -82,6 +97,8 @@ class PagedRunner:
         c = weights.config
         self.config = c
         self.device = torch.device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.dtype = dtype
         w = weights.to(self.device, dtype)
         self._embed, self._final_norm = w.embed, w.norm
@@ -101,9 +118,11 @@ class PagedRunner:
         self._num_blocks = num_blocks
         self.max_model_len = min(max_model_len or c.max_position_embeddings,
                                  c.max_position_embeddings)
-        self.kv_pool = torch.zeros(
-            (c.num_layers, 2, num_blocks, block_size, c.num_kv_heads, c.head_dim),
+        # one more block than the manager hands out: the trash block of graph padding rows
+        self._pool = torch.zeros(
+            (c.num_layers, 2, num_blocks + 1, block_size, c.num_kv_heads, c.head_dim),
             dtype=dtype, device=self.device)
+        self.kv_pool = self._pool[:, :, :num_blocks]
         pos = torch.arange(self.max_model_len, dtype=torch.float32)
         freqs = torch.outer(pos, c.inv_freq())
         scale = c.rope_attention_scaling()
@@ -114,6 +133,13 @@ class PagedRunner:
         self._scale = c.head_dim ** -0.5
         self._scratch = Scratch(c.hidden_size, dtype, self.device)
         self.attention = resolve_backend(attention, self.device, block_size)
+        self._graphs: DecodeGraphs | None = None
+        self.scrubbed_bytes = 0  # device bytes the last `clear_scratch` zeroed (CUDA only)
+        if cuda_graphs if cuda_graphs is not None else self.device.type == "cuda":
+            with torch.inference_mode():
+                self._graphs = DecodeGraphs(self, max_graph_batch, self.max_model_len,
+                                            capture=self.device.type == "cuda")
+            self.clear_scratch()
 
     @property
     def block_size(self) -> int:
@@ -124,6 +150,19 @@ class PagedRunner:
     def num_blocks(self) -> int:
         """Blocks in the pool."""
         return self._num_blocks
+
+    @property
+    def graphs(self) -> DecodeGraphs | None:
+        """The decode graphs (None when decode steps run eagerly)."""
+        return self._graphs
+
+    def hidden_size(self) -> int:
+        """Width of the residual stream."""
+        return self.config.hidden_size
+
+    def layer_pool(self, layer: int) -> torch.Tensor:
+        """Layer `layer`'s pool `[2, num_blocks + 1, bs, kv_heads, d]`, trash block included."""
+        return self._pool[layer]
 
     def zero_blocks(self, block_ids: Sequence[int]) -> None:
         """Zero the given blocks in every layer, K and V, in one batched operation."""
@@ -136,9 +175,16 @@ class PagedRunner:
     def clear_scratch(self) -> None:
         """Zero the per-step buffers (token ids, positions, activations of the last step).
 
-        The engine calls this when it goes idle, so nothing of the last request stays in them.
+        The engine calls this when it goes idle, so nothing of the last request stays in them:
+        the scratch buffers, the decode graphs' buffers (`DecodeGraphs.scrub`), the trash
+        block and, on CUDA, the memory the caching allocator holds free
+        (`device_memory.scrub_free_memory`).
         """
         self._scratch.clear()
+        if self._graphs is not None:
+            self._graphs.scrub()
+        self._pool[:, :, self._num_blocks].zero_()
+        self.scrubbed_bytes = scrub_free_memory(self.device)  # CUDA: the allocator's free memory
 
     @torch.inference_mode()
     def scratch_is_zero(self) -> bool:
@@ -147,8 +193,8 @@ class PagedRunner:
 
     def kv_pool_is_zero(self, block_ids: Sequence[int] | None = None) -> bool:
         """True when the given blocks (default: the whole pool) hold only zeros."""
-        if block_ids is None:
-            return not bool(self.kv_pool.any())
+        if block_ids is None:  # the trash block included
+            return not bool(self._pool.any())
         if not block_ids:
             return True
         idx = torch.as_tensor(list(block_ids), dtype=torch.long, device=self.device)
@@ -170,35 +216,52 @@ class PagedRunner:
         """
         if not chunks:
             return []
+        graph = None if self._graphs is None else self._graphs.pick(chunks, self._block_size)
         plan = ForwardPlan(chunks, block_size=self._block_size, num_blocks=self._num_blocks,
                            max_len=self.max_model_len, scratch=self._scratch,
                            group=self.config.num_heads // self.config.num_kv_heads,
-                           backend=self.attention)
+                           backend="none" if graph is not None else self.attention)
+        if graph is not None:  # a copy: the graph's static logits are overwritten next replay
+            logits = graph.run(plan.tokens, plan.positions, plan.slots, plan.spans).to(
+                torch.float32, copy=True)
+        else:
+            def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+                       ) -> torch.Tensor:
+                return self._attention(layer, q, k, v, plan)
+
+            step = StepRows(plan.tokens, plan.positions, plan.slots, plan.logit_rows)
+            logits = self.compute(self._scratch.hidden[:plan.total], step, attend)
+        # the logits stay on the device: the engine samples them there
+        return list(torch.split(logits.float(), plan.num_logits))
+
+    def compute(self, x: torch.Tensor, step: StepRows, attend: Attend) -> torch.Tensor:
+        """The model over the rows of one step; returns logits of `step.logit_rows`.
+
+        `x` is the residual-stream buffer `[rows, hidden]` (overwritten); K/V of every row are
+        written into the pool at `step.slots` before `attend(layer, q, k, v)` reads them.
+        """
         c = self.config
-        x = self._scratch.hidden[:plan.total]
-        torch.index_select(self._embed, 0, plan.tokens, out=x)
-        cos, sin = self._cos[plan.positions], self._sin[plan.positions]
+        rows = x.shape[0]
+        torch.index_select(self._embed, 0, step.tokens, out=x)
+        cos, sin = self._cos[step.positions], self._sin[step.positions]
         heads = c.num_heads + c.num_kv_heads
         for layer, (input_norm, post_norm) in enumerate(self._norms):
             h = _rms_norm(x, input_norm, c.rms_norm_eps)
             qkv = self._qkv[layer](h)
-            qk = _rope(qkv[:, :self._q + self._kv].view(plan.total, heads, c.head_dim), cos, sin)
+            qk = _rope(qkv[:, :self._q + self._kv].view(rows, heads, c.head_dim), cos, sin)
             q, k = qk[:, :c.num_heads], qk[:, c.num_heads:]
-            v = qkv[:, self._q + self._kv:].view(plan.total, c.num_kv_heads, c.head_dim)
-            pool = self.kv_pool[layer].view(2, -1, c.num_kv_heads, c.head_dim)
-            pool[0].index_copy_(0, plan.slots, k)
-            pool[1].index_copy_(0, plan.slots, v)
-            attn = self._attention(layer, q, k, v, plan)
-            x.add_(self._o[layer](attn))
+            v = qkv[:, self._q + self._kv:].view(rows, c.num_kv_heads, c.head_dim)
+            pool = self._pool[layer].view(2, -1, c.num_kv_heads, c.head_dim)
+            pool[0].index_copy_(0, step.slots, k)
+            pool[1].index_copy_(0, step.slots, v)
+            x.add_(self._o[layer](attend(layer, q, k, v)))
             h = _rms_norm(x, post_norm, c.rms_norm_eps)
             gate, up = self._gate_up[layer](h).chunk(2, dim=-1)
             x.add_(self._down[layer](F.silu(gate) * up))
-        if plan.logit_rows.numel() == 0:
-            return [torch.empty(0, self.config.vocab_size) for _ in chunks]
-        h = _rms_norm(x.index_select(0, plan.logit_rows), self._final_norm,
-                      self.config.rms_norm_eps)
-        logits = self._lm_head(h).float()  # stays on the device: the engine samples it there
-        return list(torch.split(logits, plan.num_logits))
+        if step.logit_rows is not None and step.logit_rows.numel() == 0:
+            return torch.empty(0, c.vocab_size, dtype=x.dtype, device=x.device)
+        h = x if step.logit_rows is None else x.index_select(0, step.logit_rows)
+        return self._lm_head(_rms_norm(h, self._final_norm, c.rms_norm_eps))
 
     def _attention(
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: ForwardPlan
