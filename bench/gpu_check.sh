@@ -39,5 +39,5 @@ stage 200 "bench/engine.py large, 32 requests" \
         --hf-modes static32 --erasure-pairs 1
 stage 230 "bench/engine.py large, 256 requests" \
     "$PY" bench/engine.py --models large --device cuda --dtype bfloat16 --quick \
-        --hf-modes static32 --erasure-pairs 1 --n 256 --budget 2048 --no-spec
+        --hf-modes static32 --erasure-pairs 1 --n 256 --budget 2048 --no-spec --no-previous
 exit $status
