@@ -18,10 +18,11 @@ On CUDA, decode steps replay CUDA graphs captured at start-up (`graphs.py`); bf1
 default dtype there (fp32 elsewhere).
 
 Invariants:
-* The pool is ONE tensor `[layers, 2, num_blocks + 1, block_size, kv_heads, head_dim]`
-  allocated with `torch.zeros`; `kv_pool` is its view without the last block, the trash block
-  that only graph padding rows write. It is never reallocated, copied to the host, or written
-  anywhere else.
+* The pool is ONE tensor `[layers, 2, blocks, block_size, kv_heads, head_dim]` allocated with
+  `torch.zeros`. With decode graphs it has one block past `num_blocks`, the trash block that
+  only graph padding rows write, and `kv_pool` is its view without it; without graphs
+  `kv_pool` is the pool itself (contiguous: the CPU gathers read it fastest that way). It is
+  never reallocated, copied to the host, or written anywhere else.
 * `zero_blocks` zeroes whole blocks, in every layer, K and V, in one `index_fill_`.
 * Nothing about a request survives a `forward` call except what it wrote into its own blocks,
   the last step's per-step buffers (`forward_plan.Scratch`: index rows and residual stream,
@@ -118,11 +119,14 @@ class PagedRunner:
         self._num_blocks = num_blocks
         self.max_model_len = min(max_model_len or c.max_position_embeddings,
                                  c.max_position_embeddings)
-        # one more block than the manager hands out: the trash block of graph padding rows
+        graphs = cuda_graphs if cuda_graphs is not None else self.device.type == "cuda"
+        # with decode graphs, one more block than the manager hands out: the trash block of
+        # graph padding rows; without, none, so `kv_pool` is the whole (contiguous) pool
+        self._trash = int(graphs)
         self._pool = torch.zeros(
-            (c.num_layers, 2, num_blocks + 1, block_size, c.num_kv_heads, c.head_dim),
+            (c.num_layers, 2, num_blocks + self._trash, block_size, c.num_kv_heads, c.head_dim),
             dtype=dtype, device=self.device)
-        self.kv_pool = self._pool[:, :, :num_blocks]
+        self.kv_pool = self._pool[:, :, :num_blocks] if graphs else self._pool
         pos = torch.arange(self.max_model_len, dtype=torch.float32)
         freqs = torch.outer(pos, c.inv_freq())
         scale = c.rope_attention_scaling()
@@ -135,7 +139,7 @@ class PagedRunner:
         self.attention = resolve_backend(attention, self.device, block_size)
         self._graphs: DecodeGraphs | None = None
         self.scrubbed_bytes = 0  # device bytes the last `clear_scratch` zeroed (CUDA only)
-        if cuda_graphs if cuda_graphs is not None else self.device.type == "cuda":
+        if graphs:
             with torch.inference_mode():
                 self._graphs = DecodeGraphs(self, max_graph_batch, self.max_model_len,
                                             capture=self.device.type == "cuda")
@@ -161,7 +165,7 @@ class PagedRunner:
         return self.config.hidden_size
 
     def layer_pool(self, layer: int) -> torch.Tensor:
-        """Layer `layer`'s pool `[2, num_blocks + 1, bs, kv_heads, d]`, trash block included."""
+        """Layer `layer`'s pool `[2, blocks, bs, kv_heads, d]`, the trash block included."""
         return self._pool[layer]
 
     def zero_blocks(self, block_ids: Sequence[int]) -> None:
@@ -183,7 +187,8 @@ class PagedRunner:
         self._scratch.clear()
         if self._graphs is not None:
             self._graphs.scrub()
-        self._pool[:, :, self._num_blocks].zero_()
+        if self._trash:
+            self._pool[:, :, self._num_blocks].zero_()
         self.scrubbed_bytes = scrub_free_memory(self.device)  # CUDA: the allocator's free memory
 
     @torch.inference_mode()
