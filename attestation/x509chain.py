@@ -97,7 +97,8 @@ def materialize(certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
         try:
             _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
             _ = (cert.extensions, cert.signature_hash_algorithm, cert.public_key())
-        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion,
+                x509.DuplicateExtension) as exc:  # not a ValueError: named on its own
             raise ProtocolError("certificate chain: a certificate field does not parse") from exc
     return list(certs)
 
