@@ -1,4 +1,4 @@
-"""Reading input files with one-line errors, and creating secret files (never replacing one).
+"""Reading input files with one-line errors, creating secret files (never replacing one), hashing.
 
 Not pure (it reads and writes files). Readers raise `ConfigError` naming what the file is for
 (missing, a directory, empty, not UTF-8), never a traceback. Secret files get their mode at
@@ -8,6 +8,7 @@ existing key is never overwritten.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import TYPE_CHECKING
 
@@ -61,3 +62,9 @@ def read_text(path: Path, what: str, *, allow_empty: bool = False) -> str:
         return read_bytes(path, what, allow_empty=allow_empty).decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{what} is not UTF-8 text: {path}") from None
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's contents, hex, read in chunks (an image is hundreds of MiB)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

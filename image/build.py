@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from attestation.measure import Measurement, measure_node, measure_sources
 from hushcc.errors import ConfigError
-from hushcc.files import read_text
+from hushcc.files import read_text, sha256_file
 from image import content, deps, manifest, tools, verity
 from image.model import check_model, stage_model
 
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from image.progress import Progress
 
 INPUTS_FILE = "inputs.json"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +101,6 @@ def node_measurement(app_root: Path) -> Measurement:
     return measured
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _blocks(path: Path, progress: Progress) -> Iterator[bytes]:
     with path.open("rb") as f:
         while block := f.read(verity.BLOCK_SIZE):
@@ -160,7 +151,7 @@ def describe(root: Path) -> list[manifest.FileEntry]:
     for rel in all_files(root):
         path = root / rel
         st = path.lstat()
-        out.append(manifest.FileEntry(rel, st.st_mode & 0o7777, st.st_size, _sha256_file(path)))
+        out.append(manifest.FileEntry(rel, st.st_mode & 0o7777, st.st_size, sha256_file(path)))
     return out
 
 
@@ -230,7 +221,7 @@ def build(inputs: BuildInputs, out: Path, progress: Progress,
         tools.mksquashfs(root, image, inputs.source_date_epoch)
     with image.open("ab") as f:  # whole verity blocks (mksquashfs pads to 4 KiB already)
         f.write(bytes(-image.stat().st_size % verity.BLOCK_SIZE))
-    digest = _sha256_file(image)
+    digest = sha256_file(image)
     salt = verity.content_salt(bytes.fromhex(digest))
     uuid = verity.content_uuid(salt)
     hash_file = out / manifest.HASH_FILE
@@ -253,7 +244,7 @@ def build(inputs: BuildInputs, out: Path, progress: Progress,
         "source_date_epoch": inputs.source_date_epoch,
         "image": {"file": manifest.IMAGE_FILE, "digest": digest,
                   "size": image.stat().st_size},
-        "verity": {"hash_file": manifest.HASH_FILE, "hash_digest": _sha256_file(hash_file),
+        "verity": {"hash_file": manifest.HASH_FILE, "hash_digest": sha256_file(hash_file),
                    "root_hash": root_hash.hex(), "salt": salt.hex(), "uuid": uuid,
                    "data_blocks": tree.data_blocks, "cmdline": tree.cmdline()},
         "code": {"digest": code.hex, "files": len(code_list)},

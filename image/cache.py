@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hushcc.errors import ConfigError
+from hushcc.files import sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,16 +41,6 @@ if TYPE_CHECKING:
 SCHEMA = "hushcc.image-cache/v1"
 INDEX = "index.json"
 FILES = "files"
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file's contents, hex."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cache_key(domain: str, source_digest: str, identity: dict[str, str]) -> str:

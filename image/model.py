@@ -17,7 +17,8 @@ import shutil
 from typing import TYPE_CHECKING
 
 from hushcc.errors import ConfigError
-from image.cache import cache_key, sha256_file
+from hushcc.files import sha256_file
+from image.cache import cache_key
 
 if TYPE_CHECKING:
     from pathlib import Path

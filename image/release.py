@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hushcc.errors import ConfigError, HushError, ProtocolError, VerificationError
+from hushcc.files import sha256_file
 from image import manifest, verity
 from image.build import BuildInputs, build
 
@@ -112,14 +112,10 @@ class Report:
         return "\n".join(lines)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def check_artefacts(folder: Path, doc: dict[str, Any], report: Report) -> None:
     """Step (1): the squashfs, the hash tree and the pure verity root agree with the manifest."""
     image = folder / manifest.IMAGE_FILE
-    got = _sha256(image)
+    got = sha256_file(image)
     report.add("image digest", passed=got == doc["image"]["digest"], detail=got)
     salt = bytes.fromhex(doc["verity"]["salt"])
     tree = verity.compute_for_bytes(image.read_bytes(), salt, doc["verity"]["uuid"])

@@ -16,13 +16,13 @@ exist for it; that case is a ConfigError saying so, never a digest that would no
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from hushcc.errors import ConfigError
+from hushcc.files import sha256_file
 
 REQUIRED = ("ovmf", "kernel", "initrd")
 DEFAULTS = {"vcpus": "1", "vcpu_type": "EPYC-v4", "guest_features": "0x1"}
@@ -92,10 +92,6 @@ def launch_digest(options: dict[str, str], cmdline: str) -> str:
     return digest
 
 
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def launch_description(options: dict[str, str], cmdline: str) -> dict[str, str | int]:
     """What the launch digest covers, for the manifest (no host paths).
 
@@ -103,6 +99,7 @@ def launch_description(options: dict[str, str], cmdline: str) -> dict[str, str |
     """
     return {"vcpus": int(_option(options, "vcpus")), "vcpu_type": _option(options, "vcpu_type"),
             "guest_features": _option(options, "guest_features"),
-            "ovmf_sha256": _sha256(options["ovmf"]), "kernel_sha256": _sha256(options["kernel"]),
-            "initrd_sha256": _sha256(options["initrd"]),
+            "ovmf_sha256": sha256_file(Path(options["ovmf"])),
+            "kernel_sha256": sha256_file(Path(options["kernel"])),
+            "initrd_sha256": sha256_file(Path(options["initrd"])),
             "cmdline": full_cmdline(options, cmdline)}
