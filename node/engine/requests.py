@@ -18,12 +18,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hushcc.errors import HushError
+from hushcc.errors import HushError, ProtocolError
 from node.engine.sampling import SamplingLimits, SamplingParams
-from node.engine.sequence import EngineLimits
+from node.engine.sequence import EngineLimits, check_request
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from node.engine.speculative import PromptLookupConfig
 
@@ -87,6 +87,33 @@ class EngineConfig:
     speculative: PromptLookupConfig | None = None
     eos_token_ids: tuple[int, ...] = ()
     vocab_size: int | None = None
+    overlap: bool | None = None  # launch step n+1 before step n's text (None: on for CUDA)
+
+
+def check_generate(request: GenerateRequest, config: EngineConfig, block_size: int,
+                   num_blocks: int) -> tuple[Sequence[int], SamplingParams]:
+    """Validate a request's types and ranges against the engine's limits (`Engine.submit`).
+
+    Returns:
+        The prompt token ids and the sampling parameters.
+
+    Raises:
+        ProtocolError: naming the field, never the prompt.
+    """
+    if not isinstance(request, GenerateRequest):
+        raise ProtocolError("request must be a GenerateRequest")
+    prompt, params = request.prompt_token_ids, request.params
+    if not isinstance(params, SamplingParams):
+        raise ProtocolError("params must be SamplingParams")
+    if not isinstance(prompt, (tuple, list)):
+        raise ProtocolError("prompt_token_ids must be a sequence of token ids")
+    params.check()  # again: a frozen dataclass can still be altered behind its back
+    params.check_limits(config.sampling_limits)
+    check_request(len(prompt), params.max_tokens, config.limits, block_size, num_blocks)
+    vocab = config.vocab_size or 2**31  # set vocab_size: ids are then checked exactly
+    if not all(type(t) is int and 0 <= t < vocab for t in prompt):
+        raise ProtocolError("prompt token id out of range")
+    return prompt, params
 
 
 class RequestStream:
