@@ -16,6 +16,9 @@ from tests.node.engine.engine_fakes import ToyTokenizer
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from node.engine.batch import ModelRunner
+    from node.engine.detokenize import Decoder
+
 SALT_A = b"tenant-A-salt-000"
 SALT_B = b"tenant-B-salt-000"
 VOCAB = 512
@@ -31,17 +34,20 @@ def make_engine(
     num_blocks: int = 64, block_size: int = 4, *, cache: bool = True, spec: bool = False,
     budget: int = 64, clock: Callable[[], float] | None = None, eos: Sequence[int] = (),
     max_seqs: int = 16, ttl: float = 30.0, attention: str | None = None,
+    overlap: bool | None = None, runner: ModelRunner | None = None,
+    tokenizer: Decoder | None = None,
 ) -> TinyEngine:
-    runner = tiny_runner(num_blocks=num_blocks, block_size=block_size, attention=attention)
+    runner = runner or tiny_runner(num_blocks=num_blocks, block_size=block_size,
+                                   attention=attention)
     cfg = EngineConfig(
         limits=EngineLimits(max_model_len=256, max_tokens_cap=128, max_num_seqs=max_seqs,
                             max_num_batched_tokens=budget, max_draft_tokens=4),
         enable_prefix_cache=cache, cache_ttl=ttl,
         speculative=PromptLookupConfig() if spec else None, eos_token_ids=tuple(eos),
-        vocab_size=VOCAB)
+        vocab_size=VOCAB, overlap=overlap)
     if clock is not None:
-        return TinyEngine(runner, ToyTokenizer(), cfg, clock=clock)
-    return TinyEngine(runner, ToyTokenizer(), cfg)
+        return TinyEngine(runner, tokenizer or ToyTokenizer(), cfg, clock=clock)
+    return TinyEngine(runner, tokenizer or ToyTokenizer(), cfg)
 
 
 def req(prompt: Sequence[int], max_tokens: int = 8, **kw: Any) -> GenerateRequest:

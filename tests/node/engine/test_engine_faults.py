@@ -36,8 +36,9 @@ B = [351, 352, 353, 354, 355]  # tenant B's canary prompt
 POISON_SEED = 4242
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "overlap"])
 def test_failure_of_one_request_ends_it_alone_and_zeroes_its_blocks(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, overlap: bool,
 ) -> None:
     def faulty(logits: torch.Tensor, params: SamplingParams, draw: float) -> int:
         if params.seed == POISON_SEED:
@@ -53,7 +54,7 @@ def test_failure_of_one_request_ends_it_alone_and_zeroes_its_blocks(
     monkeypatch.setattr("node.engine.sampler.choose_tokens", faulty_batch)
 
     async def go() -> None:
-        eng = make_engine(cache=False)
+        eng = make_engine(cache=False, overlap=overlap)
         a1 = eng.submit(req(A1, max_tokens=12), SALT_A)
         a2 = eng.submit(req(A2, max_tokens=12), SALT_A)
         b = eng.submit(req(B, max_tokens=12, temperature=0.7, seed=POISON_SEED), SALT_B)

@@ -62,13 +62,15 @@ def test_pool_is_allocated_zeroed() -> None:  # E2
     assert eng.runner.kv_pool.abs().sum().item() == 0
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "overlap"])
 @pytest.mark.parametrize("cache", [False, True], ids=["cache-off", "cache-on"])
 def test_canaries_leave_no_residue_after_finish_cancel_and_disconnect(  # E1, E5
-    cache: bool,
+    cache: bool, overlap: bool,
 ) -> None:
     async def go() -> None:
         now = [0.0]
-        eng = make_engine(num_blocks=48, cache=cache, budget=16, clock=lambda: now[0])
+        eng = make_engine(num_blocks=48, cache=cache, budget=16, clock=lambda: now[0],
+                          overlap=overlap)
         prompts = [canary(k) + canary(k) for k in range(3)]  # 16 tokens: full blocks, cacheable
         done = eng.submit(req(prompts[0], max_tokens=6), SALT_A)
         cancelled = eng.submit(req(prompts[1], max_tokens=120), SALT_A)
@@ -199,8 +201,9 @@ def test_close_waits_for_the_forward_in_flight_before_erasing() -> None:
     asyncio.run(go())
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "overlap"])
 def test_random_mix_of_cancels_disconnects_and_completions_leaves_nothing(
-    canaries: CanaryRegistry,
+    canaries: CanaryRegistry, overlap: bool,
 ) -> None:
     """E5 + E6 together: 16 requests over a tiny pool, some cancelled or dropped mid-way."""
     rng = random.Random(3)
@@ -214,7 +217,7 @@ def test_random_mix_of_cancels_disconnects_and_completions_leaves_nothing(
     expected = {i: reference_greedy(p, n) for i, (p, n, how) in enumerate(jobs) if how == "finish"}
 
     async def go() -> tuple[list[list[int] | None], EngineStats]:
-        eng = make_engine(num_blocks=24, cache=True, spec=True, budget=20)
+        eng = make_engine(num_blocks=24, cache=True, spec=True, budget=20, overlap=overlap)
 
         async def drive(i: int, prompt: list[int], n: int, how: str) -> list[int] | None:
             stream = eng.submit(req(prompt, max_tokens=n), (SALT_A, SALT_B)[i % 2])
