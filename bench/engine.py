@@ -10,6 +10,8 @@ Rows
                                  object, same weights); skipped with a message if the file is absent
   hushcc engine                  node.engine.Engine over PagedRunner (blocks zeroed on free)
   hushcc engine, zeroing off     the same with zero_blocks a no-op (to price erasure only)
+  hushcc engine, overlap on|off  overlap (forward n+1 during step n's text) the other way from
+                                 the device's default (on for CUDA, off for CPU)
   hushcc engine + prompt lookup  speculative decoding (random prompts: no repeats to find)
   repetitive: plain / lookup     a workload whose prompts repeat n-grams (where lookup can help)
   previous: ...                  (unless --no-previous) the engine as before issue 16's sampler
@@ -148,6 +150,14 @@ class PreviousEngine(Engine):
     pick_step = staticmethod(one_by_one)
 
 
+class FlippedOverlap(Engine):
+    """The engine with overlap (docs/engine.md) the other way from its device's default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - Engine's own
+        super().__init__(*args, **kwargs)
+        self.overlap = not self.overlap
+
+
 LOOKUP = PromptLookupConfig(num_draft=4, max_ngram=3)
 PREVIOUS = "previous engine"
 PREVIOUS_LOOKUP = PromptLookupConfig(num_draft=4, max_ngram=3, min_acceptance=0.0)
@@ -263,6 +273,8 @@ def bench_model(name: str, args: argparse.Namespace, hf: ModuleType | None) -> N
                          PromptLookupConfig | None, Workload, type[Engine]]]
     variants = [("hushcc engine", timed, None, reqs, Engine),
                 ("hushcc engine, zeroing off", NoZeroRunner(runner), None, reqs, Engine)]
+    flipped = "on" if args.device == "cpu" else "off"  # the default is on for CUDA only
+    variants.append((f"hushcc engine, overlap {flipped}", runner, None, reqs, FlippedOverlap))
     if args.previous:
         variants.append((PREVIOUS, runner, None, reqs, PreviousEngine))
     if args.spec:

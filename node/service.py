@@ -56,21 +56,28 @@ class NodeOptions:
     release_refresh: float = 3600.0
     num_blocks: int = 512
     block_size: int = 16
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N" (checked by `check_inputs`)
+    dtype: str | None = None  # "float32", "bfloat16", "float16"; None: the device's default
     max_num_seqs: int = 64
     limits: NodeLimits = field(default_factory=NodeLimits)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
 
 
 def check_inputs(options: NodeOptions) -> Release | None:
-    """Check every input before any work: the model path, the release file (read and parsed).
+    """Check every input before any work: the device, the model path, the release file.
 
     Runs before the hardening audit lines, so a bad input is one error line and nothing else.
 
     Raises:
-        ConfigError: a missing model, `--log-url` or a hardware TEE without `--release`, a bad
-            release file.
+        ConfigError: a device that is not here, a missing model, `--log-url` or a hardware TEE
+            without `--release`, a bad release file.
     """
     from node.attest import parse_release  # noqa: PLC0415
+    from node.engine.runner import DTYPES, resolve_device  # noqa: PLC0415
+
+    resolve_device(options.device)
+    if options.dtype is not None and options.dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}")
 
     model = options.model
     if not options.tiny_model and model is not None and not (
@@ -115,11 +122,14 @@ def _refreshed(options: NodeOptions, release: Release | None, audit: AuditLog) -
 def build_engine(model: LoadedModel, options: NodeOptions) -> Engine:
     """The node's one engine over `model` (the bench builds the same one in process)."""
     from node.engine.engine import Engine, EngineConfig  # noqa: PLC0415
-    from node.engine.runner import PagedRunner  # noqa: PLC0415
+    from node.engine.runner import DTYPES, PagedRunner  # noqa: PLC0415
     from node.engine.sequence import EngineLimits  # noqa: PLC0415
 
+    # on CUDA, decode graphs are captured here for batches up to max_num_seqs (graphs.py)
     runner = PagedRunner(model.weights, num_blocks=options.num_blocks,
-                         block_size=options.block_size)
+                         block_size=options.block_size, device=options.device,
+                         dtype=None if options.dtype is None else DTYPES[options.dtype],
+                         max_graph_batch=options.max_num_seqs)
     return Engine(runner, model.tokenizer, EngineConfig(
         limits=EngineLimits(max_model_len=runner.max_model_len,
                             max_tokens_cap=options.gateway.api.max_tokens,

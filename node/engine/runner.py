@@ -90,14 +90,14 @@ class PagedRunner:
             max_graph_batch: largest decode batch replayed from a graph.
 
         Raises:
-            ConfigError: on non-positive sizes, an unknown backend, or `prepack=True` where it
-                cannot work.
+            ConfigError: on non-positive sizes, a device that is not here (`resolve_device`),
+                an unknown backend, or `prepack=True` where it cannot work.
         """
         if num_blocks <= 0 or block_size <= 0:
             raise ConfigError("num_blocks and block_size must be positive")
         c = weights.config
         self.config = c
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.dtype = dtype
@@ -302,6 +302,30 @@ class PagedRunner:
                 enable_gqa=group > 1)
             out[rows] = o.squeeze(0).transpose(0, 1)
         return out.view(plan.total, -1)
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    """The device `device` names, checked to be present: "cpu", "cuda" or "cuda:N".
+
+    Raises:
+        ConfigError: another name, or CUDA asked for where torch sees no such CUDA device.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"not a device (cpu, cuda or cuda:N): {str(device)[:50]!r}") from None
+    if dev.type not in {"cpu", "cuda"} or (dev.type == "cpu" and dev.index not in {None, 0}):
+        raise ConfigError(f"not a device (cpu, cuda or cuda:N): {str(device)[:50]!r}")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError("no CUDA device is available here")
+        if (dev.index or 0) >= count:
+            raise ConfigError(f"no CUDA device {dev.index} (this machine has {count})")
+    return dev
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
