@@ -2,8 +2,8 @@
 """The whole private path (SDK -> relay -> node) beside plaintext HTTP to the same engine.
 
 One run, side by side: the same chat workload, streamed, 16 concurrent clients, greedy,
-twice over each path in the order plaintext, private, plaintext, private (the best of each
-pair is reported, and every round is printed).
+twice over each path in the order plaintext, plaintext under hygiene, private, and again (the
+best of each pair is reported, and every round is printed).
 
 Rows
   plaintext HTTP      this script's `--serve-plaintext` process: the node's own engine
@@ -13,6 +13,10 @@ Rows
                       salt, as the node gives a request without `cache_salt` (a fixed salt would
                       let the baseline reuse the chat template's prefill across requests, which
                       the private path never does by default, and time the cache, not the path)
+  plaintext, hygiene  the same baseline process under the node's memory hygiene (`node.hygiene`:
+                      freed memory overwritten), which `hushcc node serve` always runs under: the
+                      gap between the two plaintext rows is the cost of erasing freed memory, the
+                      gap between this row and the private one the cost of the private path
   private (SDK)       `client.AsyncClient` through `hushcc relay serve` to `hushcc node serve`
                       (simulated TEE): verified once, tokens fetched in one batch before the
                       clock starts, then every request sealed (chunked OHTTP), relayed, opened
@@ -192,11 +196,13 @@ def run(args: argparse.Namespace) -> int:
                    "--issuer-key", str(demo.path("issuer.key.pub")), "--issuer-name",
                    "issuer.demo.hushcc", "--origin-name", "relay.demo.hushcc",
                    "--node", f"{node_id}={node.url}")
-        plain, plain_pid = _start_plaintext(demo, tiny=args.tiny)
+        plain, plain_pid = _start_plaintext(demo, tiny=args.tiny, hygiene=False)
+        hygienic, hygienic_pid = _start_plaintext(demo, tiny=args.tiny, hygiene=True)
         hops = {"plaintext HTTP": {"client": 0, "server": plain_pid},
+                "plaintext, hygiene": {"client": 0, "server": hygienic_pid},
                 "private (SDK)": {"client": 0, "relay": relay.process.pid,
                                   "node": node.process.pid}}
-        rows = asyncio.run(_rounds(demo, plain, prompts, args, hops))
+        rows = asyncio.run(_rounds(demo, (plain, hygienic), prompts, args, hops))
     _print(rows, args)
     return 0
 
@@ -218,11 +224,15 @@ async def measured(pids: dict[str, int], rnd: Awaitable[Round]) -> tuple[Round, 
                     for hop, pid in pids.items()}
 
 
-def _start_plaintext(demo: Demo, *, tiny: bool) -> tuple[str, int]:
+def _start_plaintext(demo: Demo, *, tiny: bool, hygiene: bool) -> tuple[str, int]:
     import subprocess  # noqa: PLC0415
 
+    from node.hygiene import hygienic_environment  # noqa: PLC0415
+
     command = [sys.executable, __file__, "--serve-plaintext", *(["--tiny"] if tiny else [])]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603
+    env = hygienic_environment(os.environ) if hygiene else None
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,  # noqa: S603
+                               env=env)
     demo.stack.callback(process.wait, 30)
     demo.stack.callback(process.terminate)
     line = process.stdout.readline() if process.stdout else ""
@@ -234,20 +244,23 @@ def _start_plaintext(demo: Demo, *, tiny: bool) -> tuple[str, int]:
 Row = tuple[str, list[float], int, float, dict[str, float], float]
 
 
-async def _rounds(demo: Demo, plain: str, prompts: list[str], args: argparse.Namespace,
-                  hops: dict[str, dict[str, int]]) -> list[Row]:
+async def _rounds(demo: Demo, plain: tuple[str, str], prompts: list[str],
+                  args: argparse.Namespace, hops: dict[str, dict[str, int]]) -> list[Row]:
     from app.demo import client  # noqa: PLC0415
 
     sdk = client(demo, token_batch=4 * len(prompts) + 8)
     try:
         await sdk.verify()
         await private_round(sdk, prompts[:2], 2, 4)  # warm-up: verification, tokens, caches
-        await plaintext_round(plain, prompts[:2], 2, 4)
+        for url in plain:
+            await plaintext_round(url, prompts[:2], 2, 4)
         rows: list[Row] = []
         for _ in range(2):
             for name, rnd in (
-                    ("plaintext HTTP", plaintext_round(plain, prompts, args.concurrency,
+                    ("plaintext HTTP", plaintext_round(plain[0], prompts, args.concurrency,
                                                        args.max_tokens)),
+                    ("plaintext, hygiene", plaintext_round(plain[1], prompts, args.concurrency,
+                                                           args.max_tokens)),
                     ("private (SDK)", private_round(sdk, prompts, args.concurrency,
                                                     args.max_tokens))):
                 result, cpu = await measured(hops[name], rnd)
@@ -272,9 +285,11 @@ def _print(rows: list[Row], args: argparse.Namespace) -> None:
         old = best.get(name)
         if old is None or rate > old[1]:
             best[name] = (pct(ttfts, 0.5), rate)
-    plain, private = best["plaintext HTTP"], best["private (SDK)"]
-    print(f"best of each: added TTFT p50 {(private[0] - plain[0]) * 1e3:+.1f} ms; "
-          f"throughput private/plaintext {private[1] / plain[1]:.3f}")
+    private = best["private (SDK)"]
+    for base in ("plaintext HTTP", "plaintext, hygiene"):
+        plain = best[base]
+        print(f"best of each, vs {base}: added TTFT p50 {(private[0] - plain[0]) * 1e3:+.1f} ms;"
+              f" throughput private/plaintext {private[1] / plain[1]:.3f}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ Rows
 Metrics: time to first token (submit -> first delta / first decrypted SSE event), p50 and p90;
 CPU milliseconds per generated token of the process that runs the engine (the node for the
 gateway row; the bench client's own share is printed below the table); the load average;
-throughput = generated tokens / wall seconds. Added TTFT p50 = gateway p50 - engine p50; ratio =
-gateway throughput / engine throughput.
+throughput = generated tokens / wall seconds. The paths run in `--rounds` interleaved rounds (each
+round every path once, the node started once and kept warm) so that drift of a shared machine hits
+every path alike; the table prints per-path medians of the rounds and each round's tok/s. Added
+TTFT p50 = gateway p50 - engine p50; ratio = gateway throughput / engine throughput.
 
 Model: the tiny test model by default (engine cost per token is tiny, so this prices the
 gateway's overhead at its worst), `--smollm2` for SmolLM2-135M-Instruct.
@@ -34,6 +36,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -256,12 +259,31 @@ def hygiene_row(args: argparse.Namespace) -> Row:
     return name, ttfts, tokens, wall, cpu, load
 
 
+def node_row(url: str, pid: int, reqs: Workload, concurrency: int) -> tuple[Row, float]:
+    """One measured run through the node; the row and the bench client's CPU ms per token."""
+    before, client = cpu_seconds(pid), time.process_time()
+    ttfts, tokens, wall = run_gateway(url, reqs, concurrency)
+    node_cpu = (cpu_seconds(pid) - before) / max(tokens, 1) * 1e3
+    client_cpu = (time.process_time() - client) / max(tokens, 1) * 1e3
+    return ("gateway (node)", ttfts, tokens, wall, node_cpu, os.getloadavg()[0]), client_cpu
+
+
+def summarise(rounds: list[Row]) -> tuple[str, float, float, float, float, float, list[float]]:
+    """A path's rounds: name, median TTFT p50 and p90, median tok/s, CPU, load; rates."""
+    rates = [tokens / wall for _, _, tokens, wall, _, _ in rounds]
+    return (rounds[0][0], statistics.median(pct(r[1], .5) for r in rounds),
+            statistics.median(pct(r[1], .9) for r in rounds), statistics.median(rates),
+            statistics.median(r[4] for r in rounds), max(r[5] for r in rounds), rates)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smollm2", action="store_true", help="SmolLM2-135M, not the tiny model")
     parser.add_argument("-n", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of every path; the table prints medians")
     parser.add_argument("--engine-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -276,34 +298,36 @@ def main() -> int:
         if args.engine_json:
             print(json.dumps(engine_row("engine, node hygiene", model, reqs, args.concurrency)))
             return 0
-        rows = [engine_row("engine in process", model, reqs, args.concurrency),
-                engine_row("gateway in process", model, reqs, args.concurrency,
-                           run_gateway_in_process),
-                hygiene_row(args)]
+        paths: list[list[Row]] = [[], [], [], []]
+        client_cpu: list[float] = []
         node, url = start_node(node_args)
         try:
             run_gateway(url, reqs[:4], args.concurrency)  # warm-up
-            before, client = cpu_seconds(node.pid), time.process_time()
-            ttfts, tokens, wall = run_gateway(url, reqs, args.concurrency)
-            node_cpu = (cpu_seconds(node.pid) - before) / max(tokens, 1) * 1e3
-            client_cpu = (time.process_time() - client) / max(tokens, 1) * 1e3
-            rows.append(("gateway (node)", ttfts, tokens, wall, node_cpu, os.getloadavg()[0]))
+            for _ in range(args.rounds):  # interleaved: drift of the machine hits every path
+                paths[0].append(engine_row("engine in process", model, reqs, args.concurrency))
+                paths[1].append(engine_row("gateway in process", model, reqs, args.concurrency,
+                                           run_gateway_in_process))
+                paths[2].append(hygiene_row(args))
+                row, client = node_row(url, node.pid, reqs, args.concurrency)
+                paths[3].append(row)
+                client_cpu.append(client)
         finally:
             node.terminate()
             node.wait(timeout=60)
+    rows = [summarise(rounds) for rounds in paths]
     print(f"model: {'SmolLM2-135M' if args.smollm2 else 'tiny'}; {len(reqs)} requests, "
-          f"{args.concurrency} concurrent clients")
-    print(f"{'path':<22} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12} {'tokens':>8} {'tok/s':>9} "
-          f"{'CPU ms/tok':>11} {'load':>5}")
-    for name, ttfts, tokens, wall, cpu, load in rows:
-        print(f"{name:<22} {pct(ttfts, .5) * 1e3:>12.2f} {pct(ttfts, .9) * 1e3:>12.2f} "
-              f"{tokens:>8} {tokens / wall:>9.1f} {cpu:>11.3f} {load:>5.1f}")
-    print(f"(gateway CPU is the node process's; the bench client spent {client_cpu:.3f} ms/tok "
-          "more on the same cores)")
+          f"{args.concurrency} concurrent clients; {args.rounds} interleaved round(s), medians")
+    print(f"{'path':<22} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12} {'tok/s':>9} "
+          f"{'CPU ms/tok':>11} {'load':>5}  tok/s per round")
+    for name, p50, p90, rate, cpu, load, rates in rows:
+        print(f"{name:<22} {p50 * 1e3:>12.2f} {p90 * 1e3:>12.2f} {rate:>9.1f} {cpu:>11.3f} "
+              f"{load:>5.1f}  {' '.join(f'{r:.1f}' for r in rates)}")
+    print(f"(gateway CPU is the node process's; the bench client spent "
+          f"{statistics.median(client_cpu):.3f} ms/tok more on the same cores)")
     engine, _, hygiene, gateway = rows
     for base in (engine, hygiene):
-        print(f"vs {base[0]}: added TTFT p50 {(pct(gateway[1], .5) - pct(base[1], .5)) * 1e3:.2f}"
-              f" ms; throughput ratio {(gateway[2] / gateway[3]) / (base[2] / base[3]):.3f}")
+        print(f"vs {base[0]}: added TTFT p50 {(gateway[1] - base[1]) * 1e3:.2f} ms; "
+              f"throughput ratio {gateway[3] / base[3]:.3f}")
     return 0
 
 
