@@ -115,8 +115,12 @@ def publish(demo: Demo, log: str, name: str, measurement: str) -> Path:
     return release
 
 
-def stage_log(demo: Demo) -> None:
-    """(1) The log, and this checkout's release in it."""
+def stage_log(demo: Demo, *, tiny_model: bool = False) -> None:
+    """(1) The log, and this checkout's release in it.
+
+    The release is what a genuine node started with flags only measures: code and the default
+    model, or code alone with `tiny_model` (the in-memory test model).
+    """
     from attestation.measure import measure_node, source_root  # noqa: PLC0415
     from node.service import NodeOptions, served_model_path  # noqa: PLC0415
 
@@ -126,8 +130,9 @@ def stage_log(demo: Demo) -> None:
     demo.start("log", "log", "serve", "--host", "127.0.0.1", "--port", "0", "--state-dir",
                str(demo.path("log")), "--log-key", str(demo.path("log.key")),
                "--release-key", str(demo.path("release.key.pub")))
-    # What the genuine nodes (default model, flags only) measure at start: code + model file.
-    measured, files = measure_node(source_root(), served_model_path(NodeOptions()))
+    # What the genuine nodes (flags only) measure at start: code + model file.
+    served = served_model_path(NodeOptions(tiny_model=tiny_model))
+    measured, files = measure_node(source_root(), served)
     _say(f"log {demo.urls['log']}, key {demo.log_key.split('+')[0]}")
     _say(f"node self-measurement over {len(files)} files (code and model): "
          f"{measured.digest.hex()[:32]}...")

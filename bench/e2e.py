@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="hushcc-bench-") as tmp, \
             contextlib.ExitStack() as stack, contextlib.redirect_stdout(sys.stderr):
         demo = Demo(Path(tmp), stack)
-        stage_log(demo)
+        stage_log(demo, tiny_model=args.tiny)
         stage_issuer(demo)
         node = demo.start("node", "node", "serve", "--host", "127.0.0.1", "--port", "0",
                           "--release", str(demo.path("genuine.release.json")), *model)
