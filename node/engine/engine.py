@@ -1,16 +1,14 @@
 """The async engine: submit / cancel / stream over the scheduler and a model runner.
 
-Not pure: it owns an asyncio step loop and runs the model forward in a worker thread
-(`run_in_executor`) so the event loop stays responsive. Everything it decides comes from the
-pure scheduler and block manager; the runner computes.
-
-One step, in the phases of `overlap.py`: LAND (await forward n; `sampler.pick_step`, every
-logits row of the step in one batched call, one host transfer) -> HEAD (accept drafts, append
-tokens, EOS / max_tokens ends, drafts planned; cancellations; `flush()` zeroes the freed blocks
-in one `runner.zero_blocks` call, before any is reused) -> LAUNCH (with `overlap`: `schedule`
-and start forward n+1) -> TAIL (detokenise, stop strings, text deltas, final deltas) while
-forward n+1 computes. Without overlap, LAUNCH comes at the start of the next step. An idle loop
-zeroes the runner's buffers (`clear_scratch`) first.
+Not pure: it owns an asyncio step loop; a worker thread (`run_in_executor`) runs each step's
+forward and its batched sampling (`sampler.run_and_pick`: one host transfer, waited for there)
+so the event loop stays responsive. Its decisions come from the pure scheduler and block
+manager. A step, in the phases of `overlap.py`: LAND (await that work) -> HEAD (accept drafts,
+append tokens, EOS / max_tokens ends, drafts planned; cancellations; `flush()` zeroes the freed
+blocks in one `runner.zero_blocks` call, before any is reused) -> LAUNCH (with `overlap`: plan
+and start step n+1) -> TAIL (detokenise, stop strings, deltas) while n+1 computes. Without
+overlap, LAUNCH comes at the start of the next step. Idle, the runner's buffers are zeroed
+(`clear_scratch`).
 
 Invariants (SECURITY.md E1, E2, E5, E8, E9):
 * A request's blocks are zeroed and its token ids, hashes, detokenizer state, stop buffer and
@@ -56,7 +54,7 @@ from node.engine.requests import (
     RequestStream,
     check_generate,
 )
-from node.engine.sampler import RowsWanted, pick_alone, pick_step
+from node.engine.sampler import RowsWanted, pick_alone, pick_step, run_and_pick
 from node.engine.scheduler import Scheduler
 from node.engine.sequence import SeqStatus, Sequence
 
@@ -66,20 +64,20 @@ __all__ = ["Delta", "Engine", "EngineConfig", "EngineError", "EngineStats", "Gen
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import torch
-
     from node.engine.batch import ModelRunner
     from node.engine.detokenize import Decoder
     from node.engine.overlap import Settled
+    from node.engine.sampler import Picks, Rows
     from node.engine.scheduler import ScheduledSeq, StepPlan
 
 
 @dataclass(frozen=True, slots=True)
 class _Launch:
-    """A planned step and its forward (None: nothing to compute)."""
+    """A planned step, what each share wants sampled, its work (None: nothing to compute)."""
 
     plan: StepPlan
-    forward: asyncio.Future[list[torch.Tensor]] | None
+    wants: list[RowsWanted | None]
+    work: asyncio.Future[tuple[Rows, Picks]] | None
 
 
 class Engine:
@@ -107,9 +105,8 @@ class Engine:
         self.runner = runner
         self.tokenizer = tokenizer
         self.clock = clock
-        device = getattr(runner, "device", None)  # a PagedRunner's; test runners may have none
-        self.overlap = resolve_overlap(setting=self.config.overlap,
-                                       device_type=getattr(device, "type", None))
+        device_type = getattr(getattr(runner, "device", None), "type", None)  # may have none
+        self.overlap = resolve_overlap(setting=self.config.overlap, device_type=device_type)
         cache = PrefixCache(self.config.cache_ttl) if self.config.enable_prefix_cache else None
         blocks = BlockManager(runner.num_blocks, runner.block_size, runner.zero_blocks, cache)
         self.scheduler = Scheduler(blocks, self.config.limits)
@@ -118,12 +115,13 @@ class Engine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next: _Launch | None = None  # launched ahead (overlap), landed by the next step
-        self._inflight: asyncio.Future[list[torch.Tensor]] | None = None
+        self._inflight: asyncio.Future[tuple[Rows, Picks]] | None = None
         self._finals: list[tuple[LiveRequest, Delta | BaseException]] = []  # wait for a flush
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scratch_dirty = False
         self._counts = dict.fromkeys(
             ("completed", "cancelled", "failed", "steps", "drafts", "accepted"), 0)
+
     def submit(self, request: GenerateRequest, tenant_salt: bytes) -> RequestStream:
         """Check and queue a request at once; stream its text deltas.
 
@@ -282,11 +280,11 @@ class Engine:
         next one before its TAIL; a forward may then be in flight when it returns.
         """
         launch, self._next = self._next or self._launch(), None  # LAUNCH without overlap
-        logits = await self._land(launch)
-        if logits is None:  # the forward failed: its step's requests are ended
+        landed = await self._land(launch)
+        if landed is None:  # the forward failed: its step's requests are ended
             self._flush()
             return
-        settled = self._head(launch.plan, logits)
+        settled = self._head(launch, *landed)
         self._apply_cancellations()  # flushes: no forward is in flight here
         if self.overlap and self.scheduler.has_work:
             self._next = self._launch()
@@ -295,23 +293,25 @@ class Engine:
         self._flush()  # deferred to the next step while forward n+1 is in flight
 
     def _launch(self) -> _Launch:
-        """Plan a step and start its forward in the executor (LAUNCH)."""
+        """Plan a step and start its forward and sampling in the executor (LAUNCH)."""
         self._counts["steps"] += 1
         self._scratch_dirty = True
         plan = self.scheduler.schedule(self.clock())
-        chunks = plan.chunks
-        if not chunks:
-            return _Launch(plan, None)
-        fut = asyncio.get_running_loop().run_in_executor(None, self.runner.forward, chunks)
+        wants = [self._wants(share) for share in plan.scheduled]
+        if not plan.chunks:
+            return _Launch(plan, wants, None)
+        fut = asyncio.get_running_loop().run_in_executor(
+            None, run_and_pick, self.runner.forward, [sh.chunk for sh in plan.scheduled], wants,
+            self.pick_step)
         self._inflight = fut
-        return _Launch(plan, fut)
+        return _Launch(plan, wants, fut)
 
-    async def _land(self, launch: _Launch) -> list[torch.Tensor] | None:
-        """The step's logits, or None when its forward failed (its requests are then ended)."""
-        if launch.forward is None:
-            return []
+    async def _land(self, launch: _Launch) -> tuple[Rows, Picks] | None:
+        """The step's logits and tokens, or None when its forward failed (its requests end)."""
+        if launch.work is None:
+            return [None] * len(launch.wants), [None] * len(launch.wants)
         try:
-            logits = await asyncio.shield(launch.forward)
+            landed = await asyncio.shield(launch.work)
         except Exception:  # noqa: BLE001 - any runner failure ends the step's requests, erased
             self._inflight = None
             for share in launch.plan.scheduled:
@@ -319,18 +319,15 @@ class Engine:
                     self._end(live, EngineError("inference failed"), "failed")
             return None
         self._inflight = None
-        return logits
+        return landed
 
-    def _head(self, plan: StepPlan, logits: list[torch.Tensor]
+    def _head(self, launch: _Launch, outs: Rows, picks: Picks
               ) -> list[tuple[LiveRequest, Settled]]:
-        """HEAD: sample the step, settle every share's tokens; what TAIL must turn into text."""
-        rows = iter(logits)
-        outs = [next(rows) if share.chunk is not None else None for share in plan.scheduled]
-        wants = [self._wants(share, out) for share, out in zip(plan.scheduled, outs, strict=True)]
-        picks = self.pick_step(outs, wants)
+        """HEAD: settle every share's tokens; returns what TAIL must turn into text."""
         now = self.clock()
         settled: list[tuple[LiveRequest, Settled]] = []
-        for share, out, want, ids in zip(plan.scheduled, outs, wants, picks, strict=True):
+        for share, out, want, ids in zip(launch.plan.scheduled, outs, launch.wants, picks,
+                                         strict=True):
             live = self._live.get(share.seq.seq_id)
             if live is None or live.cancelled or live.seq.status is not SeqStatus.RUNNING:
                 continue  # ended since its launch (its row was wasted)
@@ -347,10 +344,10 @@ class Engine:
                     self._end(live, EngineError("inference failed"), "failed")
         return settled
 
-    def _wants(self, share: ScheduledSeq, out: torch.Tensor | None) -> RowsWanted | None:
+    def _wants(self, share: ScheduledSeq) -> RowsWanted | None:
         """What the share needs from its logits rows (None: nothing to sample)."""
         live = self._live.get(share.seq.seq_id)
-        return None if live is None or out is None or not share.samples else RowsWanted(
+        return None if live is None or share.chunk is None or not share.samples else RowsWanted(
             live.params, live.seed, live.generated, bool(share.num_drafts))
 
     def _settle_share(self, live: LiveRequest, share: ScheduledSeq, ids: list[int],

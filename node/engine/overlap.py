@@ -8,8 +8,8 @@ One step n, in this order (the engine's `step`):
 =========  ==========================================================================  ==========
 phase      what                                                                        needs
 =========  ==========================================================================  ==========
-LAND       await forward n (executor thread; on CUDA its kernels may still be           --
-           queued), then ONE batched sampling call and ONE host transfer of the ids
+LAND       await the worker thread's forward n, then its ONE batched sampling call       --
+           and ONE host transfer of the ids (`sampler.run_and_pick`)
 HEAD       per share: `settle` (accept drafts, cut at max_tokens and EOS), append       ids of n
            the tokens (`scheduler.complete`), end EOS / max_tokens sequences in the
            scheduler (their blocks are not planned again), plan prompt-lookup drafts;

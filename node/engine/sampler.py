@@ -1,6 +1,7 @@
 """Batched sampling on the logits' device: every row of a step decided at once, one host transfer.
 
-`pick_step` is the engine's entry: given each share's logits rows and what it wants from them
+`run_and_pick` is what the engine's worker thread runs for a step: the forward, then
+`pick_step`, the batched sampling: given each share's logits rows and what it wants from them
 (`RowsWanted`), it lays out one `[rows, vocab]` tensor and one list of `SampledRow`s and calls
 `choose_tokens` once; `pick_alone` is the per-row reference path for one share (used when the
 batched call fails, so a failure stays inside each request's own boundary).
@@ -38,9 +39,13 @@ from hushcc.errors import ConfigError
 from node.engine.sampling import sample, seeded_uniform
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
+    from node.engine.batch import ForwardChunk
     from node.engine.sampling import SamplingParams
+
+Rows = list[torch.Tensor | None]  # per share of a step: its logits rows (None: not computed)
+Picks = list[list[int] | None]  # per share: its tokens (None: nothing wanted, or sample alone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,30 @@ def pick_step(outs: Sequence[torch.Tensor | None], wants: Sequence[RowsWanted | 
     except Exception:  # noqa: BLE001 - the caller decides each share alone, in its own boundary
         return [None] * len(spans)
     return [None if span is None else ids[span[0]:span[1]] for span in spans]
+
+
+def run_and_pick(
+    forward: Callable[[list[ForwardChunk]], list[torch.Tensor]],
+    chunks: Sequence[ForwardChunk | None],
+    wants: Sequence[RowsWanted | None],
+    pick: Callable[[Rows, Sequence[RowsWanted | None]], Picks] = pick_step,
+) -> tuple[Rows, Picks]:
+    """A step's forward, then its one batched sampling call (the engine's worker thread).
+
+    So the host transfer of the ids waits for the device there, never on the event loop.
+
+    Args:
+        forward: the runner's `forward`.
+        chunks: per share, its chunk (None: nothing to compute).
+        wants: per share, what it wants sampled.
+        pick: the batched sampling call (`pick_step`).
+
+    Returns:
+        Per share, its logits rows and its tokens (see `pick_step`).
+    """
+    rows = iter(forward([c for c in chunks if c is not None]))
+    outs: Rows = [None if c is None else next(rows) for c in chunks]
+    return outs, pick(outs, wants)
 
 
 def join_rows(parts: Sequence[torch.Tensor]) -> torch.Tensor:

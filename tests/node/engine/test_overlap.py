@@ -15,6 +15,7 @@ from hushcc.errors import ConfigError
 from node.engine.engine import EngineError
 from node.engine.overlap import Settled, resolve_overlap, settle
 from node.engine.runner import PagedRunner, tiny_runner
+from node.engine.sampler import pick_step
 from tests.node.engine.engine_fakes import ToyTokenizer
 from tests.node.engine.engine_helpers import (
     SALT_A,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
     from node.engine.batch import ForwardChunk, ModelRunner
     from node.engine.requests import Delta, GenerateRequest
+    from node.engine.sampler import Picks, RowsWanted
 
 P1 = [random.Random(5).randrange(3, 500) for _ in range(23)]
 P2 = [random.Random(8).randrange(3, 500) for _ in range(17)]
@@ -274,6 +276,28 @@ def test_tail_of_step_n_runs_while_forward_n_plus_1_is_in_flight(overlap: bool) 
 
     # forward 2 (the first decode) waits for the first decode of text, the prefill's tail
     assert asyncio.run(go()) == ([1] if overlap else [0])
+
+
+def test_sampling_waits_for_the_device_in_the_worker_not_on_the_event_loop() -> None:
+    on_loop: list[bool] = []
+
+    class Watched(TinyEngine):
+        @staticmethod
+        def pick_step(outs: Sequence[torch.Tensor | None], wants: Sequence[RowsWanted | None]
+                      ) -> Picks:
+            on_loop.append(threading.current_thread() is threading.main_thread())
+            return pick_step(outs, wants)
+
+    async def go() -> list[Delta]:
+        base = make_engine(overlap=True)
+        eng = Watched(base.runner, ToyTokenizer(), base.config)
+        out = await collect(eng.submit(req(P1, max_tokens=6), SALT_A))
+        await eng.close()
+        return out
+
+    assert tokens_of(asyncio.run(go())) == REF1[:6]
+    assert on_loop  # positive twin: the watched call is the one the engine makes
+    assert not any(on_loop)
 
 
 # --- cancellation and a failing tail mid-overlap -------------------------------------------
