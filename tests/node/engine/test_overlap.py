@@ -355,22 +355,25 @@ def test_a_failing_tail_ends_only_its_request(monkeypatch: pytest.MonkeyPatch) -
     asyncio.run(go())
 
 
-# --- CUDA -----------------------------------------------------------------------------------
+# --- decode graphs (static buffers and the trash block; captured on CUDA) ------------------
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
-def test_cuda_overlap_on_by_default_same_tokens_and_pool_zero() -> None:
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device (none here)")]),
+])
+def test_overlap_over_decode_graphs_same_deltas_and_pool_zero(device: str) -> None:
     from node.engine.model import ModelConfig, random_weights, tiny_hf_config  # noqa: PLC0415
 
     weights = random_weights(ModelConfig.from_hf(tiny_hf_config()), 0)
 
     def outputs(overlap: bool | None) -> list[list[Delta]]:
         async def go() -> list[list[Delta]]:
-            runner = PagedRunner(weights, num_blocks=64, block_size=16, device="cuda",
-                                 dtype=torch.float32)
-            eng = make_engine(runner=runner, overlap=overlap, eos=[EOS])
-            assert eng.overlap == (overlap is not False)
+            runner = PagedRunner(weights, num_blocks=64, block_size=16, device=device,
+                                 dtype=torch.float32, cuda_graphs=True)
+            eng = make_engine(runner=runner, overlap=overlap, eos=[EOS], cache=False)
+            assert eng.overlap == (overlap if overlap is not None else device == "cuda")
             streams = [eng.submit(r, SALT_A) for r in workload()]
             outs = await asyncio.gather(*(collect(s) for s in streams))
             await until_idle(eng)
@@ -380,4 +383,6 @@ def test_cuda_overlap_on_by_default_same_tokens_and_pool_zero() -> None:
             return list(outs)
         return asyncio.run(go())
 
-    assert outputs(None) == outputs(False)
+    on = outputs(None if device == "cuda" else True)  # on CUDA, on by default
+    assert on == outputs(False)
+    assert {o[-1].finish_reason for o in on} == {"length", "stop"}
