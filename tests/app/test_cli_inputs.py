@@ -241,6 +241,10 @@ SERVE_ROWS += [
         name="node-serve-hardware-tee-without-release"),
     *(row("--pace-ms", *NODE, f"--pace-ms={v}", name=f"node-serve-pace-ms-{v}")
       for v in ("-1", "nan", "1.5", "10001")),
+    row("--device", *NODE, "--device", "tpu", name="node-serve-device-unknown"),
+    row("cuda device", *NODE, "--device", "cuda:99", name="node-serve-device-absent-gpu"),
+    row("--dtype", *NODE, "--dtype", "int8", name="node-serve-dtype-unknown"),
+    row("device", *NODE, "--config", "{cfg_device_gpu}", name="node-serve-config-device-gpu"),
 ]
 
 # Relay and issuer rows.
@@ -336,6 +340,7 @@ CONFIGS = {
     "cfg_key_grace_neg": "key_grace = -1\n",
     "cfg_num_blocks_0": "num_blocks = 0\n",
     "cfg_num_blocks_str": 'num_blocks = "many"\n',
+    "cfg_device_gpu": 'device = "gpu"\n',
     "policy": "allow_simulated = true\n",
     "policy_unknown_key": "allow_simulated = true\nallow_simulatd = true\n",
     "release_wrong_shape": '{"entry": "AA==", "index": -1, "checkpoint": 7}',
