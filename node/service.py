@@ -120,7 +120,12 @@ def _refreshed(options: NodeOptions, release: Release | None, audit: AuditLog) -
 
 
 def build_engine(model: LoadedModel, options: NodeOptions) -> Engine:
-    """The node's one engine over `model` (the bench builds the same one in process)."""
+    """The node's one engine over `model` (the bench builds the same one in process).
+
+    On CUDA the node attends with `padded`, never the compiled `flex`: torch.compile writes its
+    caches to disk (N1) and Triton compiles new shapes lazily by running `ptxas` in a
+    subprocess, which the seccomp filter (no execve once the node listens) would refuse.
+    """
     from node.engine.engine import Engine, EngineConfig  # noqa: PLC0415
     from node.engine.runner import DTYPES, PagedRunner  # noqa: PLC0415
     from node.engine.sequence import EngineLimits  # noqa: PLC0415
@@ -129,6 +134,7 @@ def build_engine(model: LoadedModel, options: NodeOptions) -> Engine:
     runner = PagedRunner(model.weights, num_blocks=options.num_blocks,
                          block_size=options.block_size, device=options.device,
                          dtype=None if options.dtype is None else DTYPES[options.dtype],
+                         attention="padded" if options.device != "cpu" else None,
                          max_graph_batch=options.max_num_seqs)
     return Engine(runner, model.tokenizer, EngineConfig(
         limits=EngineLimits(max_model_len=runner.max_model_len,

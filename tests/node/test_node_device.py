@@ -63,6 +63,7 @@ def test_device_and_dtype_reach_the_engine_flags_over_toml(tmp_path: Path) -> No
     assert engine.runner.device == torch.device("cpu")  # type: ignore[attr-defined]
     assert engine.runner.dtype == torch.bfloat16  # type: ignore[attr-defined]
     assert not engine.overlap  # the CPU default
+    assert engine.runner.attention == "grouped"  # type: ignore[attr-defined]
     default = build_engine(tiny_model(), parsed("--tiny-model"))
     assert default.runner.dtype == torch.float32  # type: ignore[attr-defined]
 
@@ -75,6 +76,17 @@ def test_resolve_device_names_what_is_here() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device is available"):
             resolve_device("cuda")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_node_engine_on_cuda_is_bf16_overlapped_and_never_compiled() -> None:
+    engine = build_engine(tiny_model(), parsed("--tiny-model", "--device", "cuda"))
+    assert engine.runner.device.type == "cuda"  # type: ignore[attr-defined]
+    assert engine.runner.dtype == torch.bfloat16  # type: ignore[attr-defined]
+    assert engine.runner.attention == "padded"  # type: ignore[attr-defined]
+    assert engine.runner.graphs is not None  # type: ignore[attr-defined]
+    assert engine.overlap
 
 
 @pytest.mark.gpu
