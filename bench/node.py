@@ -25,6 +25,11 @@ round every path once, the node started once and kept warm) so that drift of a s
 every path alike; the table prints per-path medians of the rounds and each round's tok/s. Added
 TTFT p50 = gateway p50 - engine p50; ratio = gateway throughput / engine throughput.
 
+Under 16 clients a request's TTFT is mostly its wait for admission behind the others' prefills,
+so a 1 % change in throughput moves it by more than the gateway adds. A second table therefore
+gives each path's TTFT unloaded: the first 8 prompts one at a time, max_tokens 1, where TTFT is
+the prefill plus what the path itself adds (OHTTP, binary HTTP, HTTP, the process boundary).
+
 Model: the tiny test model by default (engine cost per token is tiny, so this prices the
 gateway's overhead at its worst), `--smollm2` for SmolLM2-135M-Instruct.
 """
@@ -67,6 +72,7 @@ from ohttp.replay import http_date
 
 Workload = list[tuple[list[int], int]]
 SALT = b"bench-tenant-salt-0123456789abcdef"
+UNLOADED = 8  # requests of the unloaded TTFT table
 
 
 def build_workload(n: int, vocab: int, seed: int) -> Workload:
@@ -246,8 +252,9 @@ def engine_row(name: str, model: LoadedModel, reqs: Workload, concurrency: int,
     return name, ttfts, tokens, wall, used, os.getloadavg()[0]
 
 
-def hygiene_row(args: argparse.Namespace) -> Row:
-    """The engine in a child process under the node's memory-hygiene environment."""
+def hygiene_rows(args: argparse.Namespace) -> tuple[Row, Row]:
+    """The engine in a child process under the node's memory-hygiene environment: the loaded
+    row and the unloaded one."""
     from node.hygiene import hygienic_environment  # noqa: PLC0415
 
     command = [sys.executable, __file__, "--engine-json", "-n", str(args.n), "--concurrency",
@@ -255,8 +262,8 @@ def hygiene_row(args: argparse.Namespace) -> Row:
                *(["--smollm2"] if args.smollm2 else [])]
     done = subprocess.run(command, env=hygienic_environment(os.environ), check=True,  # noqa: S603
                           capture_output=True, text=True)
-    name, ttfts, tokens, wall, cpu, load = json.loads(done.stdout.splitlines()[-1])
-    return name, ttfts, tokens, wall, cpu, load
+    loaded, unloaded = json.loads(done.stdout.splitlines()[-1])
+    return tuple(loaded), tuple(unloaded)
 
 
 def node_row(url: str, pid: int, reqs: Workload, concurrency: int) -> tuple[Row, float]:
@@ -274,6 +281,33 @@ def summarise(rounds: list[Row]) -> tuple[str, float, float, float, float, float
     return (rounds[0][0], statistics.median(pct(r[1], .5) for r in rounds),
             statistics.median(pct(r[1], .9) for r in rounds), statistics.median(rates),
             statistics.median(r[4] for r in rounds), max(r[5] for r in rounds), rates)
+
+
+def report(args: argparse.Namespace, n: int, paths: list[list[Row]],
+           unloaded: list[list[Row]], client_cpu: list[float]) -> None:
+    """Print the loaded table, the ratios, and the unloaded table."""
+    rows = [summarise(rounds) for rounds in paths]
+    print(f"model: {'SmolLM2-135M' if args.smollm2 else 'tiny'}; {n} requests, "
+          f"{args.concurrency} concurrent clients; {args.rounds} interleaved round(s), medians")
+    print(f"{'path':<22} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12} {'tok/s':>9} "
+          f"{'CPU ms/tok':>11} {'load':>5}  tok/s per round")
+    for name, p50, p90, rate, cpu, load, rates in rows:
+        print(f"{name:<22} {p50 * 1e3:>12.2f} {p90 * 1e3:>12.2f} {rate:>9.1f} {cpu:>11.3f} "
+              f"{load:>5.1f}  {' '.join(f'{r:.1f}' for r in rates)}")
+    print(f"(gateway CPU is the node process's; the bench client spent "
+          f"{statistics.median(client_cpu):.3f} ms/tok more on the same cores)")
+    engine, _, hygiene, gateway = rows
+    for base in (engine, hygiene):
+        print(f"vs {base[0]}: added TTFT p50 {(gateway[1] - base[1]) * 1e3:.2f} ms; "
+              f"throughput ratio {gateway[3] / base[3]:.3f}")
+    print(f"\nUnloaded: the first {UNLOADED} prompts one at a time, max_tokens 1 (TTFT is then the "
+          "prefill plus what the path adds; medians of the rounds)")
+    print(f"{'path':<22} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12}  added p50 ms vs engine / hygiene")
+    alone = [summarise(rounds) for rounds in unloaded]
+    for name, p50, p90, *_ in alone:
+        print(f"{name:<22} {p50 * 1e3:>12.2f} {p90 * 1e3:>12.2f}  "
+              f"{(p50 - alone[0][1]) * 1e3:+.2f} / {(p50 - alone[2][1]) * 1e3:+.2f}")
+
 
 
 def main() -> int:
@@ -295,39 +329,34 @@ def main() -> int:
         reqs = build_workload(args.n, model.weights.config.vocab_size, args.seed)
         if not args.smollm2:  # the tiny model holds 512 positions: keep prompt + output inside
             reqs = [(ids[: 512 - out - 1], out) for ids, out in reqs]
+        alone = [(ids, 1) for ids, _ in reqs[:UNLOADED]]
         if args.engine_json:
-            print(json.dumps(engine_row("engine, node hygiene", model, reqs, args.concurrency)))
+            name = "engine, node hygiene"
+            print(json.dumps([engine_row(name, model, reqs, args.concurrency),
+                              engine_row(name, model, alone, 1)]))
             return 0
         paths: list[list[Row]] = [[], [], [], []]
+        unloaded: list[list[Row]] = [[], [], [], []]
         client_cpu: list[float] = []
         node, url = start_node(node_args)
         try:
             run_gateway(url, reqs[:4], args.concurrency)  # warm-up
             for _ in range(args.rounds):  # interleaved: drift of the machine hits every path
-                paths[0].append(engine_row("engine in process", model, reqs, args.concurrency))
-                paths[1].append(engine_row("gateway in process", model, reqs, args.concurrency,
-                                           run_gateway_in_process))
-                paths[2].append(hygiene_row(args))
+                for i, (name, run) in enumerate((("engine in process", run_engine),
+                                                 ("gateway in process", run_gateway_in_process))):
+                    paths[i].append(engine_row(name, model, reqs, args.concurrency, run))
+                    unloaded[i].append(engine_row(name, model, alone, 1, run))
+                loaded_row, unloaded_row = hygiene_rows(args)
+                paths[2].append(loaded_row)
+                unloaded[2].append(unloaded_row)
                 row, client = node_row(url, node.pid, reqs, args.concurrency)
                 paths[3].append(row)
                 client_cpu.append(client)
+                unloaded[3].append(node_row(url, node.pid, alone, 1)[0])
         finally:
             node.terminate()
             node.wait(timeout=60)
-    rows = [summarise(rounds) for rounds in paths]
-    print(f"model: {'SmolLM2-135M' if args.smollm2 else 'tiny'}; {len(reqs)} requests, "
-          f"{args.concurrency} concurrent clients; {args.rounds} interleaved round(s), medians")
-    print(f"{'path':<22} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12} {'tok/s':>9} "
-          f"{'CPU ms/tok':>11} {'load':>5}  tok/s per round")
-    for name, p50, p90, rate, cpu, load, rates in rows:
-        print(f"{name:<22} {p50 * 1e3:>12.2f} {p90 * 1e3:>12.2f} {rate:>9.1f} {cpu:>11.3f} "
-              f"{load:>5.1f}  {' '.join(f'{r:.1f}' for r in rates)}")
-    print(f"(gateway CPU is the node process's; the bench client spent "
-          f"{statistics.median(client_cpu):.3f} ms/tok more on the same cores)")
-    engine, _, hygiene, gateway = rows
-    for base in (engine, hygiene):
-        print(f"vs {base[0]}: added TTFT p50 {(gateway[1] - base[1]) * 1e3:.2f} ms; "
-              f"throughput ratio {gateway[3] / base[3]:.3f}")
+    report(args, len(reqs), paths, unloaded, client_cpu)
     return 0
 
 
