@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
+    sys.path.pop(0)  # bench/node.py would shadow the `node` package; PYTHONPATH names the tree
 HF_BASELINE = REPO.parent / "shared" / "bench" / "hf_baseline.py"
 BEFORE_ISSUE_16 = "41f4209"  # "One way to start a service": the parent of the sampler's commit
 SALT = b"bench-tenant-salt-0123456789abcdef"
