@@ -22,11 +22,8 @@ Invariants (RFC 9458 §6.2, §6.5; SECURITY.md R1-R6):
 * Every admitted request is forwarded with the same bytes and headers however it got in (no
   marker for a client that was rate-limited first, R6). A chunked answer keeps the gateway's
   HTTP chunk boundaries, and with them its padded sizes (R7).
-* Never retried: a gateway that fails to answer (reset, refused, timeout, a malformed head)
-  gives 502 and the request is not resent (R4). A stream that breaks after headers aborts the
-  client connection. Requests go out on the relay's own HTTP/1.1 client (`relay.upstream`,
-  `relay.http1`): pooled keep-alive connections, a connection reused only after a complete,
-  well-framed response.
+* Never retried: a gateway that fails to answer (reset, refused, timeout) gives 502 and the
+  request is not resent (R4). A stream that breaks after headers aborts the client connection.
 * Limits: body size (413), absolute receipt deadline and connection cap (`guard.py`), in-flight
   cap and redemption rate (fast 503 + Retry-After, checked before a token is spent).
 * Logs only counters and durations (`stats`), never bodies, tokens or addresses.
@@ -47,19 +44,15 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from hushcc.errors import ProtocolError
 from relay.directory import NODE_ID
 from relay.guard import GuardState, TokenBucket
-from relay.http1 import END, Piece, gateway_target, request_head
 from relay.redemption import TokenRejectedError
 from relay.spent import SpentStoreUnavailableError
-from relay.upstream import Exchange, GatewayError, GatewayPool
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from relay.directory import NodeDirectory, NodeEntry
-    from relay.http1 import GatewayTarget, ResponseHead
     from relay.redemption import Redeemer
 
 log = logging.getLogger("hushcc.relay")
@@ -135,10 +128,6 @@ class RelayServer:
         self.attesting = 0
         self.stats = Stats()
         self.inflight = 0
-        # Checked once here: a gateway URL a request head cannot carry is a ConfigError now.
-        self.targets = {i: gateway_target(n.url) for i, n in directory.nodes.items()}
-        self._post_heads: dict[tuple[str, str, bool], bytes] = {}
-        self.pool = GatewayPool()
         self.session: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -154,9 +143,15 @@ class RelayServer:
         return app
 
     async def _startup(self, _app: web.Application) -> None:
-        # The directory's scheduled fetches use aiohttp's client; forwarded requests `self.pool`.
+        # One pooled keep-alive session for every gateway; its timeouts are set once here, not
+        # built per request: `sock_connect` bounds the connect, `sock_read` the gap between two
+        # chunks of an answer (the time to the answer's head is `_forward`'s own deadline).
+        connector = aiohttp.TCPConnector(limit=self.limits.max_inflight + 16)
         self.session = aiohttp.ClientSession(
-            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
+            connector=connector, auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.limits.gateway_timeout,
+                                          sock_read=self.limits.stream_idle_timeout))
         await self.directory.refresh(self.session)
         self._refresher = asyncio.get_running_loop().create_task(
             self.directory.run(self.session))
@@ -168,7 +163,6 @@ class RelayServer:
                 await self._refresher
         if self.session is not None:
             await self.session.close()
-        self.pool.close()
         await self.redeemer.store.close()
         self.log_stats()
 
@@ -207,22 +201,6 @@ class RelayServer:
     def _node(self, request: web.Request) -> NodeEntry | None:
         node_id = request.match_info["node_id"]
         return self.directory.nodes.get(node_id) if NODE_ID.fullmatch(node_id) else None
-
-    def _post_head(self, node_id: str, media_type: str, *, incremental: bool) -> bytes:
-        """The request head for a POST to that node's gateway, without its Content-Length.
-
-        Canonical values only: the bare media type, and `Incremental: ?1` or nothing, so no
-        client-chosen bytes ride along in a header (R1, R6).
-        """
-        key = (node_id, media_type, incremental)
-        head = self._post_heads.get(key)
-        if head is None:
-            target = self.targets[node_id]
-            fields = (("Content-Type", media_type),) + (
-                (("Incremental", "?1"),) if incremental else ())
-            head = request_head("POST", target.path + "/ohttp", target.authority, fields)[:-2]
-            self._post_heads[key] = head
-        return head
 
     async def get_nodes(self, request: web.Request) -> web.Response:
         """Serve the directory bytes of the last refresh."""
@@ -282,10 +260,12 @@ class RelayServer:
             body = await self._read_body(request)
             if isinstance(body, web.Response):
                 return body
-            head = self._post_head(node.node_id, request.content_type, incremental=
-                                   request.headers.get("Incremental") == "?1")
-            return await self._forward(request, self.targets[node.node_id],
-                                       b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body))
+            # Canonical values only: the bare media type, and `Incremental: ?1` or nothing, so
+            # no client-chosen bytes ride along in a header (R1, R6).
+            headers = {"Content-Type": request.content_type}
+            if request.headers.get("Incremental") == "?1":
+                headers["Incremental"] = "?1"
+            return await self._forward(request, "POST", node.url + "/ohttp", body, headers)
         finally:
             self.inflight -= 1
 
@@ -305,76 +285,69 @@ class RelayServer:
         wait = self.attestation_bucket.take()
         if wait > 0:
             return self._overloaded(wait, "attestation_limited")
-        target = self.targets[node.node_id]
-        path = target.path + "/attestation" + (f"?nonce={nonce}" if nonce is not None else "")
+        url = node.url + "/attestation" + (f"?nonce={nonce}" if nonce is not None else "")
         self.inflight += 1
         self.attesting += 1
         try:
-            return await self._forward(request, target,
-                                       request_head("GET", path, target.authority, ()))
+            return await self._forward(request, "GET", url, None, {})
         finally:
             self.inflight -= 1
             self.attesting -= 1
 
-    async def _forward(self, request: web.Request, target: GatewayTarget,
-                       message: bytes) -> web.StreamResponse:
+    async def _forward(self, request: web.Request, method: str, url: str, body: bytes | None,
+                       headers: dict[str, str]) -> web.StreamResponse:
         """Send once; stream the answer back; 502 if the gateway does not answer (R4)."""
+        if self.session is None:
+            return self._overloaded()
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.limits.gateway_timeout):
-                exchange, head = await self.pool.send(target, message)
-        except (GatewayError, ProtocolError, OSError, TimeoutError):
+                upstream = await self.session.request(method, url, data=body, headers=headers,
+                                                      allow_redirects=False)
+        except (aiohttp.ClientError, TimeoutError, OSError):
             self.stats.add("gateway_failed")
             return _problem(502, "gateway unavailable")
         try:
-            return await self._stream_back(request, exchange, head)
+            return await self._stream_back(request, upstream)
         finally:
-            self.pool.release(exchange)
+            upstream.release()
             self.stats.forward_seconds += time.monotonic() - started
 
-    async def _stream_back(self, request: web.Request, exchange: Exchange,
-                           head: ResponseHead) -> web.StreamResponse:
-        keep = RESPONSE_HEADERS + (("Date",) if head.status >= 400 else ())
+    async def _stream_back(self, request: web.Request,
+                           upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        keep = RESPONSE_HEADERS + (("Date",) if upstream.status >= 400 else ())
         # A chunked answer is passed on HTTP chunk for HTTP chunk, so the sizes the gateway
         # padded its chunks to (R7) are the sizes the client's network observers see; its head
         # goes out at once. An answer of known length leaves with its head in the same write.
-        chunked = head.content_length is None
-        headers = {name: value for name in keep if (value := head.get(name.lower())) is not None}
+        chunked = upstream.headers.get("Transfer-Encoding", "").lower() == "chunked"
         response = (web.StreamResponse if chunked else _HeadWithBodyResponse)(
-            status=head.status, headers=headers)
-        if head.content_length is not None:
-            response.content_length = head.content_length
+            status=upstream.status,
+            headers={h: upstream.headers[h] for h in keep if h in upstream.headers})
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
         await response.prepare(request)
         pending = bytearray()  # a gateway chunk that arrived in several reads
         try:
-            while True:
-                if exchange.has_event:  # the usual case: the answer is already in
-                    event = await exchange.next()
-                else:
-                    async with asyncio.timeout(self.limits.stream_idle_timeout):
-                        event = await exchange.next()
-                if event is END:
-                    break
-                assert isinstance(event, Piece)
-                data, end_of_chunk = event.data, event.end_of_chunk
+            async for data, end_of_chunk in upstream.content.iter_chunks():
                 if not pending and (end_of_chunk or not chunked):
-                    await self._write(request, response, data)  # one read, one chunk, uncopied
+                    if data:  # the usual case: one read is one chunk, passed on uncopied
+                        await self._write(request, response, data)
                     continue
                 pending += data
-                if end_of_chunk or not chunked or len(pending) >= FLUSH_AT:
+                if pending and (end_of_chunk or not chunked or len(pending) >= FLUSH_AT):
                     await self._write(request, response, bytes(pending))
                     pending.clear()
             if pending:
                 await self._write(request, response, bytes(pending))
             await response.write_eof()
-        except (GatewayError, ProtocolError, aiohttp.ClientError, TimeoutError, OSError):
+        except (aiohttp.ClientError, TimeoutError, OSError, ConnectionError):
             # Gateway broke mid-stream or the client stopped reading: cut the client off so it
             # sees a truncated stream, never a complete-looking one.
             self.stats.add("stream_aborted")
             if request.transport is not None:
                 request.transport.abort()
             return response
-        self.stats.add(f"forwarded_{head.status // 100}xx")
+        self.stats.add(f"forwarded_{upstream.status // 100}xx")
         return response
 
     async def _write(self, request: web.Request, response: web.StreamResponse,

@@ -58,7 +58,6 @@ PURE_MODULES: dict[str, tuple[str, ...]] = {
     "relay.privacypass": ("hushcc.errors", "relay.blindrsa"),
     "relay.authscheme": ("hushcc.errors", "relay.privacypass"),
     "relay.batched": ("hushcc.errors",),
-    "relay.resp": ("hushcc.errors",),
     "image.verity": ("hushcc.errors",),
     # the SDK's event-stream decoder, result types and inner requests
     "client.sse": ("hushcc.errors",),
