@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -77,6 +78,12 @@ def start_node(workdir: Path, *args: str, env: dict[str, str] | None = None) -> 
     port = next(e["port"] for e in node.audit_lines() if e["event"] == "metrics.listening")
     node.metrics_url = f"http://127.0.0.1:{port}"
     return node
+
+
+def serve_refused(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`hushcc node serve --port 0 ARGS` run to its end (for start-ups that must be refused)."""
+    return subprocess.run([sys.executable, "-m", "app", "node", "serve", "--port", "0", *args],
+                          capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
 
 
 @dataclass

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
 from attestation.simulated_node import release_entry
+from tests.node.node_process import serve_refused
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def serve(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app", "node", "serve", "--port", "0", *args],
-                          capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
 
 
 def release_file(tmp_path: Path) -> Path:
@@ -37,7 +31,7 @@ def release_file(tmp_path: Path) -> Path:
                  id="missing-release"),
 ])
 def test_refusals_are_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
-    done = serve(*args, cwd=tmp_path)
+    done = serve_refused(*args, cwd=tmp_path)
     assert done.returncode == 1
     assert "listening on" not in done.stdout
     assert "Traceback" not in done.stderr
@@ -47,8 +41,8 @@ def test_refusals_are_one_line(tmp_path: Path, args: tuple[str, ...], message: s
 
 
 def test_hardware_tee_absent_here_is_refused(tmp_path: Path) -> None:
-    done = serve("--tee", "configfs-tsm", "--tiny-model", "--release", str(release_file(tmp_path)),
-                 cwd=tmp_path)
+    done = serve_refused("--tee", "configfs-tsm", "--tiny-model", "--release",
+                         str(release_file(tmp_path)), cwd=tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("hushcc: error:")
@@ -57,6 +51,6 @@ def test_hardware_tee_absent_here_is_refused(tmp_path: Path) -> None:
 def test_unknown_config_key_is_named(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_text("max_bodyy = 5\n")
-    done = serve("--tiny-model", "--config", str(config), cwd=tmp_path)
+    done = serve_refused("--tiny-model", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 1
     assert "unknown config keys: max_bodyy" in done.stderr

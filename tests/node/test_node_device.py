@@ -15,8 +15,7 @@ from node.engine.runner import resolve_device
 from node.model_files import tiny_model
 from node.service import build_engine
 from tests.node.node_client import CHAT, inner, open_whole, seal
-from tests.node.node_process import post_sync, start_node
-from tests.node.test_node_cli import serve
+from tests.node.node_process import post_sync, serve_refused, start_node
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,7 +34,7 @@ def parsed(*args: str) -> NodeOptions:
 @no_cuda
 def test_cuda_asked_where_there_is_none_is_one_line(tmp_path: Path) -> None:
     """(The other bad values are rows of tests/app/test_cli_inputs.py.)"""
-    done = serve("--tiny-model", "--device", "cuda", cwd=tmp_path)
+    done = serve_refused("--tiny-model", "--device", "cuda", cwd=tmp_path)
     assert done.returncode == 1
     assert "listening on" not in done.stdout
     lines = done.stderr.strip().splitlines()
