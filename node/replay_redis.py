@@ -6,9 +6,11 @@ The gateway (`node.gateway`) speaks only ohttp's `ReplayStore` protocol,
 (RFC 9458 §6.5; SECURITY.md G3, G4). Not pure: it does network I/O, so it lives in the node's shell.
 
 Invariants:
-* One atomic `SET key 1 NX EXAT until` per request: `NX` makes the first writer win across
-  replicas; `EXAT` (whole seconds, rounded up, so never shorter) keeps the entry until `until`, the
-  last instant the request's Date passes the gateway's Date check, and lets Redis forget it after.
+* One atomic `SET key 1 NX EXAT until` per request, through the project's one Redis set
+  (`hushcc.shared_set`: no retries, short timeouts, one pipeline per event-loop tick): `NX`
+  makes the first writer win across replicas; `EXAT` (whole seconds, rounded up, so never
+  shorter) keeps the entry until `until`, the last instant the request's Date passes the
+  gateway's Date check, and lets Redis forget it after.
 * Keys are `prefix + epoch + ":" + SHA-256(enc)` (enc is public; the hash bounds the key length).
 * Fail closed: a Redis that cannot answer (down, timeout) refuses the request with
   `ReplayStoreFullError` (503), never admits it.
@@ -17,31 +19,25 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
-import math
-from typing import TYPE_CHECKING
 
+from hushcc.shared_set import RedisFirstWriterSet, SharedSetUnavailableError
 from ohttp.replay import ReplayError, ReplayStoreFullError
 
-if TYPE_CHECKING:
-    import redis.asyncio
-
 PREFIX = b"hushcc:replay:"
+TIMEOUT = 2.0  # seconds per Redis call
 
 
 class RedisReplayStore:
     """`ohttp.replay.ReplayStore` in Redis (`SET NX EXAT`), shared by replicas behind one key."""
 
-    def __init__(self, client: redis.asyncio.Redis, *, prefix: bytes = PREFIX) -> None:
-        """Use `client`."""
-        self._client, self._prefix = client, prefix
+    def __init__(self, shared: RedisFirstWriterSet, *, prefix: bytes = PREFIX) -> None:
+        """Use `shared`."""
+        self._set, self._prefix = shared, prefix
 
     @classmethod
     def from_url(cls, url: str) -> RedisReplayStore:
         """Connect lazily to the Redis at `url` (`redis://host:port/db`)."""
-        import redis.asyncio  # noqa: PLC0415
-
-        return cls(redis.asyncio.Redis.from_url(url, socket_timeout=2.0,
-                                                socket_connect_timeout=2.0))
+        return cls(RedisFirstWriterSet(url, timeout=TIMEOUT))
 
     async def remember(self, enc: bytes, *, epoch: int, now: float, until: float) -> None:
         """`ReplayStore.remember`; `now` is unused (Redis expires the entry at `until`).
@@ -50,17 +46,15 @@ class RedisReplayStore:
             ReplayError: `(epoch, enc)` is remembered (by this or another replica).
             ReplayStoreFullError: Redis did not answer: refuse (fail closed).
         """
-        import redis  # noqa: PLC0415
-
         del now
         key = self._prefix + str(epoch).encode() + b":" + hashlib.sha256(enc).digest()
         try:
-            fresh = await self._client.set(key, b"1", nx=True, exat=math.ceil(until))
-        except (redis.RedisError, OSError) as exc:
+            fresh = await self._set.add(key, until)
+        except SharedSetUnavailableError as exc:
             raise ReplayStoreFullError from exc
         if not fresh:
             raise ReplayError
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        await self._set.close()

@@ -9,28 +9,20 @@ Invariants:
   the key's tokens anyway, so the set is bounded by one key epoch of redemptions.
 * Fail closed: a store that cannot answer raises `SpentStoreUnavailableError` (the relay answers
   503) and never reports "new" for an id it could not record.
-* Redis: `SET hushcc:spent:<hex> 1 NX EXAT <not_after>`, atomic across relays; the client uses
-  short socket timeouts and no retries. The SETs of one event-loop tick leave together in one
-  redis-py pipeline (no transaction: each SET stands alone) and each redemption awaits its own
-  reply; a lone SET goes out plain (a pipeline costs more for one command). A pipeline that fails
-  in any way fails every redemption in it (503), none is reported new; a redemption whose waiter
-  went away (client disconnect) may still have spent its token, never the reverse.
+* Redis: `SET hushcc:spent:<hex> 1 NX EXAT <not_after>`, atomic across relays, through the
+  project's one Redis set (`hushcc.shared_set`: no retries, short timeouts, the SETs of one
+  event-loop tick in one pipeline, a failed batch failing every redemption in it with 503; a
+  redemption whose client went away may still have spent its token, never the reverse).
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
-import math
 import time
 from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
-
 from hushcc.errors import HushError
+from hushcc.shared_set import RedisFirstWriterSet, SharedSetUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -88,56 +80,14 @@ class RedisSpentStore(SpentStore):
 
     def __init__(self, url: str, *, timeout: float = 0.5) -> None:
         """Connect lazily to `url` (`redis://host:port/db`) with `timeout` seconds per call."""
-        self._client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), retry_on_error=[])
-        self._waiting: list[tuple[bytes, int, asyncio.Future[bool]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._set = RedisFirstWriterSet(url, timeout=timeout)
 
     async def spend(self, token_id: bytes, expires_at: float) -> bool:
         """`SET key 1 NX EXAT not_after`: True if this call created the key."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[bool] = loop.create_future()
-        self._waiting.append((KEY_PREFIX + token_id.hex().encode(), math.ceil(expires_at),
-                              answer))
-        if len(self._waiting) == 1:  # the first of this tick: send them all once it ends
-            loop.call_soon(self._send_waiting)
-        return await answer
-
-    def _send_waiting(self) -> None:
-        batch, self._waiting = self._waiting, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, batch: list[tuple[bytes, int, asyncio.Future[bool]]]) -> None:
         try:
-            created = await self._set_all([(key, exat) for key, exat, _ in batch])
-        except BaseException as exc:  # every waiter gets an answer: fail closed, whatever it was
-            for _, _, answer in batch:
-                if not answer.done():
-                    answer.set_exception(
-                        SpentStoreUnavailableError("spent-token store unavailable"))
-            if not isinstance(exc, (RedisError, OSError, HushError)):
-                raise  # cancellation (close) or a bug: not swallowed
-            return
-        for (_, _, answer), new in zip(batch, created, strict=True):
-            if not answer.done():  # its redemption may have been cancelled meanwhile
-                answer.set_result(new)
-
-    async def _set_all(self, keys: list[tuple[bytes, int]]) -> list[bool]:
-        """One SET NX EXAT per key, in one round trip; whether each created its key."""
-        if len(keys) == 1:
-            key, exat = keys[0]
-            created = [await self._client.set(key, b"1", nx=True, exat=exat)]
-        else:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key, exat in keys:
-                    pipe.set(key, b"1", nx=True, exat=exat)
-                created = await pipe.execute()
-        if len(created) != len(keys):
-            raise SpentStoreUnavailableError("spent-token store answered out of step")
-        return [bool(new) for new in created]
+            return await self._set.add(KEY_PREFIX + token_id.hex().encode(), expires_at)
+        except SharedSetUnavailableError as exc:
+            raise SpentStoreUnavailableError("spent-token store unavailable") from exc
 
     async def ping(self) -> None:
         """Check the connection (at startup).
@@ -146,13 +96,10 @@ class RedisSpentStore(SpentStore):
             SpentStoreUnavailableError: Redis does not answer.
         """
         try:
-            await self._client.ping()
-        except (RedisError, OSError) as exc:
+            await self._set.ping()
+        except SharedSetUnavailableError as exc:
             raise SpentStoreUnavailableError("spent-token store unavailable") from exc
 
     async def close(self) -> None:
         """Fail what is still waiting, close the connection pool."""
-        for task in list(self._sending):
-            task.cancel()
-        await asyncio.gather(*self._sending, return_exceptions=True)
-        await self._client.aclose()
+        await self._set.close()
