@@ -314,10 +314,11 @@ def resolve_device(device: torch.device | str) -> torch.device:
         ConfigError: another name, or CUDA asked for where torch sees no such CUDA device.
     """
     try:
-        dev = torch.device(device)
+        dev: torch.device | None = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"not a device (cpu, cuda or cuda:N): {str(device)[:50]!r}") from None
-    if dev.type not in {"cpu", "cuda"} or (dev.type == "cpu" and dev.index not in {None, 0}):
+        dev = None
+    if dev is None or dev.type not in {"cpu", "cuda"} or (
+            dev.type == "cpu" and dev.index not in {None, 0}):
         raise ConfigError(f"not a device (cpu, cuda or cuda:N): {str(device)[:50]!r}")
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
