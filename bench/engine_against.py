@@ -43,6 +43,8 @@ BEFORE_ISSUE_16 = "41f4209"  # "One way to start a service": the parent of the s
 SALT = b"bench-tenant-salt-0123456789abcdef"
 
 
+# The children import only the tree on PYTHONPATH, whose bench/ may predate any helper here, so
+# this script carries its own loader and driver instead of bench/engine.py's (same workload).
 def hf_baseline() -> Any:  # noqa: ANN401 - a module loaded from a path
     spec = importlib.util.spec_from_file_location("hf_baseline", HF_BASELINE)
     if spec is None or spec.loader is None:
