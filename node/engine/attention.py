@@ -20,7 +20,9 @@ Invariants:
 * A block shared by two sequences of the step (prefix cache) is visible to both: the flex mask
   maps (sequence, physical block) -> logical block, never physical block -> one owner.
 * Index tensors here are per-step temporaries, dropped with the plan; no K/V is copied out of
-  the pool except by the `padded`/`grouped` gathers (temporaries freed at the step's end).
+  the pool except by the `padded`/`grouped` gathers, into the buffer `gather` gives (the
+  runner's `forward_plan.Scratch.gather`: one buffer reused by every gather and zeroed when the
+  engine goes idle; by default a temporary freed at the step's end).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from torch.nn.attention.flex_attention import BlockMask
+
+    Gather = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (pool, block ids) -> blocks
 
 BACKENDS = ("flex", "padded", "grouped")
 Q_TILE = 16  # query rows per flex query tile (the kernel's BLOCK_M)
@@ -214,18 +218,24 @@ class PaddedBatch:
         return pb
 
 
-def padded_attention(q: torch.Tensor, pool: torch.Tensor, pb: PaddedBatch, scale: float
-                     ) -> torch.Tensor:
+def gather_blocks(pool: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """Blocks `blocks` of a layer's pool `[2, blocks, bs, kv_heads, d]`, as a new tensor."""
+    return pool.index_select(1, blocks)
+
+
+def padded_attention(q: torch.Tensor, pool: torch.Tensor, pb: PaddedBatch, scale: float,
+                     gather: Gather = gather_blocks) -> torch.Tensor:
     """One padded SDPA for a batch of chunks; returns the valid rows `[R, heads, d]`.
 
-    Each chunk's KV is gathered by whole blocks and masked per query position. The query heads
-    sharing a KV head ride along the query axis (`[B, kv_heads, n * group, d]`), so grouped-query
-    attention needs no K/V expansion.
+    Each chunk's KV is gathered by whole blocks (`gather(pool, blocks)`, read only until this
+    returns) and masked per query position. The query heads sharing a KV head ride along the
+    query axis (`[B, kv_heads, n * group, d]`), so grouped-query attention needs no K/V
+    expansion.
     """
     _, heads, d = q.shape
     kvh = pool.shape[-2]
     group, b, width = heads // kvh, pb.batch, pb.width
-    kv = pool.index_select(1, pb.blocks).view(2, b, -1, kvh, d)
+    kv = gather(pool, pb.blocks).view(2, b, -1, kvh, d)
     qs = q.index_select(0, pb.q_rows).view(b, width, kvh, group, d)
     qs = qs.permute(0, 2, 1, 3, 4).reshape(b, kvh, width * group, d)
     o = F.scaled_dot_product_attention(

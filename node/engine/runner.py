@@ -25,11 +25,12 @@ Invariants:
   never reallocated, copied to the host, or written anywhere else.
 * `zero_blocks` zeroes whole blocks, in every layer, K and V, in one `index_fill_`.
 * Nothing about a request survives a `forward` call except what it wrote into its own blocks,
-  the last step's per-step buffers (`forward_plan.Scratch`: index rows and residual stream,
-  allocated once and reused; the decode graphs' static buffers and memory pool; the trash
-  block) and, on CUDA, the memory the caching allocator holds free: `clear_scratch` zeroes all
-  of them when the engine goes idle. On CPU every other tensor of a step is a temporary freed
-  at its end; under the node's memory hygiene (`node/hygiene.py`) freed memory is overwritten.
+  the last step's per-step buffers (`forward_plan.Scratch`: index rows, residual stream and the
+  attention's K/V gathers, allocated once and reused; the decode graphs' static buffers and
+  memory pool; the trash block) and, on CUDA, the memory the caching allocator holds free:
+  `clear_scratch` zeroes all of them when the engine goes idle. On CPU every other tensor of a
+  step is a temporary freed at its end; under the node's memory hygiene (`node/hygiene.py`)
+  freed memory is overwritten.
 """
 
 from __future__ import annotations
@@ -253,7 +254,7 @@ class PagedRunner:
         for layer, (input_norm, post_norm) in enumerate(self._norms):
             h = _rms_norm(x, input_norm, c.rms_norm_eps)
             qkv = self._qkv[layer](h)
-            qk = _rope(qkv[:, :self._q + self._kv].view(rows, heads, c.head_dim), cos, sin)
+            qk = _rope_(qkv[:, :self._q + self._kv].view(rows, heads, c.head_dim), cos, sin)
             q, k = qk[:, :c.num_heads], qk[:, c.num_heads:]
             v = qkv[:, self._q + self._kv:].view(rows, c.num_kv_heads, c.head_dim)
             pool = self._pool[layer].view(2, -1, c.num_kv_heads, c.head_dim)
@@ -262,7 +263,7 @@ class PagedRunner:
             x.add_(self._o[layer](attend(layer, q, k, v)))
             h = _rms_norm(x, post_norm, c.rms_norm_eps)
             gate, up = self._gate_up[layer](h).chunk(2, dim=-1)
-            x.add_(self._down[layer](F.silu(gate) * up))
+            x.add_(self._down[layer](F.silu(gate, inplace=True).mul_(up)))
         if step.logit_rows is not None and step.logit_rows.numel() == 0:
             return torch.empty(0, c.vocab_size, dtype=x.dtype, device=x.device)
         h = x if step.logit_rows is None else x.index_select(0, step.logit_rows)
@@ -283,17 +284,19 @@ class PagedRunner:
             return flex_attention(q, pool, plan.flex, self._scale)
         c = self.config
         kvh, d, group = c.num_kv_heads, c.head_dim, c.num_heads // c.num_kv_heads
+        gather = self._scratch.gather
         if len(plan.batches) == 1 and not plan.long_chunks and plan.batches[0].in_order:
-            return padded_attention(q, pool, plan.batches[0], self._scale).view(plan.total, -1)
+            return padded_attention(q, pool, plan.batches[0], self._scale, gather
+                                    ).view(plan.total, -1)
         out = torch.empty(plan.total, c.num_heads, d, dtype=q.dtype, device=q.device)
         for pb in plan.batches:
-            out.index_copy_(0, pb.out_rows, padded_attention(q, pool, pb, self._scale))
+            out.index_copy_(0, pb.out_rows, padded_attention(q, pool, pb, self._scale, gather))
         for lc in plan.long_chunks:
             rows = slice(lc.row0, lc.row0 + lc.length)
             if lc.blocks is None:
                 kc, vc = k[rows], v[rows]
             else:
-                kv = pool.index_select(1, lc.blocks).view(2, -1, kvh, d)
+                kv = gather(pool, lc.blocks).view(2, -1, kvh, d)
                 kc, vc = kv[0, :lc.kv_len], kv[1, :lc.kv_len]
             qc = q[rows].transpose(0, 1).unsqueeze(0)  # [1, h, n, d]
             o = F.scaled_dot_product_attention(
@@ -330,17 +333,25 @@ def resolve_device(device: torch.device | str) -> torch.device:
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The reference's RMSNorm, its operations in its order (the in-place ones on temporaries)."""
     if x.dtype != torch.float32:  # normalise in fp32 like the reference, scale in the model dtype
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+    return (x * torch.rsqrt_(x.pow(2).mean(-1, keepdim=True).add_(eps))).mul_(weight)
 
 
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE on `[T, heads, d]` with `cos`/`sin` `[T, d/2]`."""
+def _rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE on `[T, heads, d]` with `cos`/`sin` `[T, d/2]`, in place; returns `x`.
+
+    The same products and sums as the reference (`x1*c - x2*s`, `x2*c + x1*s`), so the same
+    rounding; in place, a step allocates two half-width temporaries instead of seven.
+    """
     x1, x2 = x.chunk(2, dim=-1)
     c, s = cos.unsqueeze(1), sin.unsqueeze(1)
-    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+    x2s, x1s = x2 * s, x1 * s
+    x1.mul_(c).sub_(x2s)
+    x2.mul_(c).add_(x1s)
+    return x
 
 
 def tiny_runner(

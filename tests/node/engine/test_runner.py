@@ -89,3 +89,44 @@ def test_cuda_pool_zeroed_and_erased():
     assert not r.kv_pool_is_zero()
     r.zero_blocks([3, 6])
     assert r.kv_pool_is_zero()
+
+
+def test_kv_gathers_reuse_one_scratch_buffer_zeroed_when_idle():
+    """A decode gathers its blocks into `Scratch.kv`, the same buffer every step (no
+    allocation to erase); `clear_scratch` (the idle engine's call) zeroes it."""
+    r = tiny_runner(num_blocks=8, block_size=4)
+    r.forward([ForwardChunk(list(range(10, 20)), 0, [5, 2, 7], 1)])  # starts at 0: no gather
+    assert r.scratch_is_zero() is False  # the twin: the step left its rows in the scratch
+    r.clear_scratch()
+    assert r._scratch.kv.numel() == 0
+    r.forward([ForwardChunk([21], 10, [5, 2, 7], 1)])  # a decode: reads its 3 blocks
+    buffer = r._scratch.kv
+    assert bool(buffer.any())  # the gathered K/V are there ...
+    blocks = torch.tensor([5, 2, 7])
+    with torch.inference_mode():  # as in `forward`: the buffers are inference tensors
+        for layer in range(r.config.num_layers):  # ... as the pool holds them
+            pool = r.layer_pool(layer)
+            assert torch.equal(r._scratch.gather(pool, blocks),
+                               pool.index_select(1, blocks))
+    r.forward([ForwardChunk([22], 11, [5, 2, 7], 1)])
+    assert r._scratch.kv.data_ptr() == buffer.data_ptr()
+    r.clear_scratch()
+    assert r.scratch_is_zero()
+    assert not bool(buffer.any())
+
+
+def test_in_place_rope_and_norm_round_as_the_reference():
+    """The runner's in-place RoPE and RMSNorm give the reference formulas' bits exactly."""
+    from node.engine.runner import _rms_norm, _rope_  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 5, 16, generator=g)
+    cos, sin = torch.randn(7, 8, generator=g), torch.randn(7, 8, generator=g)
+    x1, x2 = x.chunk(2, dim=-1)
+    c, s = cos.unsqueeze(1), sin.unsqueeze(1)
+    want = torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+    assert torch.equal(_rope_(x.clone(), cos, sin), want)
+    assert not torch.equal(_rope_(x.clone(), sin, cos), want)  # twin: the check can fail
+    h, w = torch.randn(7, 80, generator=g), torch.randn(80, generator=g)
+    assert torch.equal(_rms_norm(h, w, 1e-5), h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True)
+                                                                + 1e-5) * w)
