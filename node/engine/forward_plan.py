@@ -46,9 +46,15 @@ class Scratch:
     """The runner's per-step buffers: allocated once, reused by every step, zeroed by `clear`.
 
     `index` rows are the step's token ids, positions, KV slots and logit rows; `hidden` is the
-    residual stream `[rows, hidden]`; `kv` holds the blocks one attention call gathers from the
-    pool (`gather`; every gather of every layer reuses it). They grow (doubling; the old buffer
-    zeroed before it is dropped) to the largest step seen and are never shrunk.
+    residual stream `[rows, hidden]` (`hidden_rows`); `kv` holds the blocks one attention call
+    gathers from the pool (`gather`; every gather of every layer reuses it). They grow
+    (doubling; the old buffer zeroed before it is dropped) to the largest step seen and are
+    never shrunk.
+
+    After each step (`end_step`) every buffer holds that step's data only: whatever an earlier,
+    larger step left past this step's extent is zeroed, so a request's token ids, activations and
+    gathered K/V survive it by at most one step under load, and `clear` (the idle engine's call)
+    zeroes the rest.
 
     Why `kv` is a buffer and not a temporary: a decode step gathers every sequence's blocks in
     every layer (SmolLM2, 16 sequences of 300 tokens: about 200 MB a step). As temporaries they
@@ -62,6 +68,8 @@ class Scratch:
         self.index = torch.zeros((4, 0), dtype=torch.long, device=device)
         self.hidden = torch.zeros((0, hidden), dtype=dtype, device=device)
         self.kv = torch.zeros(0, dtype=dtype, device=device)
+        self._used = [0, 0, 0]  # this step's extent of index (columns), hidden (rows), kv
+        self._dirty = [0, 0, 0]  # how far each may hold data of an earlier step
 
     def load(self, *rows: list[int]) -> tuple[torch.Tensor, ...]:
         """Copy the step's index lists into the buffer; return views of their used lengths."""
@@ -77,8 +85,15 @@ class Scratch:
             view = self.index[i, :len(r)]
             if r:
                 view.copy_(torch.tensor(r, dtype=torch.long))
+            self.index[i, len(r):need].zero_()  # a shorter row (logit rows) leaves nothing
             views.append(view)
+        self._used[0] = max(self._used[0], need)
         return tuple(views)
+
+    def hidden_rows(self, rows: int) -> torch.Tensor:
+        """The residual-stream buffer's first `rows` rows (the step overwrites all of them)."""
+        self._used[1] = max(self._used[1], rows)
+        return self.hidden[:rows]
 
     def gather(self, pool: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
         """`pool.index_select(1, blocks)` written into `kv`: valid until the next gather."""
@@ -88,17 +103,29 @@ class Scratch:
             self.kv.zero_()
             self.kv = torch.zeros(max(need, 2 * self.kv.numel()), dtype=pool.dtype,
                                   device=self.device)
+            self._dirty[2] = 0
+        self._used[2] = max(self._used[2], need)
         return torch.index_select(pool, 1, blocks, out=self.kv[:need].view(shape))
+
+    def end_step(self) -> None:
+        """Zero what earlier steps left past this step's extent in each buffer."""
+        for buffer, used, dirty in zip(self._buffers(), self._used, self._dirty, strict=True):
+            if dirty > used:
+                (buffer[:, used:dirty] if buffer is self.index else buffer[used:dirty]).zero_()
+        self._dirty, self._used = self._used, [0, 0, 0]
 
     def clear(self) -> None:
         """Zero every buffer."""
-        self.index.zero_()
-        self.hidden.zero_()
-        self.kv.zero_()
+        for buffer in self._buffers():
+            buffer.zero_()
+        self._used, self._dirty = [0, 0, 0], [0, 0, 0]
 
     def is_zero(self) -> bool:
         """True when every buffer holds only zeros."""
-        return not any(bool(t.any()) for t in (self.index, self.hidden, self.kv))
+        return not any(bool(t.any()) for t in self._buffers())
+
+    def _buffers(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.index, self.hidden, self.kv
 
 
 class ForwardPlan:

@@ -26,11 +26,11 @@ Invariants:
 * `zero_blocks` zeroes whole blocks, in every layer, K and V, in one `index_fill_`.
 * Nothing about a request survives a `forward` call except what it wrote into its own blocks,
   the last step's per-step buffers (`forward_plan.Scratch`: index rows, residual stream and the
-  attention's K/V gathers, allocated once and reused; the decode graphs' static buffers and
-  memory pool; the trash block) and, on CUDA, the memory the caching allocator holds free:
-  `clear_scratch` zeroes all of them when the engine goes idle. On CPU every other tensor of a
-  step is a temporary freed at its end; under the node's memory hygiene (`node/hygiene.py`)
-  freed memory is overwritten.
+  attention's K/V gathers, allocated once and reused, holding that step's data only; the
+  decode graphs' static buffers and memory pool; the trash block) and, on CUDA, the memory
+  the caching allocator holds free: `clear_scratch` zeroes all of them when the engine goes
+  idle. On CPU every other tensor of a step is a temporary freed at its end; under the node's
+  memory hygiene (`node/hygiene.py`) freed memory is overwritten.
 """
 
 from __future__ import annotations
@@ -227,16 +227,19 @@ class PagedRunner:
                            max_len=self.max_model_len, scratch=self._scratch,
                            group=self.config.num_heads // self.config.num_kv_heads,
                            backend="none" if graph is not None else self.attention)
-        if graph is not None:  # a copy: the graph's static logits are overwritten next replay
-            logits = graph.run(plan.tokens, plan.positions, plan.slots, plan.spans).to(
-                torch.float32, copy=True)
-        else:
-            def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-                       ) -> torch.Tensor:
-                return self._attention(layer, q, k, v, plan)
+        try:
+            if graph is not None:  # a copy: the graph's static logits are overwritten next replay
+                logits = graph.run(plan.tokens, plan.positions, plan.slots, plan.spans).to(
+                    torch.float32, copy=True)
+            else:
+                def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+                           ) -> torch.Tensor:
+                    return self._attention(layer, q, k, v, plan)
 
-            step = StepRows(plan.tokens, plan.positions, plan.slots, plan.logit_rows)
-            logits = self.compute(self._scratch.hidden[:plan.total], step, attend)
+                step = StepRows(plan.tokens, plan.positions, plan.slots, plan.logit_rows)
+                logits = self.compute(self._scratch.hidden_rows(plan.total), step, attend)
+        finally:
+            self._scratch.end_step()  # the scratch now holds this step's data only
         # the logits stay on the device: the engine samples them there
         return list(torch.split(logits.float(), plan.num_logits))
 

@@ -130,3 +130,31 @@ def test_in_place_rope_and_norm_round_as_the_reference():
     h, w = torch.randn(7, 80, generator=g), torch.randn(80, generator=g)
     assert torch.equal(_rms_norm(h, w, 1e-5), h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True)
                                                                 + 1e-5) * w)
+
+
+def test_a_smaller_step_leaves_nothing_of_a_larger_one_in_the_scratch():
+    """Under load the engine never idles, so `clear_scratch` never runs: each step must itself
+    zero what an earlier, larger step left in the reused buffers past its own extent."""
+    r = tiny_runner(num_blocks=16, block_size=4)
+    canary = list(range(400, 440))  # token ids no other chunk here uses
+    r.forward([ForwardChunk(canary, 0, list(range(10)), 1)])  # 40 rows, attends its fresh K/V
+    r.forward([ForwardChunk([7], 11, [10, 11, 12], 1),  # two decodes: 6 blocks gathered
+               ForwardChunk([8], 11, [13, 14, 15], 1)])
+    big = r._scratch.kv.count_nonzero()
+    assert big > 0
+    r.forward([ForwardChunk(canary[:1], 39, list(range(10)), 1)])  # twin of the last check
+    assert set(canary[:1]) <= set(r._scratch.index[0].tolist())
+    r.forward([ForwardChunk(canary[:32], 0, list(range(8)), 1)])  # 32 rows of the canary
+    assert set(canary[:32]) <= set(r._scratch.index[0].tolist())  # the twin: they are there
+    assert bool(r._scratch.hidden[31].any())
+    r.forward([ForwardChunk([9], 12, [10, 11, 12, 13], 1)])  # 1 row; 4 blocks gathered
+    assert not set(canary) & set(r._scratch.index.flatten().tolist())
+    assert bool(r._scratch.hidden[0].any())  # this step's own row stays until the next step
+    assert not bool(r._scratch.hidden[1:].any())
+    one = 2 * 4 * r.block_size * r.config.num_kv_heads * r.config.head_dim  # 4 blocks, K and V
+    assert bool(r._scratch.kv[:one].any())
+    assert not bool(r._scratch.kv[one:].any())  # the 6-block gather's tail is gone
+    r.forward([ForwardChunk(list(range(20, 32)), 0, [13, 14, 15], 1)])  # long, from 0: no gather
+    assert not bool(r._scratch.kv.any())  # so the last gather is gone too
+    r.clear_scratch()
+    assert r.scratch_is_zero()
