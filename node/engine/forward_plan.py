@@ -42,6 +42,9 @@ class LongChunk(NamedTuple):
     mask: torch.Tensor | None  # [length, kv_len] causal mask; None: plain causal
 
 
+_STEP_DIMS = (1, 0, 0)  # the axis along which a step fills `index`, `hidden` and `kv`
+
+
 class Scratch:
     """The runner's per-step buffers: allocated once, reused by every step, zeroed by `clear`.
 
@@ -68,7 +71,7 @@ class Scratch:
         self.index = torch.zeros((4, 0), dtype=torch.long, device=device)
         self.hidden = torch.zeros((0, hidden), dtype=dtype, device=device)
         self.kv = torch.zeros(0, dtype=dtype, device=device)
-        self._used = [0, 0, 0]  # this step's extent of index (columns), hidden (rows), kv
+        self._used = [0, 0, 0]  # this step's extent of index, hidden and kv along `_STEP_DIMS`
         self._dirty = [0, 0, 0]  # how far each may hold data of an earlier step
 
     def load(self, *rows: list[int]) -> tuple[torch.Tensor, ...]:
@@ -85,7 +88,8 @@ class Scratch:
             view = self.index[i, :len(r)]
             if r:
                 view.copy_(torch.tensor(r, dtype=torch.long))
-            self.index[i, len(r):need].zero_()  # a shorter row (logit rows) leaves nothing
+            if len(r) < need:  # a shorter row (logit rows) leaves nothing past its end
+                self.index[i, len(r):need].zero_()
             views.append(view)
         self._used[0] = max(self._used[0], need)
         return tuple(views)
@@ -109,9 +113,10 @@ class Scratch:
 
     def end_step(self) -> None:
         """Zero what earlier steps left past this step's extent in each buffer."""
-        for buffer, used, dirty in zip(self._buffers(), self._used, self._dirty, strict=True):
+        for buffer, dim, used, dirty in zip(self._buffers(), _STEP_DIMS, self._used, self._dirty,
+                                            strict=True):
             if dirty > used:
-                (buffer[:, used:dirty] if buffer is self.index else buffer[used:dirty]).zero_()
+                buffer.narrow(dim, used, dirty - used).zero_()
         self._dirty, self._used = self._used, [0, 0, 0]
 
     def clear(self) -> None:
