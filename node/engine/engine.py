@@ -192,7 +192,7 @@ class Engine:
     def idle(self) -> bool:
         """True when no request is live and no forward is in flight."""
         return (not self._live and not self.scheduler.has_work and self._next is None
-                and not self._finals)
+                and self._inflight is None and not self._finals)
 
     def expire_cache(self) -> None:
         """Zero the cached prefix blocks whose TTL has passed (the idle loop calls this)."""
