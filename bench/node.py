@@ -11,7 +11,7 @@ Rows
                       HTTP, no second process): the cost of OHTTP + binary HTTP + JSON + padding
                       + sealing, and the client's opening, alone
   engine, node hygiene  the same engine in a child process under the node's memory hygiene
-                      (`node.hygiene`: glibc perturb, no tcache, PYTHONMALLOC=malloc), which
+                      (`node.hygiene`: freed blocks zeroed, PYTHONMALLOC=malloc), which
                       `hushcc node serve` always runs under: it separates the cost of erasing
                       freed memory from the cost of the gateway
   gateway (node)      `hushcc node serve` as a subprocess on loopback; each request a chunked

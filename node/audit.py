@@ -65,6 +65,7 @@ EVENTS: dict[str, dict[str, Field]] = {
     "node.stopped": {"requests": COUNT},
     "node.hardening": {"measure": enum("core", "dumpable", "no_new_privs", "mlock", "seccomp"),
                        "result": enum("applied", "unavailable")},
+    "node.memory_hygiene": {"mode": enum("erase_on_free", "glibc_perturb")},
     "metrics.listening": {"port": COUNT},
     "key.rotated": {"key_id": KEY_ID, "epoch": COUNT},
     "key.retired": {"key_id": KEY_ID, "epoch": COUNT},

@@ -205,7 +205,7 @@ def _check_names(values: dict[str, Any]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from node.hygiene import reexec_with_memory_hygiene  # noqa: PLC0415
 
-    reexec_with_memory_hygiene()  # first: freed memory overwritten from the very start
+    memory_hygiene = reexec_with_memory_hygiene()  # first: freed memory erased from the start
     from node.service import run  # noqa: PLC0415
 
-    return run(options_from(args))
+    return run(options_from(args), memory_hygiene)

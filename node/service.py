@@ -179,8 +179,12 @@ def build(options: NodeOptions, audit: AuditLog,
     return server, identity
 
 
-def run(options: NodeOptions) -> int:
-    """Run the node until SIGTERM / SIGINT; drain; return 0."""
+def run(options: NodeOptions, memory_hygiene: str) -> int:
+    """Run the node until SIGTERM / SIGINT; drain; return 0.
+
+    `memory_hygiene` is the way the process erases freed memory (`node.hygiene.Mode`); the
+    caller has already re-executed the process under it.
+    """
     from node.hardening import harden, seal_syscalls  # noqa: PLC0415
     from node.metrics import operator_app  # noqa: PLC0415
     from node.replay_redis import RedisReplayStore  # noqa: PLC0415
@@ -194,6 +198,7 @@ def run(options: NodeOptions) -> int:
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     release = check_inputs(options)  # before the audit lines: a bad input is one error line
     audit = AuditLog()
+    audit.event("node.memory_hygiene", mode=memory_hygiene)
     for measure, result in harden():
         audit.event("node.hardening", measure=measure, result=result)
     server, identity = build(options, audit, release)

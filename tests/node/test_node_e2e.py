@@ -343,14 +343,18 @@ def test_no_canary_anywhere_after_sigkill_n1(model_dir: Path, tmp_path: Path) ->
 
 
 def test_node_runs_under_memory_hygiene(node: NodeProcess) -> None:
-    from node.hygiene import OTHER_SETTINGS, PERTURB_BYTE  # noqa: PLC0415
+    from node.hygiene import LIBRARY, OTHER_SETTINGS  # noqa: PLC0415
 
-    # /proc/PID/environ is the environment the node was (re-)executed with; glibc rewrites
-    # GLIBC_TUNABLES in place while parsing it, so only its first tunable is read back here.
-    raw = (Path("/proc") / str(node.process.pid) / "environ").read_bytes()
+    # /proc/PID/environ is the environment the node was re-executed with; its maps show the
+    # library really loaded, and its audit log says which way it erases freed memory.
+    pid = node.process.pid
+    raw = (Path("/proc") / str(pid) / "environ").read_bytes()
     environ = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
     for name, value in OTHER_SETTINGS.items():
         assert environ.get(name) == value
-    assert f"glibc.malloc.perturb={PERTURB_BYTE}" in environ.get("GLIBC_TUNABLES", "")
+    assert environ["LD_PRELOAD"].split()[0] == str(LIBRARY)
+    assert str(LIBRARY) in (Path("/proc") / str(pid) / "maps").read_text()
+    modes = [e["mode"] for e in node.audit_lines() if e["event"] == "node.memory_hygiene"]
+    assert modes == ["erase_on_free"]
     mine = (Path("/proc") / "self" / "environ").read_bytes().decode()
     assert "PYTHONMALLOC=malloc" not in mine  # twin: the test process was not re-executed

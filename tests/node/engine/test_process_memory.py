@@ -7,9 +7,7 @@ here by the same tiny model, and its token ids packed as int64 (as in the runner
 tensors). Positive twin: while the canary is live, both are found; after it ended, other
 requests ran and the engine went idle, none is.
 
-Reading another process's memory needs ptrace access to it: the same uid and a dumpable process
-suffice without Yama; under Yama `ptrace_scope` 1 a parent may read its own child (this case);
-scope 2 needs CAP_SYS_PTRACE and scope 3 forbids it (the test then cannot run and says so).
+Reading the child's memory needs ptrace access to it (`tests.node.memory_scan`).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -25,10 +23,12 @@ import torch
 
 from node.engine.batch import ForwardChunk
 from node.engine.runner import tiny_runner
-from node.hygiene import hygienic_environment
+from node.hygiene import LIBRARY, hygienic_environment, requested_mode
 from tests.node.engine.memory_child import CANARY
+from tests.node.memory_scan import found_in_memory, readable_children
 
-CHUNK = 1 << 24
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def kv_needles() -> list[bytes]:
@@ -45,36 +45,6 @@ def token_needles() -> list[bytes]:
     return [np.array(CANARY[i:i + 4], dtype="<i8").tobytes() for i in range(len(CANARY) - 3)]
 
 
-def found_in_memory(pid: int, needles: list[bytes]) -> set[bytes]:
-    """The needles present anywhere in the writable memory of process `pid`."""
-    by_key: dict[int, list[bytes]] = {}
-    for n in needles:
-        by_key.setdefault(int.from_bytes(n[:4], "little"), []).append(n)
-    keys = np.array(sorted(by_key), dtype=np.uint32)
-    longest = max(len(n) for n in needles)
-    found: set[bytes] = set()
-    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    with Path(f"/proc/{pid}/mem").open("rb", buffering=0) as mem:
-        for line in maps:
-            span, perms = line.split()[:2]
-            if not perms.startswith("rw"):
-                continue
-            start, end = (int(a, 16) for a in span.split("-"))
-            for off in range(start, end, CHUNK):
-                try:
-                    mem.seek(off)
-                    data = mem.read(min(CHUNK + longest, end - off))
-                except OSError:  # e.g. [vvar]: not readable this way
-                    break
-                words = np.frombuffer(data, dtype=np.uint32, count=len(data) // 4)
-                at = np.searchsorted(keys, words)
-                at[at == len(keys)] = 0
-                for i in np.flatnonzero(keys[at] == words):
-                    o = int(i) * 4
-                    found.update(n for n in by_key[int(words[i])] if data[o:o + len(n)] == n)
-    return found
-
-
 def expect(child: subprocess.Popen[str], word: str) -> None:
     assert child.stdout is not None
     line = child.stdout.readline().strip()
@@ -87,16 +57,13 @@ def go(child: subprocess.Popen[str]) -> None:
     child.stdin.flush()
 
 
-def ptrace_scope() -> int:
-    path = Path("/proc/sys/kernel/yama/ptrace_scope")
-    return int(path.read_text()) if path.exists() else 0
-
-
-@pytest.mark.skipif(ptrace_scope() >= 3 or (ptrace_scope() == 2 and os.geteuid() != 0),
-                    reason="Yama forbids reading a child's memory here")
-def test_no_canary_kv_or_token_ids_in_process_memory_after_the_request_ended() -> None:
+@readable_children
+@pytest.mark.parametrize("library", [LIBRARY, None], ids=["erase_on_free", "glibc_perturb"])
+def test_no_canary_kv_or_token_ids_in_process_memory_after_the_request_ended(
+        library: Path | None) -> None:
     kv, tokens = kv_needles(), token_needles()
-    env = hygienic_environment(os.environ)
+    env = hygienic_environment(os.environ, library)
+    assert requested_mode(env) == ("glibc_perturb" if library is None else "erase_on_free")
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.node.engine.memory_child", str(torch.get_num_threads())],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
