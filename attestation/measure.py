@@ -1,7 +1,8 @@
 r"""Self-measurement: one digest over the exact code, model and configuration files a node runs.
 
 `measure_node` is the node's own measurement at start (and the image build's `sim`): the code
-under its source root (paths as there: `app/cli.py`, ...), every file of the model it serves as
+under its source root (paths as there: `app/cli.py`, ...; the `.py` files and the native library
+the node preloads where it is built, `RUN_SUFFIXES`), every file of the model it serves as
 `model/<path>` (a GGUF file as `model/<file name>`), and the configuration file it was started
 with as `node.toml`. With neither a model file nor a configuration file (the in-memory tiny
 test model, flags only) it equals `measure_sources` over the code.
@@ -152,6 +153,9 @@ def list_files(root: Path, subdirs: Iterable[str], suffixes: Iterable[str] = (".
 SOURCE_PACKAGES = (
     "app", "hushcc", "ohttp", "attestation", "transparency_log", "node", "relay", "client",
 )
+# What of those packages runs: the Python sources, and the native library the node preloads
+# (node/native/liberase_on_free.so, node.hygiene) where it is built.
+RUN_SUFFIXES = (".py", ".so")
 
 
 def source_root() -> Path:
@@ -165,7 +169,8 @@ def measure_sources(root: Path, files: Iterable[str] = ()) -> tuple[Measurement,
     Returns:
         The measurement and the relative paths it covers.
     """
-    chosen = list(files) or list_files(root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()])
+    chosen = list(files) or list_files(
+        root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()], RUN_SUFFIXES)
     return measure_paths(root, chosen), chosen
 
 
@@ -204,7 +209,7 @@ def measure_node(root: Path, model: Path | None = None,
     Raises:
         ConfigError: a file cannot be opened or is not a regular file.
     """
-    code = list_files(root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()])
+    code = list_files(root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()], RUN_SUFFIXES)
     entries = [(rel, _file_digest(root / rel)) for rel in code]
     if model is not None:
         entries += [(name, _file_digest(path)) for name, path in _model_files(model)]

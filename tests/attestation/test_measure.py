@@ -113,6 +113,18 @@ def test_node_measurement_is_the_code_alone_without_model_or_config(tmp_path: Pa
     assert measure_node(code)[0] == measure_sources(code)[0]
 
 
+def test_node_measurement_covers_the_preloaded_native_library(tmp_path: Path) -> None:
+    code, _, _ = _node_tree(tmp_path)
+    before = measure_node(code)
+    (code / "node" / "native").mkdir()
+    (code / "node" / "native" / "erase_on_free.c").write_text("/* built, not run */\n")
+    assert measure_node(code) == before  # twin: a file that does not run is not measured
+    (code / "node" / "native" / "liberase_on_free.so").write_bytes(b"\x7fELF")
+    measured, names = measure_node(code)
+    assert names == ["node/native/liberase_on_free.so", "node/service.py"]
+    assert measured != before[0]
+
+
 def test_node_measurement_names_model_and_config_files(tmp_path: Path) -> None:
     code, model, config = _node_tree(tmp_path)
     measured, names = measure_node(code, model, config)
