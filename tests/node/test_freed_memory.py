@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from node.hygiene import LIBRARY, hygienic_environment
+from node.hygiene import LIBRARY, hygienic_environment, requested_mode
 from tests.node.memory_scan import found_in_memory, readable_children
 
 if TYPE_CHECKING:
@@ -96,7 +96,9 @@ def leftover(env: dict[str, str]) -> set[str]:
 @readable_children
 @pytest.mark.parametrize("library", [LIBRARY, None], ids=["erase_on_free", "glibc_perturb"])
 def test_freed_blocks_keep_nothing_under_the_hygiene(library: Path | None) -> None:
-    assert leftover(hygienic_environment(os.environ, library)) == set()
+    env = hygienic_environment(os.environ, library)
+    assert requested_mode(env) == ("glibc_perturb" if library is None else "erase_on_free")
+    assert leftover(env) == set()
 
 
 @readable_children
