@@ -10,10 +10,11 @@ Rows
   gateway in process  the pure `node.gateway.Gateway` over the same engine in this process (no
                       HTTP, no second process): the cost of OHTTP + binary HTTP + JSON + padding
                       + sealing, and the client's opening, alone
-  engine, node hygiene  the same engine in a child process under the node's memory hygiene
-                      (`node.hygiene`: freed blocks zeroed, PYTHONMALLOC=malloc), which
-                      `hushcc node serve` always runs under: it separates the cost of erasing
-                      freed memory from the cost of the gateway
+  engine, child       the same engine in a child process (`--engine-json`), as the node is one:
+                      it separates the cost of being another process from the rest
+  engine, node hygiene  that child under the node's memory hygiene (`node.hygiene`: freed blocks
+                      zeroed, PYTHONMALLOC=malloc), which `hushcc node serve` always runs under:
+                      it separates the cost of erasing freed memory from the cost of the gateway
   gateway (node)      `hushcc node serve` as a subprocess on loopback; each request a chunked
                       OHTTP `POST /v1/completions` with the token ids as `prompt`, `stream: true`,
                       `ignore_eos: true`; the client seals, sends, and decrypts every chunk
@@ -252,18 +253,20 @@ def engine_row(name: str, model: LoadedModel, reqs: Workload, concurrency: int,
     return name, ttfts, tokens, wall, used, os.getloadavg()[0]
 
 
-def hygiene_rows(args: argparse.Namespace) -> tuple[Row, Row]:
-    """The engine in a child process under the node's memory-hygiene environment: the loaded
-    row and the unloaded one."""
+def child_rows(args: argparse.Namespace, *, hygiene: bool) -> tuple[Row, Row]:
+    """The engine in a child process, under the node's memory-hygiene environment or without
+    it: the loaded row and the unloaded one."""
     from node.hygiene import hygienic_environment  # noqa: PLC0415
 
     command = [sys.executable, __file__, "--engine-json", "-n", str(args.n), "--concurrency",
                str(args.concurrency), "--seed", str(args.seed),
                *(["--smollm2"] if args.smollm2 else [])]
-    done = subprocess.run(command, env=hygienic_environment(os.environ), check=True,  # noqa: S603
+    env = hygienic_environment(os.environ) if hygiene else dict(os.environ)
+    done = subprocess.run(command, env=env, check=True,  # noqa: S603
                           capture_output=True, text=True)
+    name = "engine, node hygiene" if hygiene else "engine, child"
     loaded, unloaded = json.loads(done.stdout.splitlines()[-1])
-    return tuple(loaded), tuple(unloaded)
+    return (name, *loaded[1:]), (name, *unloaded[1:])
 
 
 def node_row(url: str, pid: int, reqs: Workload, concurrency: int) -> tuple[Row, float]:
@@ -296,17 +299,18 @@ def report(args: argparse.Namespace, n: int, paths: list[list[Row]],
               f"{load:>5.1f}  {' '.join(f'{r:.1f}' for r in rates)}")
     print(f"(gateway CPU is the node process's; the bench client spent "
           f"{statistics.median(client_cpu):.3f} ms/tok more on the same cores)")
-    engine, _, hygiene, gateway = rows
-    for base in (engine, hygiene):
+    engine, _, child, hygiene, gateway = rows
+    for base in (engine, child, hygiene):
         print(f"vs {base[0]}: added TTFT p50 {(gateway[1] - base[1]) * 1e3:.2f} ms; "
               f"throughput ratio {gateway[3] / base[3]:.3f}")
     print(f"\nUnloaded: the first {UNLOADED} prompts one at a time, max_tokens 1 (TTFT is then the "
           "prefill plus what the path adds; medians of the rounds)")
-    print(f"{'path':<22} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12}  added p50 ms vs engine / hygiene")
+    print(f"{'path':<22} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12}  added p50 ms vs engine / child"
+          " / hygiene")
     alone = [summarise(rounds) for rounds in unloaded]
     for name, p50, p90, *_ in alone:
-        print(f"{name:<22} {p50 * 1e3:>12.2f} {p90 * 1e3:>12.2f}  "
-              f"{(p50 - alone[0][1]) * 1e3:+.2f} / {(p50 - alone[2][1]) * 1e3:+.2f}")
+        added = " / ".join(f"{(p50 - alone[i][1]) * 1e3:+.2f}" for i in (0, 2, 3))
+        print(f"{name:<22} {p50 * 1e3:>12.2f} {p90 * 1e3:>12.2f}  {added}")
 
 
 
@@ -331,12 +335,11 @@ def main() -> int:
             reqs = [(ids[: 512 - out - 1], out) for ids, out in reqs]
         alone = [(ids, 1) for ids, _ in reqs[:UNLOADED]]
         if args.engine_json:
-            name = "engine, node hygiene"
-            print(json.dumps([engine_row(name, model, reqs, args.concurrency),
-                              engine_row(name, model, alone, 1)]))
+            print(json.dumps([engine_row("child", model, reqs, args.concurrency),
+                              engine_row("child", model, alone, 1)]))
             return 0
-        paths: list[list[Row]] = [[], [], [], []]
-        unloaded: list[list[Row]] = [[], [], [], []]
+        paths: list[list[Row]] = [[], [], [], [], []]
+        unloaded: list[list[Row]] = [[], [], [], [], []]
         client_cpu: list[float] = []
         node, url = start_node(node_args)
         try:
@@ -346,13 +349,14 @@ def main() -> int:
                                                  ("gateway in process", run_gateway_in_process))):
                     paths[i].append(engine_row(name, model, reqs, args.concurrency, run))
                     unloaded[i].append(engine_row(name, model, alone, 1, run))
-                loaded_row, unloaded_row = hygiene_rows(args)
-                paths[2].append(loaded_row)
-                unloaded[2].append(unloaded_row)
+                for i, hygiene in ((2, False), (3, True)):
+                    loaded_row, unloaded_row = child_rows(args, hygiene=hygiene)
+                    paths[i].append(loaded_row)
+                    unloaded[i].append(unloaded_row)
                 row, client = node_row(url, node.pid, reqs, args.concurrency)
-                paths[3].append(row)
+                paths[4].append(row)
                 client_cpu.append(client)
-                unloaded[3].append(node_row(url, node.pid, alone, 1)[0])
+                unloaded[4].append(node_row(url, node.pid, alone, 1)[0])
         finally:
             node.terminate()
             node.wait(timeout=60)
