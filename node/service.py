@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from attestation.bundle import Release
     from node.engine.engine import Engine
+    from node.hygiene import Mode
     from node.keys import NodeIdentity
     from node.model_files import LoadedModel
     from node.server import NodeServer
@@ -179,11 +180,11 @@ def build(options: NodeOptions, audit: AuditLog,
     return server, identity
 
 
-def run(options: NodeOptions, memory_hygiene: str) -> int:
+def run(options: NodeOptions, memory_hygiene: Mode) -> int:
     """Run the node until SIGTERM / SIGINT; drain; return 0.
 
-    `memory_hygiene` is the way the process erases freed memory (`node.hygiene.Mode`); the
-    caller has already re-executed the process under it.
+    `memory_hygiene` is the way the process erases freed memory; the caller has already
+    re-executed the process under it (`node.hygiene.reexec_with_memory_hygiene`).
     """
     from node.hardening import harden, seal_syscalls  # noqa: PLC0415
     from node.metrics import operator_app  # noqa: PLC0415
