@@ -158,6 +158,11 @@ SOURCE_PACKAGES = (
 RUN_SUFFIXES = (".py", ".so")
 
 
+def code_files(root: Path) -> list[str]:
+    """What of the project's packages under `root` runs (`RUN_SUFFIXES`), as relative paths."""
+    return list_files(root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()], RUN_SUFFIXES)
+
+
 def source_root() -> Path:
     """The directory holding this installation's top-level packages."""
     return Path(__file__).resolve().parent.parent
@@ -169,8 +174,7 @@ def measure_sources(root: Path, files: Iterable[str] = ()) -> tuple[Measurement,
     Returns:
         The measurement and the relative paths it covers.
     """
-    chosen = list(files) or list_files(
-        root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()], RUN_SUFFIXES)
+    chosen = list(files) or code_files(root)
     return measure_paths(root, chosen), chosen
 
 
@@ -209,8 +213,7 @@ def measure_node(root: Path, model: Path | None = None,
     Raises:
         ConfigError: a file cannot be opened or is not a regular file.
     """
-    code = list_files(root, [p for p in SOURCE_PACKAGES if (root / p).is_dir()], RUN_SUFFIXES)
-    entries = [(rel, _file_digest(root / rel)) for rel in code]
+    entries = [(rel, _file_digest(root / rel)) for rel in code_files(root)]
     if model is not None:
         entries += [(name, _file_digest(path)) for name, path in _model_files(model)]
     if config is not None:
