@@ -9,8 +9,8 @@
  *   free(p)          zeroes the block's whole usable size, then frees it.
  *   realloc(p, n)    shrinking: zeroes the tail past n, then lets glibc shrink in place
  *                    (glibc never moves a block it shrinks: the tail it splits off was zeroed);
- *                    growing: allocates anew, copies, and frees the old block through free
- *                    above (glibc could otherwise move it and keep the old copy unerased).
+ *                    growing: allocates anew, copies, and zeroes and frees the old block as
+ *                    free does (glibc could otherwise move it and keep the old copy unerased).
  *   reallocarray     the same as realloc after the overflow check.
  *
  * Everything else (malloc, calloc, the aligned allocators, malloc_usable_size) stays glibc's,
@@ -34,10 +34,14 @@ extern void __libc_free(void *ptr);
 
 const int hushcc_erase_on_free_abi = 1;
 
+static void erase_and_free(void *ptr, size_t usable) {
+    explicit_bzero(ptr, usable);
+    __libc_free(ptr);
+}
+
 void free(void *ptr) {
     if (ptr != NULL) {
-        explicit_bzero(ptr, malloc_usable_size(ptr));
-        __libc_free(ptr);
+        erase_and_free(ptr, malloc_usable_size(ptr));
     }
 }
 
@@ -59,7 +63,7 @@ void *realloc(void *ptr, size_t size) {
         return NULL;
     }
     memcpy(moved, ptr, usable);
-    free(ptr);
+    erase_and_free(ptr, usable);  /* its usable size is known: no second lookup */
     return moved;
 }
 
