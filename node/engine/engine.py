@@ -1,6 +1,6 @@
 """The async engine: submit / cancel / stream over the scheduler and a model runner.
 
-Not pure: it owns an asyncio step loop; a worker thread (`run_in_executor`) runs each step's
+Not pure: it owns an asyncio step loop; one worker thread (`run_in_executor`) runs every step's
 forward and its batched sampling (`sampler.run_and_pick`: one host transfer, waited for there)
 so the event loop stays responsive. Its decisions come from the pure scheduler and block
 manager. A step, in the phases of `overlap.py`: LAND (await that work) -> HEAD (accept drafts,
@@ -37,6 +37,7 @@ import contextlib
 import secrets
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -121,6 +122,7 @@ class Engine:
         self._scratch_dirty = False
         self._counts = dict.fromkeys(
             ("completed", "cancelled", "failed", "steps", "drafts", "accepted"), 0)
+        self._forwards: ThreadPoolExecutor | None = None  # the forward thread, while running
 
     def submit(self, request: GenerateRequest, tenant_salt: bytes) -> RequestStream:
         """Check and queue a request at once; stream its text deltas.
@@ -228,6 +230,9 @@ class Engine:
                 await self._task
             self._task = None
         await self._settle()
+        if self._forwards is not None:  # no forward is in flight after `_settle`
+            self._forwards.shutdown(wait=False)
+            self._forwards = None
         self._fail_all(EngineError("engine closed"))
         self.drop_prefix_cache()
         self.runner.clear_scratch()
@@ -301,10 +306,22 @@ class Engine:
         if not plan.chunks:
             return _Launch(plan, wants, None)
         fut = asyncio.get_running_loop().run_in_executor(
-            None, run_and_pick, self.runner.forward, [sh.chunk for sh in plan.scheduled], wants,
-            self.pick_step)
+            self._forward_thread(), run_and_pick, self.runner.forward,
+            [sh.chunk for sh in plan.scheduled], wants, self.pick_step)
         self._inflight = fut
         return _Launch(plan, wants, fut)
+
+    def _forward_thread(self) -> ThreadPoolExecutor:
+        """The one thread that runs every forward until `close`.
+
+        Not the loop's default executor: that one may hand consecutive steps to different
+        threads, and each thread that starts a parallel region gets its own OpenMP team (more
+        threads spinning on two cores, more stacks that held activations).
+        """
+        if self._forwards is None:
+            self._forwards = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hushcc-forward")
+            weakref.finalize(self, self._forwards.shutdown, wait=False)  # never closed
+        return self._forwards
 
     async def _land(self, launch: _Launch) -> tuple[Rows, Picks] | None:
         """The step's logits and tokens, or None when its forward failed (its requests end)."""

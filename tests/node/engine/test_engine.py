@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -143,3 +144,26 @@ def test_stats_are_counts_only_and_ids_are_random() -> None:
         assert st.waiting == 0
         await eng.close()
     asyncio.run(go())
+
+
+def test_every_forward_runs_on_one_worker_thread_not_the_loop() -> None:
+    threads: list[int] = []
+
+    async def go() -> int:
+        eng = make_engine(budget=8)
+        forward = eng.runner.forward
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.get_ident())
+            return forward(*args, **kwargs)
+
+        eng.runner.forward = recording  # type: ignore[method-assign]
+        await asyncio.gather(*(collect(eng.submit(req(PROMPT, max_tokens=6), SALT_A))
+                               for _ in range(3)))
+        await eng.close()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(go())
+    assert len(threads) >= 6  # chunked prefills, then decode steps
+    assert len(set(threads)) == 1
+    assert loop_thread not in threads
