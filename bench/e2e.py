@@ -27,6 +27,11 @@ Per hop: the CPU time each process spent per generated token during the round (t
 process, the relay, the node; the plaintext server), read from /proc, and the load average.
 
 Model: SmolLM2-135M-Instruct (the default), `--tiny` for the tiny random test model.
+
+`--pin` gives every engine process (the node, both plaintext servers) one CPU of its own and one
+math thread (`OMP_NUM_THREADS=1`), and everything else (this client, the relay, the log and the
+issuer) the other CPUs: the node as on a machine of its own, which a 2-core machine cannot
+otherwise show (there the client's and relay's wake-ups stall the engine's second thread).
 """
 
 from __future__ import annotations
@@ -172,6 +177,8 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of every path; the comparison uses medians")
+    parser.add_argument("--pin", action="store_true",
+                        help="engines on one CPU of their own (one thread), the rest elsewhere")
     parser.add_argument("--serve-plaintext", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_plaintext:
@@ -188,10 +195,13 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="hushcc-bench-") as tmp, \
             contextlib.ExitStack() as stack, contextlib.redirect_stdout(sys.stderr):
         demo = Demo(Path(tmp), stack)
+        engine_cpus, engine_env = _placement(pin=args.pin)
         stage_log(demo, tiny_model=args.tiny)
         stage_issuer(demo)
         node = demo.start("node", "node", "serve", "--host", "127.0.0.1", "--port", "0",
-                          "--release", str(demo.path("genuine.release.json")), *model)
+                          "--release", str(demo.path("genuine.release.json")), *model,
+                          env=engine_env)
+        _pin(node.process.pid, engine_cpus)
         import urllib.request  # noqa: PLC0415
 
         with urllib.request.urlopen(f"{node.url}/attestation", timeout=30) as reply:  # noqa: S310
@@ -200,8 +210,10 @@ def run(args: argparse.Namespace) -> int:
                    "--issuer-key", str(demo.path("issuer.key.pub")), "--issuer-name",
                    "issuer.demo.hushcc", "--origin-name", "relay.demo.hushcc",
                    "--node", f"{node_id}={node.url}")
-        plain, plain_pid = _start_plaintext(demo, tiny=args.tiny, hygiene=False)
-        hygienic, hygienic_pid = _start_plaintext(demo, tiny=args.tiny, hygiene=True)
+        plain, plain_pid = _start_plaintext(demo, engine_env, tiny=args.tiny, hygiene=False)
+        hygienic, hygienic_pid = _start_plaintext(demo, engine_env, tiny=args.tiny, hygiene=True)
+        for pid in (plain_pid, hygienic_pid):
+            _pin(pid, engine_cpus)
         hops = {"plaintext HTTP": {"client": 0, "server": plain_pid},
                 "plaintext, hygiene": {"client": 0, "server": hygienic_pid},
                 "private (SDK)": {"client": 0, "relay": relay.process.pid,
@@ -228,13 +240,33 @@ async def measured(pids: dict[str, int], rnd: Awaitable[Round]) -> tuple[Round, 
                     for hop, pid in pids.items()}
 
 
-def _start_plaintext(demo: Demo, *, tiny: bool, hygiene: bool) -> tuple[str, int]:
+def _placement(*, pin: bool) -> tuple[set[int] | None, dict[str, str]]:
+    """The engine processes' CPUs (None: not pinned) and environment. Pinned, this process
+    moves to the other CPUs, and so do the processes it starts after (the log, issuer, relay)."""
+    if not pin:
+        return None, dict(os.environ)
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:  # one CPU for the engines, at least one for the rest
+        raise SystemExit("--pin needs at least two CPUs")
+    os.sched_setaffinity(0, cpus[1:])
+    return {cpus[0]}, {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _pin(pid: int, cpus: set[int] | None) -> None:
+    """Every thread of `pid` onto `cpus` (threads it starts later inherit it)."""
+    if cpus is not None:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def _start_plaintext(demo: Demo, base_env: dict[str, str], *, tiny: bool, hygiene: bool
+                     ) -> tuple[str, int]:
     import subprocess  # noqa: PLC0415
 
     from node.hygiene import hygienic_environment  # noqa: PLC0415
 
     command = [sys.executable, __file__, "--serve-plaintext", *(["--tiny"] if tiny else [])]
-    env = hygienic_environment(os.environ) if hygiene else None
+    env = hygienic_environment(base_env) if hygiene else base_env
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,  # noqa: S603
                                env=env)
     demo.stack.callback(process.wait, 30)
@@ -277,7 +309,9 @@ async def _rounds(demo: Demo, plain: tuple[str, str], prompts: list[str],
 def _print(rows: list[Row], args: argparse.Namespace) -> None:
     model = "tiny" if args.tiny else "SmolLM2-135M-Instruct"
     print(f"model: {model}; {args.n} streamed chat requests per round, "
-          f"{args.concurrency} concurrent clients, max_tokens {args.max_tokens}, greedy")
+          f"{args.concurrency} concurrent clients, max_tokens {args.max_tokens}, greedy"
+          + ("; engines pinned to one CPU, one thread; the rest on the others" if args.pin
+             else ""))
     print(f"{'path':<18}{'TTFT p50 ms':>13}{'TTFT p90 ms':>13}{'tokens':>8}{'tok/s':>9}"
           f"{'load':>6}   CPU ms per token, per hop")
     rounds: dict[str, list[tuple[float, float]]] = {}

@@ -33,6 +33,10 @@ the prefill plus what the path itself adds (OHTTP, binary HTTP, HTTP, the proces
 
 Model: the tiny test model by default (engine cost per token is tiny, so this prices the
 gateway's overhead at its worst), `--smollm2` for SmolLM2-135M-Instruct.
+
+`--pin` runs every engine (in this process, the children, the node) on one CPU of its own with
+one math thread, and the bench client of the node row on the other CPUs: the node as on a
+machine of its own, apart from its clients, which a 2-core machine cannot otherwise show.
 """
 
 from __future__ import annotations
@@ -291,7 +295,9 @@ def report(args: argparse.Namespace, n: int, paths: list[list[Row]],
     """Print the loaded table, the ratios, and the unloaded table."""
     rows = [summarise(rounds) for rounds in paths]
     print(f"model: {'SmolLM2-135M' if args.smollm2 else 'tiny'}; {n} requests, "
-          f"{args.concurrency} concurrent clients; {args.rounds} interleaved round(s), medians")
+          f"{args.concurrency} concurrent clients; {args.rounds} interleaved round(s), medians"
+          + ("; engines pinned to one CPU, one thread; the client on the others" if args.pin
+             else ""))
     print(f"{'path':<22} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12} {'tok/s':>9} "
           f"{'CPU ms/tok':>11} {'load':>5}  tok/s per round")
     for name, p50, p90, rate, cpu, load, rates in rows:
@@ -314,6 +320,27 @@ def report(args: argparse.Namespace, n: int, paths: list[list[Row]],
 
 
 
+def placement(*, pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """With `pin`: the engines' CPU (the first) and the client's (the rest); engines get one
+    math thread (this process's now, the children's through OMP_NUM_THREADS)."""
+    if not pin:
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:  # one CPU for the engines, at least one for the client
+        raise SystemExit("--pin needs at least two CPUs")
+    import torch  # noqa: PLC0415 - loaded already, through the engine
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    return {cpus[0]}, set(cpus[1:])
+
+
+def move_to(cpus: set[int] | None) -> None:
+    """This thread (and the threads and processes it starts from now on) onto `cpus`."""
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smollm2", action="store_true", help="SmolLM2-135M, not the tiny model")
@@ -322,6 +349,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of every path; the table prints medians")
+    parser.add_argument("--pin", action="store_true",
+                        help="engines on one CPU of their own (one thread), the client elsewhere")
     parser.add_argument("--engine-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -341,10 +370,13 @@ def main() -> int:
         paths: list[list[Row]] = [[], [], [], [], []]
         unloaded: list[list[Row]] = [[], [], [], [], []]
         client_cpu: list[float] = []
+        engine_cpus, client_cpus = placement(pin=args.pin)
+        move_to(engine_cpus)  # the node and the children inherit it
         node, url = start_node(node_args)
         try:
             run_gateway(url, reqs[:4], args.concurrency)  # warm-up
             for _ in range(args.rounds):  # interleaved: drift of the machine hits every path
+                move_to(engine_cpus)
                 for i, (name, run) in enumerate((("engine in process", run_engine),
                                                  ("gateway in process", run_gateway_in_process))):
                     paths[i].append(engine_row(name, model, reqs, args.concurrency, run))
@@ -353,6 +385,7 @@ def main() -> int:
                     loaded_row, unloaded_row = child_rows(args, hygiene=hygiene)
                     paths[i].append(loaded_row)
                     unloaded[i].append(unloaded_row)
+                move_to(client_cpus)
                 row, client = node_row(url, node.pid, reqs, args.concurrency)
                 paths[4].append(row)
                 client_cpu.append(client)
