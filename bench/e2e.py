@@ -29,9 +29,8 @@ process, the relay, the node; the plaintext server), read from /proc, and the lo
 Model: SmolLM2-135M-Instruct (the default), `--tiny` for the tiny random test model.
 
 `--pin` gives every engine process (the node, both plaintext servers) one CPU of its own and one
-math thread (`OMP_NUM_THREADS=1`), and everything else (this client, the relay, the log and the
-issuer) the other CPUs: the node as on a machine of its own, which a 2-core machine cannot
-otherwise show (there the client's and relay's wake-ups stall the engine's second thread).
+math thread, and everything else (this client, the relay, the log and the issuer) the other CPUs
+(`bench/placement.py`).
 """
 
 from __future__ import annotations
@@ -53,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 from aiohttp import web
+
+from bench.placement import ENGINE_THREADS, pin_process, split_cpus
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -245,18 +246,14 @@ def _placement(*, pin: bool) -> tuple[set[int] | None, dict[str, str]]:
     moves to the other CPUs, and so do the processes it starts after (the log, issuer, relay)."""
     if not pin:
         return None, dict(os.environ)
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:  # one CPU for the engines, at least one for the rest
-        raise SystemExit("--pin needs at least two CPUs")
-    os.sched_setaffinity(0, cpus[1:])
-    return {cpus[0]}, {**os.environ, "OMP_NUM_THREADS": "1"}
+    engine_cpus, other_cpus = split_cpus()
+    os.sched_setaffinity(0, other_cpus)
+    return engine_cpus, {**os.environ, **ENGINE_THREADS}
 
 
 def _pin(pid: int, cpus: set[int] | None) -> None:
-    """Every thread of `pid` onto `cpus` (threads it starts later inherit it)."""
     if cpus is not None:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            os.sched_setaffinity(int(task.name), cpus)
+        pin_process(pid, cpus)
 
 
 def _start_plaintext(demo: Demo, base_env: dict[str, str], *, tiny: bool, hygiene: bool

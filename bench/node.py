@@ -35,8 +35,7 @@ Model: the tiny test model by default (engine cost per token is tiny, so this pr
 gateway's overhead at its worst), `--smollm2` for SmolLM2-135M-Instruct.
 
 `--pin` runs every engine (in this process, the children, the node) on one CPU of its own with
-one math thread, and the bench client of the node row on the other CPUs: the node as on a
-machine of its own, apart from its clients, which a 2-core machine cannot otherwise show.
+one math thread, and the bench client of the node row on the other CPUs (`bench/placement.py`).
 """
 
 from __future__ import annotations
@@ -64,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 
+from bench.placement import ENGINE_THREADS, split_cpus
 from node.engine.engine import GenerateRequest
 from node.engine.sampling import SamplingParams
 from node.gateway import Sealed
@@ -319,20 +319,17 @@ def report(args: argparse.Namespace, n: int, paths: list[list[Row]],
         print(f"{name:<22} {p50 * 1e3:>12.2f} {p90 * 1e3:>12.2f}  {added}")
 
 
-
 def placement(*, pin: bool) -> tuple[set[int] | None, set[int] | None]:
-    """With `pin`: the engines' CPU (the first) and the client's (the rest); engines get one
-    math thread (this process's now, the children's through OMP_NUM_THREADS)."""
+    """With `pin`: the engines' CPU and the client's (`bench.placement`); engines get one math
+    thread (this process's now, the children's through the environment)."""
     if not pin:
         return None, None
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:  # one CPU for the engines, at least one for the client
-        raise SystemExit("--pin needs at least two CPUs")
+    engine_cpus, client_cpus = split_cpus()
     import torch  # noqa: PLC0415 - loaded already, through the engine
 
-    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ.update(ENGINE_THREADS)
     torch.set_num_threads(1)
-    return {cpus[0]}, set(cpus[1:])
+    return engine_cpus, client_cpus
 
 
 def move_to(cpus: set[int] | None) -> None:
