@@ -57,8 +57,6 @@ def ptrace_scope() -> int:
     return int(path.read_text()) if path.exists() else 0
 
 
-
-
 readable_children = pytest.mark.skipif(
     ptrace_scope() >= 3 or (ptrace_scope() == 2 and os.geteuid() != 0),
     reason="Yama forbids reading a child's memory here")
